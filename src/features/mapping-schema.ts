@@ -1,0 +1,119 @@
+import { z } from 'zod';
+
+/**
+ * The declarative mapping format (`mappings/<model>.yaml`): how FHIR data becomes one model's input
+ * tensor. This schema is the contract between mapping files, the feature engine and model cards.
+ * Keep it strict: unknown keys are errors, so a typo in a mapping never silently changes a score.
+ */
+
+const coding = z.strictObject({ system: z.string().min(1), code: z.string().min(1) });
+
+/** ISO 8601 duration (P2Y, P30D, PT48H ...). The lookback window ends at as-of. */
+const isoDuration = z
+  .string()
+  .regex(/^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$/, 'must be an ISO 8601 duration such as P2Y or PT48H');
+
+const patientAgeSource = z.strictObject({ kind: z.literal('patient-age') });
+const patientSexSource = z.strictObject({ kind: z.literal('patient-sex') });
+
+const observationSource = z.strictObject({
+  kind: z.literal('observation'),
+  /** Codes of the Observation itself, or of a component inside a panel. */
+  codes: z.array(coding).min(1),
+  /** Panel codes to search too; the value is then taken from the component matching `codes`. */
+  panels: z.array(coding).optional(),
+  /** Optional FHIRPath evaluated on the Observation (or component) to select the Quantity; default `value`. */
+  valuePath: z.string().optional(),
+  /** For coded values (one-hot): FHIRPath to the code, default `value.coding.code`. */
+  codePath: z.string().optional(),
+});
+
+const derivedSource = z.strictObject({
+  kind: z.literal('derived'),
+  op: z.enum(['ratio', 'mean-arterial-pressure', 'log', 'sum', 'difference', 'product']),
+  /** Feature ids this one is computed from, in order (ratio: [numerator, denominator]; MAP: [systolic, diastolic]). */
+  of: z.array(z.string()).min(1),
+});
+
+/** Issue 3: a finding asserted in report text (value 1 when found with the wanted assertion, else 0). */
+const reportFindingSource = z.strictObject({
+  kind: z.literal('report-finding'),
+  /** Finding concept codes from the NLP lexicon (SNOMED CT). */
+  findings: z.array(coding).min(1),
+  assertion: z.enum(['affirmed', 'negated', 'possible', 'historical', 'hypothetical', 'other-subject']).default('affirmed'),
+  /** Restrict to reports with one of these codes or categories (e.g. LOINC chest imaging report codes). */
+  reportCodes: z.array(coding).optional(),
+  reportCategories: z.array(coding).optional(),
+});
+
+/** Issue 3: ImagingStudy features. */
+const imagingSource = z.strictObject({
+  kind: z.literal('imaging'),
+  measure: z.enum(['count', 'days-since-last', 'series', 'instances']),
+  modalities: z.array(z.string()).optional(), // DICOM modality codes: CT, CR, DX, MR ...
+  bodySites: z.array(coding).optional(),
+});
+
+export const featureSourceSchema = z.discriminatedUnion('kind', [
+  patientAgeSource,
+  patientSexSource,
+  observationSource,
+  derivedSource,
+  reportFindingSource,
+  imagingSource,
+]);
+
+const transformSchema = z.union([
+  z.literal('log'),
+  z.strictObject({ log: z.strictObject({ offset: z.number().default(0) }) }),
+  z.strictObject({ standardize: z.strictObject({ mean: z.number(), std: z.number().positive() }) }),
+  z.strictObject({ clip: z.strictObject({ min: z.number().optional(), max: z.number().optional() }) }),
+]);
+
+const missingSchema = z.strictObject({
+  /**
+   * `mean`: the training mean (requires a standardize transform, or `value`);
+   * `constant`: `value` in the feature's unit; `required`: the patient is skipped when missing.
+   */
+  strategy: z.enum(['mean', 'constant', 'required']),
+  value: z.number().optional(),
+  /** Adds a `<id>__missing` column (1 when imputed). */
+  indicator: z.boolean().default(false),
+});
+
+export const featureSchema = z.strictObject({
+  id: z.string().regex(/^[a-z][a-z0-9_]*$/, 'feature ids are lower_snake_case'),
+  description: z.string().optional(),
+  source: featureSourceSchema,
+  /** Target UCUM unit; values are converted with @lhncbc/ucum-lhc. */
+  unit: z.string().optional(),
+  /** g/mol, for mass <-> substance conversions (glucose 180.156, cholesterol 386.654). */
+  molarMass: z.number().positive().optional(),
+  /** Lookback window before as-of. Required for observation, report and imaging sources. */
+  lookback: isoDuration.optional(),
+  aggregate: z.enum(['latest', 'mean', 'min', 'max', 'count', 'any']).default('latest'),
+  plausible: z.strictObject({ min: z.number().optional(), max: z.number().optional() }).optional(),
+  missing: missingSchema.optional(),
+  transforms: z.array(transformSchema).default([]),
+  /** One-hot over coded values; expands into columns `<id>=<category>`. */
+  oneHot: z.array(z.string()).min(1).optional(),
+  /** false: computed (e.g. as an input of a derived feature) but not a model input column. */
+  input: z.boolean().default(true),
+});
+
+export const mappingSchema = z.strictObject({
+  id: z.string().min(1),
+  version: z.string().regex(/^\d+\.\d+\.\d+$/, 'must be a semantic version such as 1.0.0'),
+  model: z.string().min(1),
+  description: z.string().optional(),
+  /** Minimum number of input features observed (not imputed) for a patient to be scored. */
+  minObservedFeatures: z.number().int().nonnegative().default(0),
+  /** Optional gate: the patient is scored only when this feature is > 0 (e.g. pneumonia affirmed). */
+  requires: z.strictObject({ feature: z.string(), reason: z.string() }).optional(),
+  features: z.array(featureSchema).min(1),
+});
+
+export type Mapping = z.infer<typeof mappingSchema>;
+export type FeatureSpec = z.infer<typeof featureSchema>;
+export type FeatureSource = z.infer<typeof featureSourceSchema>;
+export type Transform = z.infer<typeof transformSchema>;
