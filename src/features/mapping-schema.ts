@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isValidUcum } from './ucum.js';
 
 /**
  * The declarative mapping format (`mappings/<model>.yaml`): how FHIR data becomes one model's input
@@ -6,7 +7,27 @@ import { z } from 'zod';
  * Keep it strict: unknown keys are errors, so a typo in a mapping never silently changes a score.
  */
 
-const coding = z.strictObject({ system: z.string().min(1), code: z.string().min(1) });
+const coding = z.strictObject({ system: z.string().min(1), code: z.string().min(1), display: z.string().optional() });
+
+/** A case-sensitive UCUM unit, validated with @lhncbc/ucum-lhc when the mapping is parsed. */
+export const ucumUnit = z.string().superRefine((unit, ctx) => {
+  if (!isValidUcum(unit)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(unit)} is not a valid UCUM unit` });
+});
+
+/**
+ * An Observation code to match. `unit` optionally declares the unit results under this code come in
+ * (e.g. 14647-2 in mmol/L); it is checked at load time to be convertible to the feature's unit
+ * (with the code's or the feature's molarMass), so a missing molar mass is caught before any patient is mapped.
+ */
+const observationCoding = coding.extend({
+  unit: ucumUnit.optional(),
+  /** g/mol for values under this code, overriding the feature's molarMass (BUN 28.0134 vs urea 60.06). */
+  molarMass: z.number().positive().optional(),
+});
+
+/** Observation.status values accepted by default: final results only (see README in this folder). */
+export const DEFAULT_OBSERVATION_STATUSES = ['final', 'amended', 'corrected'] as const;
+const observationStatus = z.enum(['registered', 'preliminary', 'final', 'amended', 'corrected', 'cancelled', 'entered-in-error', 'unknown']);
 
 /** ISO 8601 duration (P2Y, P30D, PT48H ...). The lookback window ends at as-of. */
 const isoDuration = z
@@ -19,9 +40,11 @@ const patientSexSource = z.strictObject({ kind: z.literal('patient-sex') });
 const observationSource = z.strictObject({
   kind: z.literal('observation'),
   /** Codes of the Observation itself, or of a component inside a panel. */
-  codes: z.array(coding).min(1),
+  codes: z.array(observationCoding).min(1),
   /** Panel codes to search too; the value is then taken from the component matching `codes`. */
   panels: z.array(coding).optional(),
+  /** Observation statuses accepted (default final, amended, corrected); others are excluded as `status`. */
+  statuses: z.array(observationStatus).min(1).optional(),
   /** Optional FHIRPath evaluated on the Observation (or component) to select the Quantity; default `value`. */
   valuePath: z.string().optional(),
   /** For coded values (one-hot): FHIRPath to the code, default `value.coding.code`. */
@@ -86,7 +109,7 @@ export const featureSchema = z.strictObject({
   description: z.string().optional(),
   source: featureSourceSchema,
   /** Target UCUM unit; values are converted with @lhncbc/ucum-lhc. */
-  unit: z.string().optional(),
+  unit: ucumUnit.optional(),
   /** g/mol, for mass <-> substance conversions (glucose 180.156, cholesterol 386.654). */
   molarMass: z.number().positive().optional(),
   /** Lookback window before as-of. Required for observation, report and imaging sources. */
@@ -109,7 +132,7 @@ export const mappingSchema = z.strictObject({
   /** Minimum number of input features observed (not imputed) for a patient to be scored. */
   minObservedFeatures: z.number().int().nonnegative().default(0),
   /** Optional gate: the patient is scored only when this feature is > 0 (e.g. pneumonia affirmed). */
-  requires: z.strictObject({ feature: z.string(), reason: z.string() }).optional(),
+  requires: z.strictObject({ feature: z.string().min(1), reason: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'skip reasons are lower-kebab-case') }).optional(),
   features: z.array(featureSchema).min(1),
 });
 

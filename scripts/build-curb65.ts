@@ -1,0 +1,27 @@
+/**
+ * Builds models/curb65/{model.onnx,model-card.json}.
+ *   node --import tsx scripts/build-curb65.ts           # write
+ *   node --import tsx scripts/build-curb65.ts --check   # exit 1 when the committed files differ
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, relative } from 'node:path';
+import { packageRoot } from '../src/models/paths.js';
+import { buildCurb65Artifacts, checkCurb65Artifacts, curb65Paths } from './lib/curb65.js';
+
+const root = packageRoot();
+const paths = curb65Paths(root);
+
+if (process.argv.includes('--check')) {
+  const differ = checkCurb65Artifacts(root);
+  if (differ.length > 0) {
+    console.error(`not reproducible, differs from a rebuild: ${differ.map((f) => relative(root, f)).join(', ')}`);
+    process.exit(1);
+  }
+  console.log('curb65: committed model.onnx and model-card.json match a rebuild');
+} else {
+  const built = buildCurb65Artifacts();
+  mkdirSync(dirname(paths.onnx), { recursive: true });
+  writeFileSync(paths.onnx, built.onnx);
+  writeFileSync(paths.card, built.card);
+  console.log(`wrote ${relative(root, paths.onnx)} and ${relative(root, paths.card)}`);
+}

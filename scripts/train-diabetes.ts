@@ -1,0 +1,38 @@
+/**
+ * Trains the diabetes-progression model and writes models/diabetes-progression/{model.onnx,model-card.json}.
+ *
+ *   npm run train                        # rebuild the committed files
+ *   npm run train -- --check             # exit 1 when the committed files differ from a rebuild
+ *   npm run train -- --import-fixture DIR  # (re)create fixtures/diabetes/diabetes.csv from sklearn's raw files in DIR
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { packageRoot } from '../src/models/paths.js';
+import { buildDiabetesArtifacts, checkDiabetesArtifacts, diabetesPaths, fixtureCsvFromSklearn } from './lib/diabetes.js';
+
+const root = packageRoot();
+const paths = diabetesPaths(root);
+const args = process.argv.slice(2);
+
+if (args[0] === '--import-fixture') {
+  const dir = args[1];
+  if (!dir) throw new Error('--import-fixture needs the directory holding diabetes_data_raw.csv.gz');
+  const csv = fixtureCsvFromSklearn(readFileSync(join(dir, 'diabetes_data_raw.csv.gz')), readFileSync(join(dir, 'diabetes_target.csv.gz')));
+  mkdirSync(dirname(paths.csv), { recursive: true });
+  writeFileSync(paths.csv, csv);
+  console.log(`wrote ${relative(root, paths.csv)}`);
+} else if (args.includes('--check')) {
+  const differ = checkDiabetesArtifacts(root);
+  if (differ.length > 0) {
+    console.error(`not reproducible, differs from a rebuild: ${differ.map((f) => relative(root, f)).join(', ')}`);
+    process.exit(1);
+  }
+  console.log('diabetes-progression: committed model.onnx and model-card.json match a rebuild');
+} else {
+  const built = buildDiabetesArtifacts(readFileSync(paths.csv, 'utf8'));
+  mkdirSync(dirname(paths.onnx), { recursive: true });
+  writeFileSync(paths.onnx, built.onnx);
+  writeFileSync(paths.card, built.card);
+  console.log(`wrote ${relative(root, paths.onnx)} and ${relative(root, paths.card)}`);
+  console.log(JSON.stringify(built.metrics));
+}

@@ -1,0 +1,99 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { AdapterError } from './core/errors.js';
+import { packagePath } from './core/paths.js';
+import { DEFAULT_IDENTIFIER_SYSTEM } from './writeback/identifiers.js';
+
+/**
+ * Configuration: CLI flags over environment variables (FHIR_ML_*) over defaults. Validated once at
+ * start; every problem is reported at once. Secrets come only from the environment or files and are
+ * never logged (see `describeConfig`).
+ */
+const authSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('none') }),
+  z.strictObject({ type: z.literal('bearer'), token: z.string().min(1, 'bearer auth needs a token (FHIR_ML_TOKEN or FHIR_ML_TOKEN_FILE)') }),
+  z.strictObject({
+    type: z.literal('basic'),
+    username: z.string().min(1, 'basic auth needs FHIR_ML_USERNAME'),
+    password: z.string().min(1, 'basic auth needs FHIR_ML_PASSWORD or FHIR_ML_PASSWORD_FILE'),
+  }),
+]);
+
+export const configSchema = z.strictObject({
+  fhirUrl: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://fhir.example.org/R4' })
+    .optional(),
+  auth: authSchema,
+  identifierSystem: z
+    .url({ error: 'must be an absolute URI' })
+    .refine((s) => !/[?&#|]/.test(s), 'must not contain ?, &, # or | (it is used inside conditional-create queries)'),
+  modelsDir: z.string().min(1),
+  mappingsDir: z.string().min(1),
+  batchSize: z.number().int().min(1).max(1000),
+  concurrency: z.number().int().min(1).max(64),
+  timeoutMs: z.number().int().min(100),
+  maxRetries: z.number().int().min(0).max(20),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+});
+export type AdapterConfig = z.infer<typeof configSchema>;
+
+type Env = Record<string, string | undefined>;
+
+function secret(env: Env, name: string): string | undefined {
+  const file = env[`${name}_FILE`];
+  if (file) return readFileSync(file, 'utf8').trim();
+  return env[name];
+}
+
+function num(value: string | number | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  return typeof value === 'number' ? value : Number(value);
+}
+
+export interface ConfigOverrides {
+  fhirUrl?: string;
+  batchSize?: number | string;
+  concurrency?: number | string;
+  timeoutMs?: number | string;
+  logLevel?: string;
+}
+
+export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.env): AdapterConfig {
+  const authType = env.FHIR_ML_AUTH ?? (secret(env, 'FHIR_ML_TOKEN') ? 'bearer' : env.FHIR_ML_USERNAME ? 'basic' : 'none');
+  const auth =
+    authType === 'bearer'
+      ? { type: 'bearer', token: secret(env, 'FHIR_ML_TOKEN') ?? '' }
+      : authType === 'basic'
+        ? { type: 'basic', username: env.FHIR_ML_USERNAME ?? '', password: secret(env, 'FHIR_ML_PASSWORD') ?? '' }
+        : { type: authType };
+  const candidate = {
+    fhirUrl: overrides.fhirUrl ?? env.FHIR_ML_FHIR_URL,
+    auth,
+    identifierSystem: env.FHIR_ML_IDENTIFIER_SYSTEM ?? DEFAULT_IDENTIFIER_SYSTEM,
+    modelsDir: env.FHIR_ML_MODELS_DIR ?? packagePath('models'),
+    mappingsDir: env.FHIR_ML_MAPPINGS_DIR ?? packagePath('mappings'),
+    batchSize: num(overrides.batchSize) ?? num(env.FHIR_ML_BATCH_SIZE) ?? 100,
+    concurrency: num(overrides.concurrency) ?? num(env.FHIR_ML_CONCURRENCY) ?? 4,
+    timeoutMs: num(overrides.timeoutMs) ?? num(env.FHIR_ML_TIMEOUT_MS) ?? 30_000,
+    maxRetries: num(env.FHIR_ML_MAX_RETRIES) ?? 5,
+    logLevel: overrides.logLevel ?? env.FHIR_ML_LOG_LEVEL ?? 'warn',
+  };
+  const parsed = configSchema.safeParse(candidate);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(config)'}: ${i.message}`);
+    throw new AdapterError('config-invalid', `invalid configuration (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  - ${problems.join('\n  - ')}`, {
+      details: { problems },
+    });
+  }
+  return parsed.data;
+}
+
+/** A loggable view of the configuration: secrets and URL credentials removed. */
+export function describeConfig(config: AdapterConfig): Record<string, unknown> {
+  let fhirUrl: string | undefined;
+  if (config.fhirUrl) {
+    const u = new URL(config.fhirUrl);
+    fhirUrl = `${u.protocol}//${u.host}${u.pathname}`;
+  }
+  return { ...config, fhirUrl, auth: { type: config.auth.type } };
+}

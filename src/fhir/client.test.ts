@@ -1,0 +1,345 @@
+import { PassThrough } from 'node:stream';
+import type { Bundle, Observation } from 'fhir/r4.js';
+import { AdapterError } from '../core/errors.js';
+import { createLogger } from '../core/log.js';
+import { FhirClient, parseRetryAfter, type FhirClientOptions, type SearchPage } from './client.js';
+import { recordingClock, searchset, sendJson, startPeer, type PeerHandler, type ScriptedPeer } from './testing/scripted-peer.js';
+
+const peers: ScriptedPeer[] = [];
+async function peer(handler: PeerHandler): Promise<ScriptedPeer> {
+  const p = await startPeer(handler);
+  peers.push(p);
+  return p;
+}
+afterEach(async () => {
+  await Promise.all(peers.splice(0).map((p) => p.close()));
+});
+
+function clientFor(p: ScriptedPeer, extra: Partial<FhirClientOptions> = {}) {
+  const clock = recordingClock();
+  const client = new FhirClient({ baseUrl: p.baseUrl, clock, random: () => 0.5, ...extra });
+  return { client, clock };
+}
+
+async function caught(promise: Promise<unknown>): Promise<AdapterError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(AdapterError);
+    return err as AdapterError;
+  }
+  throw new Error('expected a rejection');
+}
+
+async function allPages<T extends import('fhir/r4.js').Resource>(gen: AsyncGenerator<SearchPage<T>>) {
+  const pages: SearchPage<T>[] = [];
+  for await (const page of gen) pages.push(page);
+  return pages;
+}
+
+const patient = (id: string) => ({ resourceType: 'Patient', id });
+const obs = (id: string) => ({ resourceType: 'Observation', id, status: 'final', code: {}, subject: { reference: 'Patient/p1' } });
+
+describe('FhirClient.search paging', () => {
+  it('follows absolute and relative next links through 3 pages and separates included resources', async () => {
+    const p = await peer((req, res, { baseUrl }) => {
+      if (req.url === '/fhir/Observation?page=2') return sendJson(res, 200, searchset([obs('o2')], 'Observation?page=3'));
+      if (req.url === '/fhir/Observation?page=3') return sendJson(res, 200, searchset([obs('o3')]));
+      if (req.url.startsWith('/fhir/Observation?')) {
+        return sendJson(res, 200, searchset([obs('o1')], `${baseUrl}/Observation?page=2`, [patient('p1')]));
+      }
+      sendJson(res, 404, {});
+    });
+    const { client } = clientFor(p);
+    const pages = await allPages(client.search<Observation>('Observation', { code: 'http://loinc.org|4548-4', date: ['ge2020-01-01', 'le2025-01-01'] }));
+    expect(pages.map((pg) => pg.resources.map((r) => r.id))).toEqual([['o1'], ['o2'], ['o3']]);
+    expect(pages[0].included.map((r) => r.id)).toEqual(['p1']);
+    expect(p.requests.map((r) => r.url)).toEqual([
+      '/fhir/Observation?code=http%3A%2F%2Floinc.org%7C4548-4&date=ge2020-01-01&date=le2025-01-01',
+      '/fhir/Observation?page=2',
+      '/fhir/Observation?page=3',
+    ]);
+  });
+
+  it('refuses a next link to another origin and never contacts it', async () => {
+    const elsewhere = await peer((_req, res) => sendJson(res, 200, searchset([])));
+    const p = await peer((_req, res) => sendJson(res, 200, searchset([obs('o1')], `${elsewhere.baseUrl}/Observation?page=2`)));
+    const { client } = clientFor(p, { auth: { type: 'bearer', token: 'secret-token' } });
+    const seen: string[] = [];
+    const err = await caught(
+      (async () => {
+        for await (const page of client.search<Observation>('Observation', {})) seen.push(...page.resources.map((r) => r.id!));
+      })(),
+    );
+    expect(err.code).toBe('fhir-unsafe-link');
+    expect(err.transient).toBe(false);
+    expect(seen).toEqual(['o1']);
+    expect(elsewhere.requests).toHaveLength(0);
+  });
+
+  it('stops a next link that loops back to a page already read', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, searchset([obs('o1')], 'Observation?page=2')));
+    const { client } = clientFor(p);
+    const err = await caught(allPages(client.search('Observation', {})));
+    expect(err.code).toBe('fhir-invalid-response');
+    expect(p.requests.map((r) => r.url)).toEqual(['/fhir/Observation', '/fhir/Observation?page=2']);
+  });
+
+  it('rejects an answer that is not a Bundle', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, { resourceType: 'OperationOutcome', issue: [] }));
+    const { client } = clientFor(p);
+    expect((await caught(allPages(client.search('Observation', {})))).code).toBe('fhir-invalid-response');
+  });
+
+  it('rejects a 200 whose body is not JSON, without retrying', async () => {
+    const p = await peer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html>login</html>');
+    });
+    const { client } = clientFor(p);
+    const err = await caught(client.read('Patient', 'p1'));
+    expect(err.code).toBe('fhir-invalid-response');
+    expect(p.requests).toHaveLength(1);
+  });
+});
+
+describe('FhirClient retries', () => {
+  it('honours Retry-After in delta-seconds', async () => {
+    const p = await peer((_req, res, { index }) =>
+      index === 0 ? sendJson(res, 429, {}, { 'retry-after': '2' }) : sendJson(res, 200, patient('p1')),
+    );
+    const { client, clock } = clientFor(p);
+    expect((await client.read('Patient', 'p1')).id).toBe('p1');
+    expect(clock.sleeps).toEqual([2000]);
+  });
+
+  it('honours Retry-After as an HTTP-date, measured from the injected clock', async () => {
+    const now = new Date('2025-01-15T12:00:00Z');
+    const p = await peer((_req, res, { index }) =>
+      index === 0
+        ? sendJson(res, 503, {}, { 'retry-after': new Date(now.getTime() + 7000).toUTCString() })
+        : sendJson(res, 200, patient('p1')),
+    );
+    const clock = recordingClock(now);
+    const client = new FhirClient({ baseUrl: p.baseUrl, clock });
+    await client.read('Patient', 'p1');
+    expect(clock.sleeps).toEqual([7000]);
+  });
+
+  it('caps a long Retry-After at maxRetryAfterMs', async () => {
+    const p = await peer((_req, res, { index }) =>
+      index === 0 ? sendJson(res, 429, {}, { 'retry-after': '3600' }) : sendJson(res, 200, patient('p1')),
+    );
+    const { client, clock } = clientFor(p, { maxRetryAfterMs: 30_000 });
+    await client.read('Patient', 'p1');
+    expect(clock.sleeps).toEqual([30_000]);
+  });
+
+  it('retries a 503 with jittered backoff, then succeeds', async () => {
+    const p = await peer((_req, res, { index }) => (index === 0 ? sendJson(res, 503, {}) : sendJson(res, 200, patient('p1'))));
+    const { client, clock } = clientFor(p); // random() = 0.5 → half of baseMs 250
+    await client.read('Patient', 'p1');
+    expect(clock.sleeps).toEqual([125]);
+    expect(p.requests).toHaveLength(2);
+  });
+
+  it('retries after the server drops the connection', async () => {
+    const p = await peer((_req, res, { index, socket }) => {
+      if (index === 0) socket.destroy();
+      else sendJson(res, 200, patient('p1'));
+    });
+    const { client, clock } = clientFor(p);
+    expect((await client.read('Patient', 'p1')).id).toBe('p1');
+    expect(clock.sleeps).toHaveLength(1);
+    expect(p.requests).toHaveLength(2);
+  });
+
+  it('times out a stalled request and retries it', async () => {
+    const p = await peer((_req, res, { index }) => {
+      if (index === 0) return; // never answers
+      sendJson(res, 200, patient('p1'));
+    });
+    const { client } = clientFor(p, { timeoutMs: 200 });
+    const started = Date.now();
+    expect((await client.read('Patient', 'p1')).id).toBe('p1');
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(p.requests).toHaveLength(2);
+  });
+
+  it('reports a timeout as transient fhir-unavailable once retries are exhausted', async () => {
+    const p = await peer(() => undefined);
+    const { client } = clientFor(p, { timeoutMs: 100, maxRetries: 1 });
+    const err = await caught(client.read('Patient', 'p1'));
+    expect(err.code).toBe('fhir-unavailable');
+    expect(err.transient).toBe(true);
+    expect(err.details).toMatchObject({ kind: 'timeout', attempts: 2 });
+  });
+
+  it('gives up after maxRetries with a transient error, backing off exponentially up to maxMs', async () => {
+    const p = await peer((_req, res) => sendJson(res, 502, {}));
+    const { client, clock } = clientFor(p, { maxRetries: 4, backoff: { baseMs: 100, maxMs: 500 }, random: () => 0.999 });
+    const err = await caught(client.read('Patient', 'p1'));
+    expect(err.code).toBe('fhir-unavailable');
+    expect(err.transient).toBe(true);
+    expect(err.status).toBe(502);
+    expect(p.requests).toHaveLength(5);
+    expect(clock.sleeps).toEqual([99, 199, 399, 499]);
+  });
+
+  it.each([
+    [400, 'fhir-rejected'],
+    [404, 'fhir-not-found'],
+    [401, 'fhir-auth'],
+    [403, 'fhir-auth'],
+    [422, 'fhir-rejected'],
+    [501, 'fhir-rejected'],
+  ])('treats HTTP %i as permanent %s and does not retry', async (status, code) => {
+    const p = await peer((_req, res) =>
+      sendJson(res, status, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid' }] }),
+    );
+    const { client, clock } = clientFor(p);
+    const err = await caught(client.read('Patient', 'p1'));
+    expect(err.code).toBe(code);
+    expect(err.transient).toBe(false);
+    expect(err.status).toBe(status);
+    expect(err.details).toMatchObject({ issueCodes: ['invalid'] });
+    expect(p.requests).toHaveLength(1);
+    expect(clock.sleeps).toEqual([]);
+  });
+
+  it('does not follow redirects, so credentials stay on the configured server', async () => {
+    const elsewhere = await peer((_req, res) => sendJson(res, 200, patient('p1')));
+    const p = await peer((_req, res) => {
+      res.writeHead(302, { location: `${elsewhere.baseUrl}/Patient/p1` });
+      res.end();
+    });
+    const { client } = clientFor(p, { auth: { type: 'bearer', token: 't' } });
+    expect((await caught(client.read('Patient', 'p1'))).code).toBe('fhir-rejected');
+    expect(elsewhere.requests).toHaveLength(0);
+  });
+});
+
+describe('FhirClient.transaction', () => {
+  const tx: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: [] };
+  const ok = { resourceType: 'Bundle', type: 'transaction-response', entry: [] };
+
+  it('POSTs to the base and retries a 503 (the server did not process it)', async () => {
+    const p = await peer((_req, res, { index }) => (index === 0 ? sendJson(res, 503, {}) : sendJson(res, 200, ok)));
+    const { client } = clientFor(p);
+    expect((await client.transaction(tx)).type).toBe('transaction-response');
+    expect(p.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['POST /fhir/', 'POST /fhir/']);
+    expect(JSON.parse(p.requests[0].body)).toEqual(tx);
+  });
+
+  it.each([
+    ['a 500', (res: import('node:http').ServerResponse): void => sendJson(res, 500, {})],
+    ['a dropped connection', (_res: unknown, socket: import('node:net').Socket): void => void socket.destroy()],
+  ])('does not resend after %s, which may have been processed, but reports it transient', async (_name, fault) => {
+    const p = await peer((_req, res, { socket }) => fault(res, socket));
+    const { client } = clientFor(p);
+    const err = await caught(client.transaction(tx));
+    expect(err.code).toBe('fhir-unavailable');
+    expect(err.transient).toBe(true);
+    expect(p.requests).toHaveLength(1);
+  });
+});
+
+describe('FhirClient requests', () => {
+  it('sends a bearer token', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, patient('p1')));
+    const { client } = clientFor(p, { auth: { type: 'bearer', token: 'tok-123' } });
+    await client.read('Patient', 'p1');
+    expect(p.requests[0].headers.authorization).toBe('Bearer tok-123');
+    expect(p.requests[0].headers.accept).toBe('application/fhir+json');
+  });
+
+  it('sends basic credentials', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, patient('p1')));
+    const { client } = clientFor(p, { auth: { type: 'basic', username: 'svc', password: 'pa:ss' } });
+    await client.read('Patient', 'p1');
+    expect(p.requests[0].headers.authorization).toBe(`Basic ${Buffer.from('svc:pa:ss').toString('base64')}`);
+  });
+
+  it('keeps at most `concurrency` requests in flight', async () => {
+    const p = await peer((req, res) => {
+      setTimeout(() => sendJson(res, 200, patient(req.url.split('/').pop()!)), 40);
+    });
+    const { client } = clientFor(p, { concurrency: 3 });
+    const ids = Array.from({ length: 12 }, (_, i) => `p${i}`);
+    const read = await Promise.all(ids.map((id) => client.read('Patient', id)));
+    expect(read.map((r) => r.id)).toEqual(ids);
+    expect(p.maxInFlight).toBe(3);
+  });
+
+  it('reads the CapabilityStatement from /metadata', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, { resourceType: 'CapabilityStatement', fhirVersion: '4.0.1' }));
+    const { client } = clientFor(p);
+    expect((await client.capabilities()).fhirVersion).toBe('4.0.1');
+    expect(p.requests[0].url).toBe('/fhir/metadata');
+  });
+
+  it('reads Binaries on this server and refuses those elsewhere', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, { resourceType: 'Binary', id: 'b1', contentType: 'text/plain', data: 'aGk=' }));
+    const { client } = clientFor(p);
+    expect((await client.readBinary('Binary/b1')).data).toBe('aGk=');
+    expect((await client.readBinary(`${p.baseUrl}/Binary/b1`)).id).toBe('b1');
+    expect((await caught(client.readBinary('https://evil.example/fhir/Binary/b1'))).code).toBe('fhir-unsafe-link');
+    expect(p.requests.map((r) => r.url)).toEqual(['/fhir/Binary/b1', '/fhir/Binary/b1']);
+  });
+
+  it('validates its options and reports every problem at once', () => {
+    expect.assertions(4);
+    try {
+      new FhirClient({
+        baseUrl: 'ftp://user:pw@host/fhir?x=1',
+        auth: { type: 'bearer', token: '' },
+        timeoutMs: -1,
+        concurrency: 0,
+      });
+    } catch (err) {
+      const e = err as AdapterError;
+      expect(e.code).toBe('config-invalid');
+      expect(e.message).toMatch(/baseUrl/);
+      expect(e.message).toMatch(/timeoutMs/);
+      expect(e.message).toMatch(/concurrency/);
+    }
+  });
+
+  it('parses Retry-After forms', () => {
+    const now = new Date('2025-01-15T12:00:00Z');
+    expect(parseRetryAfter('120', now)).toBe(120_000);
+    expect(parseRetryAfter('Wed, 15 Jan 2025 12:00:30 GMT', now)).toBe(30_000);
+    expect(parseRetryAfter('Wed, 15 Jan 2025 11:00:00 GMT', now)).toBe(0);
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
+  });
+});
+
+describe('FhirClient logs', () => {
+  it('never log query strings, patient ids, tokens or bodies', async () => {
+    const p = await peer((req, res, { index }) => {
+      if (index === 0) return sendJson(res, 503, {});
+      if (req.url.startsWith('/fhir/Observation')) {
+        return sendJson(res, 200, searchset([{ ...obs('o1'), note: [{ text: 'BODY-MARKER' }] }], 'Observation?page=2&subject=Patient/secret-patient-7'));
+      }
+      sendJson(res, 400, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics: 'BODY-MARKER secret-patient-7' }] });
+    });
+    const stream = new PassThrough();
+    const lines: string[] = [];
+    stream.on('data', (chunk: Buffer) => lines.push(chunk.toString('utf8')));
+    const logger = createLogger({ level: 'debug', destination: stream });
+    const { client } = clientFor(p, { logger, auth: { type: 'bearer', token: 'TOKEN-MARKER' } });
+
+    await caught(allPages(client.search('Observation', { subject: 'Patient/secret-patient-7', code: 'http://loinc.org|4548-4' })));
+    const err = await caught(client.read('Patient', 'secret-patient-7'));
+    logger.error({ err }, 'a caller logs the error it got');
+    logger.flush();
+    await new Promise((r) => setImmediate(r));
+
+    const text = lines.join('');
+    expect(text).toContain('fhir request'); // the capture works
+    expect(text).toContain('"status":503');
+    for (const forbidden of ['secret-patient-7', 'TOKEN-MARKER', 'BODY-MARKER', '4548-4', 'subject=', '?page', 'loinc']) {
+      expect(text).not.toContain(forbidden);
+    }
+  });
+});

@@ -1,0 +1,363 @@
+import { performance } from 'node:perf_hooks';
+import type { Binary, DiagnosticReport, ImagingStudy, Observation, Patient, Reference, Resource } from 'fhir/r4.js';
+import { AdapterError } from '../core/errors.js';
+import { silentLogger, type Logger } from '../core/log.js';
+import type { PatientRecord } from '../core/types.js';
+import type { FhirClient, SearchParams } from './client.js';
+
+/**
+ * Batched pulling: one search per resource type per chunk of patients (all pages), never one request
+ * per patient. Results are grouped per patient by `subject`; whatever cannot be attributed is returned,
+ * not dropped, so counts reconcile: for each type, fetched = attributed + unattributed.
+ */
+
+export interface Coding {
+  system: string;
+  code: string;
+}
+
+export interface PullSpec {
+  /** OR-ed into one `code` parameter. Empty: no Observation search at all (never "all observations"). */
+  observationCodes: Coding[];
+  observationSince?: Date;
+  /** Absent: no DiagnosticReport search. */
+  reports?: { since?: Date; codes?: Coding[]; categories?: Coding[] };
+  /** Absent: no ImagingStudy search. */
+  imaging?: { since?: Date };
+}
+
+export interface PullOptions {
+  /** Patients per search request. Default 50. */
+  maxIdsPerRequest?: number;
+  /** Budget for a search URL; chunks shrink below maxIdsPerRequest to stay under it. Default 6000. */
+  maxUrlLength?: number;
+  /** `_count` per page. Default 1000. */
+  pageSize?: number;
+  logger?: Logger;
+}
+
+export type UnattributedDetail = 'missing-subject' | 'outside-batch' | 'patient-not-found';
+
+export interface UnattributedResource {
+  /** Relative reference of the resource itself, e.g. `Observation/123`. */
+  reference: string;
+  reason: 'no-subject';
+  detail: UnattributedDetail;
+}
+
+export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Binary';
+
+/**
+ * Result of one batch pull.
+ * - `records`: one entry per requested patient the server returned, keyed by patient id; each list sorted
+ *   by resource id so the same data always gives the same record whatever order the server paged in.
+ * - `missingPatients`: requested ids the server did not return (deleted, merged, or not visible to us).
+ * - `unattributed`: fetched resources not placed in any record, with why.
+ * - `missingBinaries`: same-server `Binary/<id>` attachment references that answered 404.
+ * - `fetched`: unique resources received per type (duplicates across pages counted once).
+ *   For every type, fetched = placed in records + unattributed.
+ * - `requests`: HTTP exchanges that returned a page or a Binary (retries not counted).
+ */
+export interface PullResult {
+  records: Map<string, PatientRecord>;
+  missingPatients: string[];
+  unattributed: UnattributedResource[];
+  missingBinaries: string[];
+  fetched: Record<PulledType, number>;
+  requests: number;
+}
+
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+// `Patient/x`, `Patient/x/_history/2`, or any absolute URL ending in one of those.
+const PATIENT_REFERENCE = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+export async function pullBatch(
+  client: FhirClient,
+  patientIds: string[],
+  spec: PullSpec,
+  asOf: Date,
+  options: PullOptions = {},
+): Promise<PullResult> {
+  const started = performance.now();
+  const maxIds = options.maxIdsPerRequest ?? 50;
+  const maxUrlLength = options.maxUrlLength ?? 6000;
+  const pageSize = options.pageSize ?? 1000;
+  const logger = (options.logger ?? silentLogger).child({ component: 'fhir-pull' });
+  validate(patientIds, spec, asOf, maxIds, pageSize);
+
+  const ids = [...new Set(patientIds)];
+  const inBatch = new Set(ids);
+  const asOfParam = `le${asOf.toISOString()}`;
+  const count = String(pageSize);
+
+  const fetched = new Map<PulledType, Map<string, Resource>>();
+  for (const type of ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Binary'] as const) {
+    fetched.set(type, new Map());
+  }
+  let requests = 0;
+
+  const collect = async (resourceType: PulledType, params: SearchParams): Promise<void> => {
+    const into = fetched.get(resourceType)!;
+    for await (const page of client.search(resourceType, params)) {
+      requests += 1;
+      for (const resource of page.resources) {
+        // Paging over a changing result set can repeat a resource; keep the first copy.
+        const key = resource.id ?? `#${into.size}`;
+        if (!into.has(key)) into.set(key, resource);
+      }
+    }
+  };
+
+  // Each search type builds its fixed parameters; the patient list is added per chunk.
+  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [];
+  const subjects = (chunk: string[]): SearchParams => ({ subject: chunk.map((id) => `Patient/${id}`).join(',') });
+  searches.push({ resourceType: 'Patient', fixed: { _count: count }, idParam: (chunk) => ({ _id: chunk.join(',') }) });
+  if (spec.observationCodes.length > 0) {
+    searches.push({
+      resourceType: 'Observation',
+      fixed: {
+        code: tokenList(spec.observationCodes),
+        date: dateRange(spec.observationSince, asOfParam),
+        _count: count,
+      },
+      idParam: subjects,
+    });
+  }
+  if (spec.reports) {
+    const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
+    if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
+    if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
+    searches.push({ resourceType: 'DiagnosticReport', fixed, idParam: subjects });
+  }
+  if (spec.imaging) {
+    searches.push({
+      resourceType: 'ImagingStudy',
+      fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count },
+      idParam: subjects,
+    });
+  }
+
+  const tasks: Promise<void>[] = [];
+  for (const search of searches) {
+    const urlLength = (chunk: string[]) =>
+      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...search.idParam(chunk), ...search.fixed });
+    for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
+      tasks.push(collect(search.resourceType, { ...search.idParam(chunk), ...search.fixed }));
+    }
+  }
+  // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
+  // not leave siblings running after the batch has already been reported failed.
+  await settleAll(tasks);
+
+  const records = new Map<string, PatientRecord>();
+  const unattributed: UnattributedResource[] = [];
+  for (const patient of fetched.get('Patient')!.values() as Iterable<Patient>) {
+    if (patient.id && inBatch.has(patient.id)) {
+      records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [] });
+    } else {
+      unattributed.push({ reference: `Patient/${patient.id ?? ''}`, reason: 'no-subject', detail: 'outside-batch' });
+    }
+  }
+  const missingPatients = ids.filter((id) => !records.has(id));
+
+  const place = <T extends Observation | DiagnosticReport | ImagingStudy>(
+    resourceType: PulledType,
+    list: (record: PatientRecord) => T[],
+  ): void => {
+    for (const resource of fetched.get(resourceType)!.values() as Iterable<T>) {
+      const reference = `${resourceType}/${resource.id ?? ''}`;
+      const patientId = patientIdOf(resource.subject);
+      const record = patientId === undefined ? undefined : records.get(patientId);
+      if (record) list(record).push(resource);
+      else {
+        const detail: UnattributedDetail =
+          patientId === undefined ? 'missing-subject' : inBatch.has(patientId) ? 'patient-not-found' : 'outside-batch';
+        unattributed.push({ reference, reason: 'no-subject', detail });
+      }
+    }
+  };
+  place<Observation>('Observation', (r) => r.observations);
+  place<DiagnosticReport>('DiagnosticReport', (r) => r.diagnosticReports);
+  place<ImagingStudy>('ImagingStudy', (r) => r.imagingStudies);
+  for (const record of records.values()) {
+    record.observations.sort(byId);
+    record.diagnosticReports.sort(byId);
+    record.imagingStudies.sort(byId);
+  }
+
+  const missingBinaries = await pullBinaries(client, records, fetched.get('Binary')!, () => (requests += 1));
+
+  const counts = Object.fromEntries([...fetched].map(([type, map]) => [type, map.size])) as Record<PulledType, number>;
+  logger.info(
+    {
+      patients: ids.length,
+      found: records.size,
+      missingPatients: missingPatients.length,
+      unattributed: unattributed.length,
+      missingBinaries: missingBinaries.length,
+      fetched: counts,
+      requests,
+      durationMs: Math.round(performance.now() - started),
+    },
+    'pulled batch',
+  );
+  return { records, missingPatients, unattributed, missingBinaries, fetched: counts, requests };
+}
+
+/**
+ * Fetches the Binaries that reports' `presentedForm.url` point to on this server, one read each.
+ * Reads, not one `Binary?_id=` search: many servers (HAPI and Medplum among them) do not offer search
+ * on Binary, while read is universal. Concurrency is bounded by the client's semaphore. URLs on other
+ * servers are never fetched (they would get our credentials); the report stage decides about them.
+ */
+async function pullBinaries(
+  client: FhirClient,
+  records: Map<string, PatientRecord>,
+  fetchedBinaries: Map<string, Resource>,
+  countRequest: () => void,
+): Promise<string[]> {
+  const owners = new Map<string, PatientRecord[]>();
+  for (const record of records.values()) {
+    for (const report of record.diagnosticReports) {
+      for (const form of report.presentedForm ?? []) {
+        if (!form.url || form.data) continue;
+        const id = client.binaryIdOf(form.url);
+        if (id === undefined) continue;
+        const list = owners.get(id) ?? [];
+        if (!list.includes(record)) list.push(record);
+        owners.set(id, list);
+      }
+    }
+  }
+  const missing: string[] = [];
+  const ids = [...owners.keys()].sort();
+  const results = await Promise.allSettled(ids.map((id) => client.read<Binary>('Binary', id)));
+  results.forEach((result, i) => {
+    const id = ids[i];
+    if (result.status === 'rejected') {
+      if (AdapterError.is(result.reason, 'fhir-not-found')) missing.push(`Binary/${id}`);
+      return;
+    }
+    countRequest();
+    fetchedBinaries.set(id, result.value);
+    for (const record of owners.get(id)!) {
+      record.binaries ??= new Map();
+      record.binaries.set(`Binary/${id}`, result.value);
+    }
+  });
+  const failure = results.find(
+    (r): r is PromiseRejectedResult => r.status === 'rejected' && !AdapterError.is(r.reason, 'fhir-not-found'),
+  );
+  if (failure) throw failure.reason;
+  return missing;
+}
+
+/**
+ * Streams every Patient id on the server, one page at a time (`_elements=id`), so an `--all` sync never
+ * holds the whole population in memory.
+ */
+export async function* listPatientIds(client: FhirClient, pageSize = 500): AsyncGenerator<string[], void, undefined> {
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 10_000) {
+    throw new AdapterError('input-invalid', 'pageSize must be an integer between 1 and 10000');
+  }
+  for await (const page of client.search<Patient>('Patient', { _elements: 'id', _count: String(pageSize) })) {
+    const ids = page.resources.map((p) => p.id).filter((id): id is string => typeof id === 'string' && FHIR_ID.test(id));
+    if (ids.length > 0) yield ids;
+  }
+}
+
+/** The patient id a subject points to, from `Patient/x` or an absolute URL ending in `/Patient/x`. */
+export function patientIdOf(subject: Reference | undefined): string | undefined {
+  const reference = subject?.reference;
+  if (!reference) return undefined;
+  return PATIENT_REFERENCE.exec(reference.split(/[?#]/)[0])?.[1];
+}
+
+/**
+ * Splits ids into chunks of at most `maxIds` whose URL stays within `maxUrlLength`. Throws when even a
+ * single id does not fit: the fixed parameters (e.g. a very long code list) are then the problem.
+ */
+export function chunkIds(
+  ids: string[],
+  maxIds: number,
+  maxUrlLength: number,
+  urlLength: (chunk: string[]) => number,
+  resourceType = 'search',
+): string[][] {
+  const chunks: string[][] = [];
+  let current: string[] = [];
+  for (const id of ids) {
+    const candidate = [...current, id];
+    if (candidate.length <= maxIds && urlLength(candidate) <= maxUrlLength) {
+      current = candidate;
+      continue;
+    }
+    if (current.length === 0) {
+      throw new AdapterError(
+        'input-invalid',
+        `${resourceType} search URL exceeds ${maxUrlLength} characters even for one patient; shorten the code list`,
+      );
+    }
+    chunks.push(current);
+    current = [id];
+    if (urlLength(current) > maxUrlLength) {
+      throw new AdapterError(
+        'input-invalid',
+        `${resourceType} search URL exceeds ${maxUrlLength} characters even for one patient; shorten the code list`,
+      );
+    }
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
+function validate(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: number, pageSize: number): void {
+  const problems: string[] = [];
+  const bad = patientIds.filter((id) => typeof id !== 'string' || !FHIR_ID.test(id)).length;
+  // Count only: the offending ids are patient identifiers.
+  if (bad > 0) problems.push(`${bad} patient id(s) are not valid FHIR ids`);
+  if (!(asOf instanceof Date) || Number.isNaN(asOf.getTime())) problems.push('asOf is not a valid date');
+  if (!Number.isInteger(maxIds) || maxIds < 1) problems.push('maxIdsPerRequest must be a positive integer');
+  if (!Number.isInteger(pageSize) || pageSize < 1) problems.push('pageSize must be a positive integer');
+  const dates = [spec.observationSince, spec.reports?.since, spec.imaging?.since];
+  if (dates.some((d) => d !== undefined && (!(d instanceof Date) || Number.isNaN(d.getTime())))) {
+    problems.push('a since date is not a valid date');
+  }
+  const codings = [...spec.observationCodes, ...(spec.reports?.codes ?? []), ...(spec.reports?.categories ?? [])];
+  if (codings.some((c) => !c?.system || !c?.code)) problems.push('every code needs a system and a code');
+  if (problems.length > 0) throw new AdapterError('input-invalid', `Invalid pull request: ${problems.join('; ')}`);
+}
+
+/** `system|code` tokens OR-ed with commas, with FHIR search escaping of the separators. */
+function tokenList(codings: Coding[]): string {
+  return codings.map((c) => `${escapeSearchValue(c.system)}|${escapeSearchValue(c.code)}`).join(',');
+}
+
+function escapeSearchValue(value: string): string {
+  return value.replace(/[\\,$|]/g, (ch) => `\\${ch}`);
+}
+
+/** Repeated parameter = AND: `date=ge<since>&date=le<asOf>`. */
+function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
+  return since ? [`ge${since.toISOString()}`, asOfParam] : asOfParam;
+}
+
+function queryLength(params: SearchParams): number {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    for (const v of Array.isArray(value) ? value : [value]) query.append(key, v);
+  }
+  return query.toString().length;
+}
+
+function byId(a: Resource, b: Resource): number {
+  const x = a.id ?? '';
+  const y = b.id ?? '';
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+async function settleAll(tasks: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+}

@@ -1,0 +1,340 @@
+import { performance } from 'node:perf_hooks';
+import { chunk } from '../core/chunk.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { AdapterError, toAdapterError } from '../core/errors.js';
+import { silentLogger, type Logger } from '../core/log.js';
+import type { ExclusionReason, FeatureRow, QualitativeRisk } from '../core/types.js';
+import type { FhirClient } from '../fhir/client.js';
+import { listPatientIds, pullBatch, type PullResult, type PullSpec } from '../fhir/pull.js';
+import { lookbackStart, mapPatient, observationCodes } from '../features/index.js';
+import { bandFor, explain } from '../models/index.js';
+import { planAssessment, type AssessmentPlan } from '../writeback/plan.js';
+import { FhirWriter } from '../writeback/writer.js';
+import type { SyncModel } from './models.js';
+
+/**
+ * The orchestrator: the one place that wires pull -> map -> infer -> plan -> write, batch by batch.
+ * Each batch is idempotent (deterministic identifiers + conditional creates), so a retried or repeated
+ * batch writes nothing new. The next batch is pulled while the current one is mapped, scored and written,
+ * and the population is never held in memory: `--all` streams patient ids page by page.
+ */
+
+export interface SyncOptions {
+  asOf: Date;
+  /** Explicit patients; when absent, every Patient on the server (streamed). */
+  patientIds?: string[];
+  dryRun?: boolean;
+  batchSize?: number;
+  identifierSystem: string;
+  /** Add occlusion explanations to each prediction (default true). */
+  explain?: boolean;
+  /** Keep per-patient results in the returned result (default true; off for very large runs). */
+  collectPatients?: boolean;
+  logger?: Logger;
+  clock?: Clock;
+  onProgress?: (progress: { patientsDone: number; batchesDone: number }) => void;
+  onPatientResult?: (result: PatientResult) => void;
+}
+
+export type PatientStatus = 'scored' | 'skipped' | 'not-found' | 'failed';
+
+export interface PatientResult {
+  patientId: string;
+  modelId: string;
+  status: PatientStatus;
+  probability?: number;
+  band?: QualitativeRisk;
+  /** Why a patient was not scored. */
+  reason?: string;
+  write?: 'created' | 'already-present' | 'dry-run';
+  counts?: FeatureRow['counts'];
+  excluded?: Partial<Record<ExclusionReason, number>>;
+  explanation?: { featureId: string; contribution: number }[];
+}
+
+export interface ModelTotals {
+  scored: number;
+  skipped: number;
+  skippedByReason: Record<string, number>;
+  bands: Partial<Record<QualitativeRisk, number>>;
+  fetched: number;
+  used: number;
+  excluded: number;
+  excludedByReason: Partial<Record<ExclusionReason, number>>;
+  created: number;
+  alreadyPresent: number;
+}
+
+export interface SyncResult {
+  asOf: string;
+  dryRun: boolean;
+  models: { id: string; version: string }[];
+  patients: number;
+  notFound: number;
+  failed: number;
+  failures: { patientIds: number; code: string; message: string }[];
+  /** Resources returned by searches that could not be attributed to a patient of the batch. */
+  unattributed: number;
+  byModel: Record<string, ModelTotals>;
+  batches: number;
+  requests: number;
+  durationMs: number;
+  results: PatientResult[];
+}
+
+function emptyTotals(): ModelTotals {
+  return { scored: 0, skipped: 0, skippedByReason: {}, bands: {}, fetched: 0, used: 0, excluded: 0, excludedByReason: {}, created: 0, alreadyPresent: 0 };
+}
+
+function inc<K extends string>(map: Partial<Record<K, number>>, key: K, by = 1): void {
+  map[key] = (map[key] ?? 0) + by;
+}
+
+/** One pull specification covering every model of the run (one search per resource type per batch). */
+export function pullSpecFor(models: SyncModel[], asOf: Date): PullSpec {
+  const codes = new Map<string, { system: string; code: string }>();
+  let since: Date | undefined;
+  let reportsSince: Date | undefined;
+  let imagingSince: Date | undefined;
+  let wantsReports = false;
+  let wantsImaging = false;
+  for (const { mapping } of models) {
+    for (const c of observationCodes(mapping)) codes.set(`${c.system}|${c.code}`, c);
+    const start = lookbackStart(mapping, asOf);
+    if (start && (!since || start < since)) since = start;
+    for (const f of mapping.features) {
+      if (f.source.kind === 'report-finding') {
+        wantsReports = true;
+        if (start && (!reportsSince || start < reportsSince)) reportsSince = start;
+      }
+      if (f.source.kind === 'imaging') {
+        wantsImaging = true;
+        if (start && (!imagingSince || start < imagingSince)) imagingSince = start;
+      }
+    }
+  }
+  return {
+    observationCodes: [...codes.values()],
+    observationSince: since,
+    reports: wantsReports ? { since: reportsSince } : undefined,
+    imaging: wantsImaging ? { since: imagingSince } : undefined,
+  };
+}
+
+async function* patientBatches(client: FhirClient, options: SyncOptions, batchSize: number): AsyncGenerator<string[]> {
+  if (options.patientIds) {
+    yield* chunk([...new Set(options.patientIds)], batchSize);
+    return;
+  }
+  let pending: string[] = [];
+  for await (const page of listPatientIds(client, batchSize)) {
+    pending.push(...page);
+    while (pending.length >= batchSize) {
+      yield pending.slice(0, batchSize);
+      pending = pending.slice(batchSize);
+    }
+  }
+  if (pending.length) yield pending;
+}
+
+interface PulledBatch {
+  ids: string[];
+  pull?: PullResult;
+  error?: AdapterError;
+}
+
+export async function runSync(client: FhirClient, models: SyncModel[], options: SyncOptions): Promise<SyncResult> {
+  const started = performance.now();
+  const logger = options.logger ?? silentLogger;
+  const clock = options.clock ?? systemClock;
+  const batchSize = options.batchSize ?? 100;
+  const collect = options.collectPatients ?? true;
+  const spec = pullSpecFor(models, options.asOf);
+  const writer = new FhirWriter(client, options.identifierSystem, logger);
+  const result: SyncResult = {
+    asOf: options.asOf.toISOString(),
+    dryRun: !!options.dryRun,
+    models: models.map((m) => ({ id: m.runner.card.id, version: m.runner.card.version })),
+    patients: 0,
+    notFound: 0,
+    failed: 0,
+    failures: [],
+    unattributed: 0,
+    byModel: Object.fromEntries(models.map((m) => [m.runner.card.id, emptyTotals()])),
+    batches: 0,
+    requests: 0,
+    durationMs: 0,
+    results: [],
+  };
+  const emit = (r: PatientResult) => {
+    if (collect) result.results.push(r);
+    options.onPatientResult?.(r);
+  };
+
+  const devices = new Map<string, string>();
+  if (!options.dryRun) {
+    for (const m of models) devices.set(m.runner.card.id, await writer.ensureDevice(m.runner.card));
+  }
+
+  const batches = patientBatches(client, options, batchSize)[Symbol.asyncIterator]();
+  const pullNext = async (): Promise<PulledBatch | undefined> => {
+    const next = await batches.next();
+    if (next.done) return undefined;
+    try {
+      return { ids: next.value, pull: await pullBatch(client, next.value, spec, options.asOf, { logger }) };
+    } catch (err) {
+      const e = toAdapterError(err, 'internal', 'pull');
+      if (!e.transient) throw e;
+      return { ids: next.value, error: e };
+    }
+  };
+
+  let pending = pullNext();
+  for (;;) {
+    const batch = await pending;
+    if (!batch) break;
+    // Pull the next batch while this one is mapped, scored and written.
+    pending = pullNext();
+    pending.catch(() => undefined); // surfaced when awaited
+    const t0 = performance.now();
+    try {
+      if (batch.error) throw batch.error;
+      await processBatch(batch.ids, batch.pull!, models, options, writer, devices, clock, result, emit);
+    } catch (err) {
+      const e = toAdapterError(err, 'internal', 'batch');
+      if (!e.transient) {
+        await pending.catch(() => undefined);
+        throw e;
+      }
+      // A transient failure (server down after retries) fails this batch only; the run goes on and
+      // reports it, so a nightly job can retry just these patients.
+      result.failed += batch.ids.length;
+      result.failures.push({ patientIds: batch.ids.length, code: e.code, message: e.message });
+      for (const id of batch.ids) for (const m of models) emit({ patientId: id, modelId: m.runner.card.id, status: 'failed', reason: e.code });
+      logger.warn({ code: e.code, patients: batch.ids.length }, 'batch failed');
+    }
+    result.batches++;
+    result.patients += batch.ids.length;
+    logger.info({ batch: result.batches, patients: batch.ids.length, ms: Math.round(performance.now() - t0) }, 'batch done');
+    options.onProgress?.({ patientsDone: result.patients, batchesDone: result.batches });
+  }
+  result.durationMs = Math.round(performance.now() - started);
+  return result;
+}
+
+async function processBatch(
+  ids: string[],
+  pull: PullResult,
+  models: SyncModel[],
+  options: SyncOptions,
+  writer: FhirWriter,
+  devices: Map<string, string>,
+  clock: Clock,
+  result: SyncResult,
+  emit: (r: PatientResult) => void,
+): Promise<void> {
+  result.requests += pull.requests;
+  result.unattributed += pull.unattributed.length;
+  result.notFound += pull.missingPatients.length;
+  for (const id of pull.missingPatients) {
+    for (const m of models) emit({ patientId: id, modelId: m.runner.card.id, status: 'not-found', reason: 'patient-not-found' });
+  }
+  const plans: AssessmentPlan[] = [];
+  const pendingResults: PatientResult[] = [];
+  const recorded = clock.now();
+
+  for (const model of models) {
+    const card = model.runner.card;
+    const totals = result.byModel[card.id];
+    const rows: FeatureRow[] = [];
+    for (const id of ids) {
+      const record = pull.records.get(id);
+      if (!record) continue;
+      const row = mapPatient(model.mapping, record, options.asOf);
+      totals.fetched += row.counts.fetched;
+      totals.used += row.counts.used;
+      totals.excluded += row.counts.excluded;
+      const excluded = countReasons(row);
+      for (const [reason, n] of Object.entries(excluded)) inc(totals.excludedByReason, reason as ExclusionReason, n);
+      if (row.skipReason) {
+        totals.skipped++;
+        inc(totals.skippedByReason, row.skipReason);
+        emit({ patientId: id, modelId: card.id, status: 'skipped', reason: row.skipReason, counts: row.counts, excluded });
+        continue;
+      }
+      rows.push(row);
+    }
+    if (rows.length === 0) continue;
+
+    const d = model.columns.length;
+    const flat = new Float32Array(rows.length * d);
+    rows.forEach((row, i) => flat.set(row.values, i * d));
+    const probabilities = await model.runner.predict(flat, rows.length);
+
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i];
+      const probability = probabilities[i];
+      if (!Number.isFinite(probability) || probability < 0 || probability > 1) {
+        throw new AdapterError('inference-failed', `model ${card.id}: output ${probability} is not a probability`);
+      }
+      const band = bandFor(card, probability);
+      const explanation = options.explain === false ? undefined : await explain(model.runner, row.values);
+      const prediction = { patientId: row.patientId, modelId: card.id, modelVersion: card.version, probability, band, explanation };
+      totals.scored++;
+      inc(totals.bands, band);
+      const patientResult: PatientResult = {
+        patientId: row.patientId,
+        modelId: card.id,
+        status: 'scored',
+        probability,
+        band,
+        counts: row.counts,
+        excluded: countReasons(row),
+        explanation,
+        write: options.dryRun ? 'dry-run' : undefined,
+      };
+      pendingResults.push(patientResult);
+      if (!options.dryRun) {
+        plans.push(
+          planAssessment(
+            {
+              model: card,
+              prediction,
+              patientId: row.patientId,
+              asOf: options.asOf,
+              basis: row.basis,
+              deviceReference: devices.get(card.id)!,
+              identifierSystem: options.identifierSystem,
+            },
+            recorded,
+          ),
+        );
+      }
+    }
+  }
+
+  if (plans.length) {
+    const written = await writer.write(plans);
+    result.requests += written.requests;
+    const created = new Set(written.createdIdentifiers);
+    plans.forEach((plan, i) => {
+      const isNew = created.has(plan.identifier.value);
+      const totals = result.byModel[plan.modelId];
+      if (isNew) totals.created++;
+      else totals.alreadyPresent++;
+      const r = pendingResults.find((p, j) => j >= i && p.patientId === plan.patientId && p.modelId === plan.modelId);
+      if (r) r.write = isNew ? 'created' : 'already-present';
+    });
+  }
+  for (const r of pendingResults) emit(r);
+}
+
+function countReasons(row: FeatureRow): Partial<Record<ExclusionReason, number>> {
+  // One count per excluded resource (its first reason), so the counts add up to row.counts.excluded.
+  const used = new Set(row.basis);
+  const first = new Map<string, ExclusionReason>();
+  for (const e of row.exclusions) if (!used.has(e.reference) && !first.has(e.reference)) first.set(e.reference, e.reason);
+  const out: Partial<Record<ExclusionReason, number>> = {};
+  for (const reason of first.values()) inc(out, reason);
+  return out;
+}

@@ -1,0 +1,59 @@
+import type { Bundle, BundleEntry, Provenance, RiskAssessment } from 'fhir/r4.js';
+import { stableUuid } from './identifiers.js';
+import { buildProvenance, buildRiskAssessment, type RiskAssessmentInput } from './resources.js';
+
+/** One patient's write for one model run: built purely, sent by the writer. */
+export interface AssessmentPlan {
+  patientId: string;
+  modelId: string;
+  identifier: { system: string; value: string };
+  riskAssessment: RiskAssessment;
+  provenance: Provenance;
+}
+
+export function planAssessment(input: RiskAssessmentInput, recorded: Date): AssessmentPlan {
+  const riskAssessment = buildRiskAssessment(input);
+  const identifier = riskAssessment.identifier![0] as { system: string; value: string };
+  const provenance = buildProvenance({
+    targetReference: fullUrlFor(identifier.value),
+    deviceReference: input.deviceReference,
+    sources: input.basis,
+    recorded,
+    modelId: input.model.id,
+    modelVersion: input.model.version,
+  });
+  return { patientId: input.patientId, modelId: input.model.id, identifier, riskAssessment, provenance };
+}
+
+export function fullUrlFor(identifierValue: string): string {
+  return `urn:uuid:${stableUuid(identifierValue)}`;
+}
+
+/**
+ * One transaction per batch. RiskAssessments are conditional creates on their deterministic identifier,
+ * so a concurrent or repeated write cannot duplicate them; the Provenance points at the RiskAssessment's
+ * urn:uuid, which the server rewrites to the created id. Plans for assessments already on the server are
+ * filtered out before this (see FhirWriter), because Provenance has no identifier to make it conditional.
+ */
+export function buildTransactionBundle(plans: AssessmentPlan[]): Bundle {
+  const entry: BundleEntry[] = [];
+  for (const plan of plans) {
+    const raUrl = fullUrlFor(plan.identifier.value);
+    entry.push({
+      fullUrl: raUrl,
+      resource: plan.riskAssessment,
+      request: {
+        method: 'POST',
+        url: 'RiskAssessment',
+        // The system is validated at config time to contain no query metacharacters.
+        ifNoneExist: `identifier=${plan.identifier.system}|${plan.identifier.value}`,
+      },
+    });
+    entry.push({
+      fullUrl: `urn:uuid:${stableUuid('provenance:' + plan.identifier.value)}`,
+      resource: plan.provenance,
+      request: { method: 'POST', url: 'Provenance' },
+    });
+  }
+  return { resourceType: 'Bundle', type: 'transaction', entry };
+}
