@@ -214,10 +214,6 @@ function quantityUnit(q: { code?: string; system?: string; unit?: string }): str
   return q.unit?.trim() || undefined;
 }
 
-function fmt(n: number): string {
-  return String(Math.round(n * 1e6) / 1e6);
-}
-
 /** Observation candidates for one feature: matching, status, window and value checks. */
 function observationCandidates(f: CompiledFeature, obs: Eligible<Observation>[], asOf: Date, log: ExclusionLog): Candidate[] {
   const spec = f.spec;

@@ -15,6 +15,13 @@ export {
   type ValidateMappingsResult,
 } from './load.js';
 export { mapPatient, compileMapping, completedYears } from './engine.js';
+import { analyzeReport } from '../nlp/index.js';
+import { setReportAnalyzer } from './sources-issue3.js';
+
+// report-finding features read findings through the clinical NLP; the engine takes it as a plain
+// function so its tests can run a fixed analyzer.
+setReportAnalyzer(analyzeReport);
+
 export { setReportAnalyzer, REPORT_STATUSES, IMAGING_STATUSES, type ReportAnalysis, type ReportAnalyzer } from './sources-issue3.js';
 export { mappingSchema, featureSchema, DEFAULT_OBSERVATION_STATUSES, type Mapping, type FeatureSpec, type FeatureSource, type Transform } from './mapping-schema.js';
 export { windowStart, parseFhirDateTime } from './time.js';

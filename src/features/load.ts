@@ -150,7 +150,6 @@ function semanticProblems(raw: Record<string, unknown>, parsed: (FeatureSpec | u
     const at = (...p: PropertyKey[]) => ['features', i, ...p];
     const rf = rawFeatures[i] as Record<string, unknown>;
     const s = f.source;
-    const patientSource = s.kind === 'patient-age' || s.kind === 'patient-sex';
 
     // lookback
     if (s.kind === 'observation' || s.kind === 'report-finding' || s.kind === 'imaging') {

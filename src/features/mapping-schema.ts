@@ -95,8 +95,11 @@ const transformSchema = z.union([
 
 const missingSchema = z.strictObject({
   /**
-   * `mean`: the training mean (requires a standardize transform, or `value`);
-   * `constant`: `value` in the feature's unit; `required`: the patient is skipped when missing.
+   * `mean`: the training mean: `value` (feature unit, then every transform) when given, else the
+   * standardize transform's mean fed in at that transform (so the column is 0, then any later clip);
+   * `constant`: `value` in the feature's unit, then every transform; `required`: the patient is
+   * skipped (`skipReason: missing-required-feature:<id>`). Required on input features that can be
+   * missing; not allowed on non-input features. One-hot features are all zeros when missing.
    */
   strategy: z.enum(['mean', 'constant', 'required']),
   value: z.number().optional(),

@@ -1,5 +1,6 @@
 import type { Binary, DiagnosticReport, ImagingStudy, ImagingStudySeries } from 'fhir/r4.js';
 import type { ExclusionReason, PatientRecord } from '../core/types.js';
+import { analyzeReport } from '../nlp/index.js';
 import type { CompiledMapping, Eligible, ExclusionLog, FeatureResult } from './engine.js';
 import type { FeatureSource, FeatureSpec } from './mapping-schema.js';
 import { windowStart } from './time.js';
@@ -17,17 +18,18 @@ export const REPORT_STATUSES: ReadonlySet<string> = new Set(['final', 'amended',
 /** ImagingStudy statuses counted. */
 export const IMAGING_STATUSES: ReadonlySet<string> = new Set(['available']);
 
-/** The shape src/nlp's `analyzeReport` returns (only what the engine reads). */
+/** The part of src/nlp's `analyzeReport` result the engine reads. */
 export interface ReportAnalysis {
-  findings: { concept: { system: string; code: string; display?: string }; assertion: string; section?: string | null }[];
-  exclusions: { reason: string; detail?: string }[];
+  findings: { concept: { system: string; code: string }; assertion: string }[];
+  exclusions: { reason: ExclusionReason; detail?: string }[];
 }
 export type ReportAnalyzer = (report: DiagnosticReport, binaries: Map<string, Binary>) => ReportAnalysis;
 
-let analyzer: ReportAnalyzer | undefined;
-/** Registers the report analyzer (src/nlp `analyzeReport`); done by src/features/index.ts. */
+let analyzer: ReportAnalyzer = analyzeReport;
+/** Replaces the report analyzer (tests, or another NLP backend); `undefined` restores src/nlp's. */
 export function setReportAnalyzer(fn: ReportAnalyzer | undefined): void {
-  analyzer = fn;
+  analyzer = fn ?? analyzeReport;
+  analysisCache = new WeakMap();
 }
 
 const key = (c: { system?: string; code?: string }) => `${c.system ?? ''}|${c.code ?? ''}`;
@@ -47,12 +49,10 @@ export function considerReport(cm: CompiledMapping, r: DiagnosticReport): boolea
   return cm.mapping.features.some((f) => f.source.kind === 'report-finding' && matchesReport(f.source, r));
 }
 
-const KNOWN_REASONS: ReadonlySet<string> = new Set(['empty-report', 'bad-attachment', 'unsupported-content-type', 'unsafe-content']);
-
-const analysisCache = new WeakMap<DiagnosticReport, ReportAnalysis>();
+/** One analysis per report object and analyzer (a report feeding two features is analysed once). */
+let analysisCache = new WeakMap<DiagnosticReport, ReportAnalysis>();
 
 function analyze(report: DiagnosticReport, record: PatientRecord): ReportAnalysis {
-  if (!analyzer) throw new Error('report-finding features need the NLP analyzer (import from src/features/index.js)');
   let a = analysisCache.get(report);
   if (!a) {
     a = analyzer(report, record.binaries ?? new Map());
@@ -88,7 +88,8 @@ export function reportFindingValues(
       continue;
     }
     const a = analyze(r, record);
-    for (const e of a.exclusions) log.add(ref, (KNOWN_REASONS.has(e.reason) ? e.reason : 'malformed') as ExclusionReason, spec.id, e.detail);
+    for (const e of a.exclusions) log.add(ref, e.reason, spec.id, e.detail);
+    if (a.exclusions.length) continue;
     const hit = a.findings.some((f) => wanted.has(key(f.concept)) && f.assertion === s.assertion);
     if (hit) refs.add(ref);
     else log.add(ref, 'unmatched', spec.id, `no ${s.assertion} finding`);

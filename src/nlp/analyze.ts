@@ -1,4 +1,4 @@
-import { isSpace, normalizeToken, wink, tokenizePhrase } from './wink.js';
+import { normalizeToken, wink, tokenizePhrase } from './wink.js';
 import { nlpRules, headingKey, type Assertion, type CompiledRules, type Concept, type ModifierCategory, type TriggerEntry } from './rules.js';
 import { newTrie, trieInsert, trieLongest, type TrieNode } from './trie.js';
 
@@ -85,26 +85,27 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}): TextAna
   let pendingBreak = false;
   let pendingBlank = false;
   let pendingSent = false;
+  let lastNewline = -1;
   const sentStart: boolean[] = [];
   for (let i = 0; i < n0; i++) {
     const v = values[i];
     const expected = cursor + spaces[i].length;
     let at = text.startsWith(v, expected) ? expected : text.indexOf(v, cursor);
     if (at < 0 || at - cursor > 64 + spaces[i].length) at = expected;
-    // A newline inside the preceding gap counts as a line break too.
-    if (at > cursor && text.slice(cursor, at).includes('\n')) {
-      pendingBreak = true;
-      if (/\n[ \t]*\n/.test(text.slice(cursor, at))) pendingBlank = true;
+    // Newlines in the gap before the token (or in a whitespace token) are line breaks; two make a blank line.
+    const c0 = v.charCodeAt(0);
+    const space = c0 === 10 || c0 === 13 || c0 === 9 || c0 === 32 || c0 === 12 || c0 === 11;
+    const scanEnd = space ? at + v.length : at;
+    for (let p = cursor; p < scanEnd; p++) {
+      if (text.charCodeAt(p) === 10) {
+        if (pendingBreak && newlinesOnlyBetween(text, lastNewline, p)) pendingBlank = true;
+        pendingBreak = true;
+        lastNewline = p;
+      }
     }
     cursor = at + v.length;
     if (sentStartOrig[i]) pendingSent = true;
-    if (isSpace(v)) {
-      if (v.includes('\n')) {
-        pendingBreak = true;
-        if (/\n[ \t]*\n/.test(v) || (v.match(/\n/g)?.length ?? 0) > 1) pendingBlank = true;
-      }
-      continue;
-    }
+    if (space) continue;
     norm.push(normalizeToken(v));
     starts.push(at);
     ends.push(at + v.length);
@@ -189,7 +190,7 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}): TextAna
     const trigs = findTriggers(rules.triggerTrie, norm, a, b);
     const found = findMentions(rules, targetTrie, norm, a, b);
     for (const m of found) {
-      const { assertion, trigger } = assertMention(m.start, m.end, trigs, a, b, rules.precedence);
+      const { assertion, trigger } = assertMention(m.start, m.end, trigs, a, b, rules.precedence, rules.scopeGroup);
       let final: Assertion = assertion;
       let trig = trigger;
       if (final === 'affirmed' && sectionAssertion[m.start]) {
@@ -232,6 +233,16 @@ export function findHeadings(text: string, rules: CompiledRules): Heading[] {
     out.push({ start, contentStart: m.index + m[0].length, name: rule.name, assertion: rule.assertion });
   }
   return out;
+}
+
+/** True when only spaces/tabs/CR lie strictly between two newline positions (a blank line). */
+function newlinesOnlyBetween(text: string, a: number, b: number): boolean {
+  if (a < 0) return false;
+  for (let p = a + 1; p < b; p++) {
+    const c = text.charCodeAt(p);
+    if (c !== 32 && c !== 9 && c !== 13) return false;
+  }
+  return true;
 }
 
 function findTriggers(trie: TrieNode<TriggerEntry>, norm: string[], a: number, b: number): Trig[] {
@@ -303,7 +314,8 @@ function compileTargets(targets: string[]): TrieNode<string> {
 
 /**
  * ConText: a trigger's scope runs from the trigger (forward and/or backward) until the sentence
- * boundary, a terminator, a trigger of another category, or its window. Pseudo-triggers modify
+ * boundary, a terminator, a trigger of another category in the same scope group (see
+ * context-rules.yaml), or its window. Pseudo-triggers modify
  * nothing and do not end scopes. Among the categories reaching the mention, precedence decides;
  * the nearest trigger of the winning category is reported.
  */
@@ -314,6 +326,7 @@ function assertMention(
   a: number,
   b: number,
   precedence: Record<ModifierCategory, number>,
+  group: Record<ModifierCategory, number>,
 ): { assertion: Assertion; trigger?: Trig } {
   let best: ModifierCategory | undefined;
   let bestTrig: Trig | undefined;
@@ -331,7 +344,7 @@ function assertMention(
       for (let j = k + 1; j < trigs.length; j++) {
         const o = trigs[j];
         if (o.start >= limit) break;
-        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat)) {
+        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat && group[o.entry.category] === group[cat])) {
           limit = o.start;
           break;
         }
@@ -346,7 +359,7 @@ function assertMention(
       for (let j = k - 1; j >= 0; j--) {
         const o = trigs[j];
         if (o.end <= limit) break;
-        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat)) {
+        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat && group[o.entry.category] === group[cat])) {
           limit = o.end;
           break;
         }

@@ -85,3 +85,26 @@ export function analyzeReport(
     warnings: rt.issues,
   };
 }
+
+const SECTION_TIER: Record<string, number> = { IMPRESSION: 0, CONCLUSION: 0, DIAGNOSES: 0, INDICATION: 2, HISTORY: 2, 'CHIEF COMPLAINT': 2 };
+const REPORT_ORDER: Assertion[] = ['affirmed', 'possible', 'negated', 'historical', 'hypothetical', 'other-subject'];
+
+/**
+ * One assertion per concept for a whole report, as a reader would summarise it: mentions in
+ * IMPRESSION/CONCLUSION decide if there are any, else FINDINGS and other body sections, else
+ * INDICATION/HISTORY. Within that tier: affirmed > possible > negated > historical > hypothetical >
+ * other-subject. `not-mentioned` when the concept does not occur.
+ */
+export function reportLevelAssertion(mentions: Mention[], conceptId: string): Assertion | 'not-mentioned' {
+  let bestTier = Infinity;
+  let best: Assertion | undefined;
+  for (const m of mentions) {
+    if (m.concept?.id !== conceptId) continue;
+    const tier = m.section ? (SECTION_TIER[m.section] ?? 1) : 1;
+    if (tier < bestTier || (tier === bestTier && REPORT_ORDER.indexOf(m.assertion) < REPORT_ORDER.indexOf(best!))) {
+      bestTier = tier;
+      best = m.assertion;
+    }
+  }
+  return best ?? 'not-mentioned';
+}

@@ -48,6 +48,9 @@ const contextSchema = z.strictObject({
   precedence: z
     .array(z.enum(CATEGORIES))
     .refine((p) => new Set(p).size === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
+  scopeGroups: z
+    .array(z.array(z.enum(CATEGORIES)).min(1))
+    .refine((g) => g.flat().length === CATEGORIES.length && new Set(g.flat()).size === CATEGORIES.length, `must put each of ${CATEGORIES.join(', ')} in exactly one group`),
   window: z.strictObject({ forward: z.number().int().min(1), backward: z.number().int().min(1) }),
   terminators: z.array(phrase),
   triggers: z.strictObject({
@@ -99,6 +102,8 @@ export interface CompiledRules {
   triggerTrie: TrieNode<TriggerEntry>;
   /** Rank per category: lower wins. */
   precedence: Record<ModifierCategory, number>;
+  /** Scope group per category: a trigger of another category in the same group ends a scope. */
+  scopeGroup: Record<ModifierCategory, number>;
   /** Matches one heading at a line start; group 1 = heading text. Flags gim. */
   headingPattern: RegExp;
   sectionByHeading: Map<string, SectionRule>;
@@ -195,6 +200,7 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
     }
   }
   const precedence = Object.fromEntries(context.precedence.map((c, i) => [c, i])) as Record<ModifierCategory, number>;
+  const scopeGroup = Object.fromEntries(context.scopeGroups.flatMap((g, i) => g.map((c) => [c, i]))) as Record<ModifierCategory, number>;
 
   // Sections
   const sectionByHeading = new Map<string, SectionRule>();
@@ -212,7 +218,7 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   // Line start, optional list number / bullet, heading, then ':' or ' -' or end of line.
   const headingPattern = new RegExp(`^[ \\t]*(?:[-*\\u2022][ \\t]*)?(${alternation})[ \\t]*(?::|[ \\t]-[ \\t]|$)`, 'gim');
 
-  return { concepts, conceptTrie, triggerTrie, precedence, headingPattern, sectionByHeading, files };
+  return { concepts, conceptTrie, triggerTrie, precedence, scopeGroup, headingPattern, sectionByHeading, files };
 }
 
 export function headingKey(h: string): string {

@@ -8,6 +8,7 @@ import {
   matchesSearchRequest,
   splitSearchOnComma,
   validateResource,
+  type Filter,
   type SearchRequest,
   type WithId,
 } from '@medplum/core';
@@ -25,9 +26,9 @@ import { ensureR4Definitions, isR4ResourceType, searchParameterFor } from './def
  *   first writes. Here every write inside `runAtomically` is journaled and undone on failure.
  * - **Search speed.** `search` scans every resource of the type, evaluating FHIRPath per filter per
  *   resource, and deep-clones every match before slicing out the page (~1 s per search on 50k
- *   Observations). Here candidates come from an index on the reference search parameters `subject` /
- *   `patient` (and on `_id`) when the request has one, the page is sliced before cloning, and medplum's
- *   own `matchesSearchRequest` still decides every match, so results are what medplum would answer.
+ *   Observations). Here candidates come from an index on `_id`, `subject`/`patient` and `code`
+ *   (system|code) when the request has them, the page is sliced before cloning, and medplum's own
+ *   `matchesSearchRequest` decides every filter the index does not answer exactly.
  * - **History.** `readHistory` reverses the stored version list in place on every call; it is replaced by
  *   a non-mutating version (the rollback journal relies on version order).
  *
@@ -65,10 +66,10 @@ export interface IndexedMemoryRepositoryOptions {
 export class IndexedMemoryRepository extends MemoryRepository {
   readonly validate: boolean;
   private readonly atomic = new AsyncLocalStorage<AtomicContext>();
-  /** resourceType -> reference string (exactly as stored) -> ids of resources holding it. */
-  private readonly refIndex = new Map<string, Map<string, Set<string>>>();
-  /** resourceType -> fields whose references are indexed (derived from the search parameter expressions). */
-  private readonly indexedFields = new Map<string, string[]>();
+  /** resourceType -> index key (`ref:Patient/1`, `tok:http://loinc.org|2339-0`) -> ids holding it. */
+  private readonly keyIndex = new Map<string, Map<string, Set<string>>>();
+  /** resourceType -> fields behind the indexed parameters (derived from the search parameter expressions). */
+  private readonly indexedFields = new Map<string, { ref: string[]; code: string[] }>();
   /** Creation order: the default, stable sort order of search results (offset paging needs one). */
   private readonly seq = new Map<string, number>();
   private nextSeq = 0;
@@ -195,9 +196,13 @@ export class IndexedMemoryRepository extends MemoryRepository {
 
   override async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
     const all = this.internals.resources.get(searchRequest.resourceType) ?? new Map<string, Resource>();
-    const candidates = this.candidatesFromIndex(searchRequest, all) ?? all.values();
+    const indexed = this.candidatesFromIndex(searchRequest, all);
+    // Filters the index answered exactly are not re-evaluated (the 50-reference one is the costliest).
+    const request = indexed?.satisfied.length
+      ? { ...searchRequest, filters: searchRequest.filters?.filter((f) => !indexed.satisfied.includes(f)) }
+      : searchRequest;
     const matches: Resource[] = [];
-    for (const r of candidates) if (matchesSearchRequest(r, searchRequest)) matches.push(r);
+    for (const r of indexed?.candidates ?? all.values()) if (matchesSearchRequest(r, request)) matches.push(r);
     this.sortMatches(matches, searchRequest);
     const offset = searchRequest.offset ?? 0;
     const page = searchRequest.count === undefined ? matches.slice(offset) : matches.slice(offset, offset + searchRequest.count);
@@ -235,99 +240,151 @@ export class IndexedMemoryRepository extends MemoryRepository {
     keyed.forEach((k, i) => (matches[i] = k.r));
   }
 
-  /** Candidate resources for the first indexable filter, or undefined to scan all of the type. */
-  private candidatesFromIndex(searchRequest: SearchRequest, all: Map<string, Resource>): Resource[] | undefined {
+  /**
+   * Candidates from the index (undefined: scan all of the type) and the filters the index answered
+   * exactly, which need no re-evaluation. Indexed: `_id`; the reference parameters `subject`/`patient`
+   * (exact for plain paths like `Observation.subject`; `patient`'s `.where(resolve() is Patient)` is
+   * still checked by medplum); the token parameter `code` when every value is `system|code` (exact:
+   * medplum compares system and code case-insensitively, as the index keys do). A plain `code=x` also
+   * matches CodeableConcept.text and display in medplum, so it is left to the matcher. With both a
+   * reference and a code filter the candidate sets are intersected.
+   */
+  private candidatesFromIndex(
+    searchRequest: SearchRequest,
+    all: Map<string, Resource>,
+  ): { candidates: Resource[]; satisfied: Filter[] } | undefined {
     const type = searchRequest.resourceType;
     const filters = (searchRequest.filters ?? []).filter((f) => f.operator === Operator.EQUALS && f.value !== '');
     const byId = filters.find((f) => f.code === '_id');
     if (byId) {
-      return unique(splitSearchOnComma(byId.value).map((id) => all.get(id)));
+      return { candidates: unique(splitSearchOnComma(byId.value).map((id) => all.get(id))), satisfied: [byId] };
     }
     const fields = this.fieldsFor(type);
-    if (fields.length === 0) return undefined;
-    const refFilter = filters.find((f) => INDEXED_REFERENCE_PARAMS.includes(f.code) && this.paramIsIndexed(type, f.code));
-    if (!refFilter) return undefined;
-    const index = this.refIndex.get(type);
-    const ids = new Set<string>();
-    for (const ref of splitSearchOnComma(refFilter.value)) for (const id of index?.get(ref) ?? []) ids.add(id);
-    return unique([...ids].map((id) => all.get(id)));
+    const index = this.keyIndex.get(type);
+    const sets: Set<string>[] = [];
+    const satisfied: Filter[] = [];
+    const lookup = (keys: string[]): Set<string> => {
+      const ids = new Set<string>();
+      for (const key of keys) for (const id of index?.get(key) ?? []) ids.add(id);
+      return ids;
+    };
+    const refFilter = fields.ref.length ? filters.find((f) => INDEXED_REFERENCE_PARAMS.includes(f.code) && parseReferencePaths(type, searchParameterFor(type, f.code)?.expression)) : undefined;
+    if (refFilter) {
+      sets.push(lookup(splitSearchOnComma(refFilter.value).map((ref) => `ref:${ref}`)));
+      if (parseReferencePaths(type, searchParameterFor(type, refFilter.code)?.expression)?.exact) satisfied.push(refFilter);
+    }
+    const codeFilter = fields.code.length ? filters.find((f) => f.code === 'code') : undefined;
+    if (codeFilter) {
+      const values = splitSearchOnComma(codeFilter.value);
+      if (values.every((v) => /^[^|]+\|[^|]+$/.test(v))) {
+        sets.push(lookup(values.map((v) => `tok:${v.toLowerCase()}`)));
+        satisfied.push(codeFilter);
+      }
+    }
+    if (sets.length === 0) return undefined;
+    sets.sort((a, b) => a.size - b.size);
+    const [smallest, ...rest] = sets;
+    const candidates: Resource[] = [];
+    for (const id of smallest) {
+      if (!rest.every((s) => s.has(id))) continue;
+      const r = all.get(id);
+      if (r) candidates.push(r);
+    }
+    return { candidates, satisfied };
   }
 
-  private paramIsIndexed(type: string, code: string): boolean {
-    return parseReferencePaths(type, searchParameterFor(type, code)?.expression) !== undefined;
-  }
-
-  /** Fields of `type` whose references back the indexed parameters; computed once per type. */
-  private fieldsFor(type: string): string[] {
+  /** Fields of `type` behind the indexed parameters; computed once per type. */
+  private fieldsFor(type: string): { ref: string[]; code: string[] } {
     let fields = this.indexedFields.get(type);
     if (!fields) {
-      const set = new Set<string>();
+      const ref = new Set<string>();
+      const code: string[] = [];
       if (isR4ResourceType(type)) {
-        for (const code of INDEXED_REFERENCE_PARAMS) {
-          for (const f of parseReferencePaths(type, searchParameterFor(type, code)?.expression) ?? []) set.add(f);
+        for (const param of INDEXED_REFERENCE_PARAMS) {
+          for (const f of parseReferencePaths(type, searchParameterFor(type, param)?.expression)?.fields ?? []) ref.add(f);
         }
+        const codeParam = searchParameterFor(type, 'code');
+        const m = codeParam?.type === 'token' ? new RegExp(`^${type}\\.([a-zA-Z]+)$`).exec(codeParam.expression ?? '') : null;
+        if (m) code.push(m[1]);
       }
-      fields = [...set];
+      fields = { ref: [...ref], code };
       this.indexedFields.set(type, fields);
     }
     return fields;
   }
 
-  private referencesOf(resource: Resource): string[] {
-    const refs: string[] = [];
+  /** Index keys of a resource: `ref:<reference>` and `tok:<system>|<code>` (lowercased). */
+  private keysOf(resource: Resource): string[] {
+    const keys: string[] = [];
     const record = resource as unknown as Record<string, unknown>;
-    for (const field of this.fieldsFor(resource.resourceType)) {
-      const value = record[field];
-      for (const v of Array.isArray(value) ? value : [value]) {
+    const fields = this.fieldsFor(resource.resourceType);
+    for (const field of fields.ref) {
+      for (const v of asArray(record[field])) {
         const ref = (v as { reference?: unknown } | undefined)?.reference;
-        if (typeof ref === 'string') refs.push(ref);
+        if (typeof ref === 'string') keys.push(`ref:${ref}`);
       }
     }
-    return refs;
+    for (const field of fields.code) {
+      for (const v of asArray(record[field])) {
+        const value = v as { coding?: unknown; system?: unknown; code?: unknown } | undefined;
+        const codings = Array.isArray(value?.coding) ? value.coding : [value];
+        for (const c of codings as { system?: unknown; code?: unknown }[]) {
+          if (typeof c?.system === 'string' && typeof c.code === 'string') keys.push(`tok:${c.system.toLowerCase()}|${c.code.toLowerCase()}`);
+        }
+      }
+    }
+    return keys;
   }
 
   private index(resource: Resource): void {
-    const refs = this.referencesOf(resource);
-    if (refs.length === 0 || !resource.id) return;
-    let byRef = this.refIndex.get(resource.resourceType);
-    if (!byRef) this.refIndex.set(resource.resourceType, (byRef = new Map()));
-    for (const ref of refs) {
-      let ids = byRef.get(ref);
-      if (!ids) byRef.set(ref, (ids = new Set()));
+    if (!resource.id) return;
+    const keys = this.keysOf(resource);
+    if (keys.length === 0) return;
+    let byKey = this.keyIndex.get(resource.resourceType);
+    if (!byKey) this.keyIndex.set(resource.resourceType, (byKey = new Map()));
+    for (const key of keys) {
+      let ids = byKey.get(key);
+      if (!ids) byKey.set(key, (ids = new Set()));
       ids.add(resource.id);
     }
   }
 
   private unindex(resource: Resource): void {
-    const byRef = this.refIndex.get(resource.resourceType);
-    if (!byRef || !resource.id) return;
-    for (const ref of this.referencesOf(resource)) {
-      const ids = byRef.get(ref);
+    const byKey = this.keyIndex.get(resource.resourceType);
+    if (!byKey || !resource.id) return;
+    for (const key of this.keysOf(resource)) {
+      const ids = byKey.get(key);
       ids?.delete(resource.id);
-      if (ids?.size === 0) byRef.delete(ref);
+      if (ids?.size === 0) byKey.delete(key);
     }
   }
+}
+
+function asArray(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : value === undefined ? [] : [value];
 }
 
 /**
  * Fields behind a reference search parameter for one type, when its expression (possibly a union across
  * types) is, for this type, only plain paths like `Observation.subject` or
- * `Observation.subject.where(resolve() is Patient)`. Anything else is not indexed (scan instead), because
+ * `Observation.subject.where((resolve() is Patient))`. Anything else is not indexed (scan instead), because
  * the index must return a superset of what medplum's matcher accepts.
  */
-export function parseReferencePaths(type: string, expression: string | undefined): string[] | undefined {
+export function parseReferencePaths(type: string, expression: string | undefined): { fields: string[]; exact: boolean } | undefined {
   if (!expression) return undefined;
   // Any part that mentions the type must be a plain path, or the index could miss matches.
   const parts = expression.split('|').map((p) => p.trim()).filter((p) => p.includes(`${type}.`));
   if (parts.length === 0) return undefined;
   const fields: string[] = [];
-  const re = new RegExp(`^${type}\\.([a-zA-Z]+)(\\.where\\(resolve\\(\\) is [A-Za-z]+\\))?$`);
+  let exact = true;
+  const re = new RegExp(`^${type}\\.([a-zA-Z]+)(\\.where\\(\\(?resolve\\(\\) is [A-Za-z]+\\)?\\))?$`);
   for (const part of parts) {
     const m = re.exec(part);
     if (!m) return undefined;
     fields.push(m[1]);
+    if (m[2]) exact = false;
   }
-  return fields;
+  return { fields, exact };
 }
 
 export function validationIssues(resource: Resource): OperationOutcomeIssue[] {

@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { EXIT_OK, EXIT_PARTIAL } from '../../core/error-mapping.js';
+import { runDemo } from '../../demo/demo.js';
+import { DEMO_AS_OF } from '../../demo/seed.js';
+import { commandContext } from '../context.js';
+import { formatSyncSummary } from '../summary.js';
+
+export function registerDemoCommand(program: Command): void {
+  program
+    .command('demo')
+    .description('Start the embedded FHIR server, seed demo patients, score them all, write back and print a summary')
+    .action(async () => {
+      process.exitCode = await demoCommand();
+    });
+}
+
+export async function demoCommand(): Promise<number> {
+  const ctx = commandContext();
+  process.stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
+  const demo = await runDemo({ ...ctx.config, logger: ctx.logger });
+  try {
+    process.stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
+    process.stdout.write(formatSyncSummary(demo.result) + '\n');
+  } finally {
+    await demo.server.close();
+  }
+  return demo.result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
+}

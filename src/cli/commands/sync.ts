@@ -1,0 +1,70 @@
+import { Command, Option } from 'commander';
+import { EXIT_OK, EXIT_PARTIAL } from '../../core/error-mapping.js';
+import { AdapterError } from '../../core/errors.js';
+import { prepareModels } from '../../sync/models.js';
+import { runSync, type SyncResult } from '../../sync/sync.js';
+import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
+import { progressReporter } from '../progress.js';
+import { formatSyncSummary } from '../summary.js';
+
+export function registerSyncCommand(program: Command): void {
+  program
+    .command('sync')
+    .description('Score patients from a FHIR server with one or more models and write RiskAssessments back')
+    .option('--fhir-url <url>', 'FHIR R4 base URL (or FHIR_ML_FHIR_URL); auth from FHIR_ML_TOKEN / FHIR_ML_USERNAME+FHIR_ML_PASSWORD')
+    .requiredOption('--model <id...>', 'model id(s) to run (see `fhir-ml models list`)')
+    .option('--as-of <date>', 'score as of this date/dateTime; nothing after it is used (default: now)')
+    .option('--patient <id...>', 'patient id(s) to score')
+    .option('--all', 'score every Patient on the server (streamed in batches)')
+    .option('--dry-run', 'score and report, but write nothing')
+    .option('--batch-size <n>', 'patients per batch (default 100 or FHIR_ML_BATCH_SIZE)')
+    .option('--json', 'print a machine-readable result per patient instead of the summary table')
+    .addOption(new Option('--no-explain', 'skip per-patient explanations'))
+    .action(async (opts) => {
+      process.exitCode = await syncCommand(opts);
+    });
+}
+
+interface SyncCommandOptions {
+  fhirUrl?: string;
+  model: string[];
+  asOf?: string;
+  patient?: string[];
+  all?: boolean;
+  dryRun?: boolean;
+  batchSize?: string;
+  json?: boolean;
+  explain?: boolean;
+}
+
+export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
+  if (!opts.all && !opts.patient?.length) throw new AdapterError('input-invalid', 'say which patients: --patient ID ... or --all');
+  if (opts.all && opts.patient?.length) throw new AdapterError('input-invalid', '--patient and --all exclude each other');
+  const asOf = parseAsOf(opts.asOf);
+  const ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
+  const client = fhirClientFor(ctx);
+  const models = await prepareModels(opts.model, ctx.config);
+  const progress = progressReporter(opts.patient?.length);
+  let result: SyncResult;
+  try {
+    result = await runSync(client, models, {
+      asOf,
+      patientIds: opts.patient,
+      dryRun: opts.dryRun,
+      batchSize: ctx.config.batchSize,
+      identifierSystem: ctx.config.identifierSystem,
+      explain: opts.explain,
+      logger: ctx.logger,
+      onProgress: progress.update,
+    });
+  } finally {
+    progress.stop();
+  }
+  if (opts.json) {
+    const { results, ...summary } = result;
+    process.stdout.write(JSON.stringify({ summary, patients: results }, null, 2) + '\n');
+  } else {
+    process.stdout.write(formatSyncSummary(result) + '\n');
+  }
+  return result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
+}

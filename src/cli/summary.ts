@@ -1,0 +1,56 @@
+import type { SyncResult } from '../sync/sync.js';
+
+/** Plain-text tables for the terminal. Pure, so tests can pin them. */
+export function table(headers: string[], rows: (string | number)[][]): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(cells[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+}
+
+const BANDS = ['negligible', 'low', 'moderate', 'high', 'certain'] as const;
+
+export function formatSyncSummary(result: SyncResult): string {
+  const out: string[] = [];
+  out.push(
+    `as-of ${result.asOf}${result.dryRun ? ' (dry run: nothing written)' : ''}: ${result.patients} patients in ${result.batches} batches, ` +
+      `${(result.durationMs / 1000).toFixed(1)} s`,
+  );
+  const modelIds = Object.keys(result.byModel);
+  out.push('');
+  out.push(
+    table(
+      ['model', 'scored', 'skipped', ...BANDS, 'written', 'already there'],
+      modelIds.map((id) => {
+        const t = result.byModel[id];
+        return [id, t.scored, t.skipped, ...BANDS.map((b) => t.bands[b] ?? 0), t.created, t.alreadyPresent];
+      }),
+    ),
+  );
+  const skipReasons = [...new Set(modelIds.flatMap((id) => Object.keys(result.byModel[id].skippedByReason)))].sort();
+  if (skipReasons.length) {
+    out.push('');
+    out.push('Patients not scored, by reason');
+    out.push(table(['reason', ...modelIds], skipReasons.map((r) => [r, ...modelIds.map((id) => result.byModel[id].skippedByReason[r] ?? 0)])));
+  }
+  const reasons = [...new Set(modelIds.flatMap((id) => Object.keys(result.byModel[id].excludedByReason)))].sort();
+  out.push('');
+  out.push('Data fetched, used and excluded (resources; fetched = used + excluded)');
+  out.push(
+    table(
+      ['', ...modelIds],
+      [
+        ['fetched', ...modelIds.map((id) => result.byModel[id].fetched)],
+        ['used', ...modelIds.map((id) => result.byModel[id].used)],
+        ['excluded', ...modelIds.map((id) => result.byModel[id].excluded)],
+        ...reasons.map((r) => [`  ${r}`, ...modelIds.map((id) => result.byModel[id].excludedByReason[r as keyof typeof result.byModel[string]['excludedByReason']] ?? 0)]),
+      ],
+    ),
+  );
+  if (result.notFound || result.failed || result.unattributed) {
+    out.push('');
+    out.push(`not found: ${result.notFound}; failed: ${result.failed}; unattributed resources: ${result.unattributed}`);
+    for (const f of result.failures) out.push(`  ${f.patientIds} patients failed: ${f.code}: ${f.message}`);
+  }
+  return out.join('\n');
+}
