@@ -159,6 +159,8 @@ function noiseFor(id: string, row: DiabetesRow, asOf: Date): Observation[] {
     }),
     // A transcription error (mg/dL value typed as kg/m2 BMI).
     obs(`${id}-bmi-bad`, id, '39156-5', 'Body mass index (BMI) [Ratio]', 'vital-signs', later, { valueQuantity: quantity(row.bmi * 10, 'kg/m2') }),
+    // A glucose whose unit is a mass, not a concentration: no conversion to mg/dL exists.
+    obs(`${id}-glu-unit`, id, '2339-0', 'Glucose [Mass/volume] in Blood', 'laboratory', later, { valueQuantity: quantity(row.glu, 'mg') }),
     // A narrative result where a number is needed.
     obs(`${id}-tg-text`, id, '2571-8', 'Triglyceride [Mass/volume] in Serum or Plasma', 'laboratory', later, { valueString: 'see comment' }),
   ];

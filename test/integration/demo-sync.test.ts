@@ -44,7 +44,7 @@ describe('demo sync (integration)', () => {
     expect(totals.created).toBe(demo.rows.length);
     expect(totals.fetched).toBe(totals.used + totals.excluded);
     // The seeded noise is excluded with its reason, never used.
-    for (const reason of ['status', 'comparator', 'data-absent', 'implausible', 'non-numeric', 'superseded'] as const) {
+    for (const reason of ['status', 'comparator', 'data-absent', 'implausible', 'non-numeric', 'unit-unconvertible', 'superseded'] as const) {
       expect(totals.excludedByReason[reason]).toBeGreaterThan(0);
     }
   });

@@ -3,6 +3,7 @@
  * pressure as panels with components, Synthea's units) are loaded into the embedded FHIR server and
  * synced with diabetes-progression at an as-of inside their data. Skips cleanly without the datasets.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Resource } from '@medplum/fhirtypes';
 import type { RiskAssessment } from 'fhir/r4.js';
@@ -26,12 +27,29 @@ describeWithData('Synthea patients through the embedded server (integration)', (
   let models: SyncModel[];
   let result: SyncResult;
   let loadedPatients: number;
+  let patientsInFiles: number;
+  let syntheaObservations: fhir4.Observation[];
+  /** Bundle-local patient id (urn:uuid) -> the id the server assigned on POST, matched by MRN. */
+  const serverIdOf = new Map<string, string>();
 
   beforeAll(async () => {
     server = await startFhirServer({ port: 0 });
-    const loaded = await loadFiles(server, [path.join(datasets!, 'synthea-r4')]);
+    const dir = path.join(datasets!, 'synthea-r4');
+    // Counted independently of the loader (one bundle holds only Practitioners).
+    const bundles = readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => JSON.parse(readFileSync(path.join(dir, f), 'utf8')) as fhir4.Bundle);
+    const all = bundles.flatMap((b) => (b.entry ?? []).map((e) => e.resource!));
+    patientsInFiles = all.filter((r) => r.resourceType === 'Patient').length;
+    syntheaObservations = all.filter((r): r is fhir4.Observation => r.resourceType === 'Observation');
+    const mrn = (p: fhir4.Patient) => p.identifier?.find((i) => i.system === 'https://github.com/synthetichealth/synthea')?.value;
+    const bundleIdByMrn = new Map(all.filter((r): r is fhir4.Patient => r.resourceType === 'Patient').map((p) => [mrn(p), p.id!]));
+    const loaded = await loadFiles(server, [dir]);
     loadedPatients = loaded.counts.Patient ?? 0;
     client = new FhirClient({ baseUrl: server.url, auth: { type: 'none' } });
+    for await (const page of client.search<fhir4.Patient>('Patient', { _count: '500' })) {
+      for (const p of page.resources) serverIdOf.set(bundleIdByMrn.get(mrn(p))!, p.id!);
+    }
     models = await prepareModels(['diabetes-progression'], { modelsDir: packagePath('models'), mappingsDir: packagePath('mappings') });
     result = await runSync(client, models, { asOf: AS_OF, identifierSystem: DEFAULT_IDENTIFIER_SYSTEM, batchSize: 20 });
   }, 600_000);
@@ -41,28 +59,66 @@ describeWithData('Synthea patients through the embedded server (integration)', (
   });
 
   it('accounts for every patient: scored, or skipped with a reason', () => {
-    expect(loadedPatients).toBe(58);
-    expect(result.patients).toBe(58);
+    expect(patientsInFiles).toBeGreaterThan(50);
+    expect(loadedPatients).toBe(patientsInFiles);
+    expect(result.patients).toBe(patientsInFiles);
     expect(result.failed).toBe(0);
     const totals = result.byModel['diabetes-progression'];
-    expect(totals.scored + totals.skipped).toBe(58);
+    expect(totals.scored + totals.skipped).toBe(patientsInFiles);
     expect(totals.scored).toBeGreaterThan(0);
     const perPatient = result.results.filter((r) => r.modelId === 'diabetes-progression');
-    expect(new Set(perPatient.map((r) => r.patientId)).size).toBe(58);
+    expect(new Set(perPatient.map((r) => r.patientId)).size).toBe(patientsInFiles);
     for (const r of perPatient) {
       if (r.status === 'skipped') expect(r.reason).toMatch(/\S/);
       else expect(r.status).toBe('scored');
     }
   });
 
-  it('scores every patient that has enough data', () => {
-    // "Enough" is the mapping's own rule (minObservedFeatures, required features); a patient is only
-    // skipped for it, never for an error.
-    const mapping = models[0].mapping;
-    for (const r of result.results) {
-      if (r.status === 'skipped') expect(r.reason).not.toMatch(/error|fail/i);
+  it('scores every patient that has enough data, and only those', () => {
+    // Counted here from the raw bundles, independently of the mapping engine: which model inputs have a
+    // final numeric value inside a generous window before as-of. Clear cases must agree with the sync.
+    const LAB = 2 * 365.25 * 86_400_000;
+    const VITAL = 365.25 * 86_400_000;
+    const groups: Record<string, { codes: string[]; window: number }> = {
+      bmi: { codes: ['39156-5'], window: VITAL },
+      sbp: { codes: ['8480-6'], window: VITAL },
+      dbp: { codes: ['8462-4'], window: VITAL },
+      tc: { codes: ['2093-3', '14647-2'], window: LAB },
+      ldl: { codes: ['18262-6', '13457-7', '2089-1'], window: LAB },
+      hdl: { codes: ['2085-9'], window: LAB },
+      tg: { codes: ['2571-8'], window: LAB },
+      glucose: { codes: ['2339-0', '2345-7', '15074-8'], window: LAB },
+    };
+    const observed = new Map<string, Set<string>>();
+    for (const obs of syntheaObservations) {
+      if (obs.status !== 'final' && obs.status !== 'amended' && obs.status !== 'corrected') continue;
+      const at = new Date(obs.effectiveDateTime ?? obs.issued ?? 0).getTime();
+      const patient = serverIdOf.get(obs.subject?.reference?.replace(/^urn:uuid:/, '') ?? '') ?? '';
+      const values = [obs, ...(obs.component ?? [])].filter((o) => typeof o.valueQuantity?.value === 'number');
+      for (const [id, g] of Object.entries(groups)) {
+        if (at > AS_OF.getTime() || at < AS_OF.getTime() - g.window) continue;
+        if (values.some((v) => v.code.coding?.some((c) => g.codes.includes(c.code ?? '')))) {
+          if (!observed.has(patient)) observed.set(patient, new Set());
+          observed.get(patient)!.add(id);
+        }
+      }
     }
-    expect(mapping.minObservedFeatures).toBeGreaterThan(0);
+    let clearlyEnough = 0;
+    let clearlyTooLittle = 0;
+    for (const r of result.results) {
+      const seen = observed.get(r.patientId) ?? new Set();
+      const inputs = ['bmi', 'tc', 'ldl', 'hdl', 'tg', 'glucose'].filter((g) => seen.has(g)).length + (seen.has('sbp') && seen.has('dbp') ? 1 : 0);
+      if (inputs >= 5) {
+        clearlyEnough++;
+        expect({ patient: r.patientId, status: r.status }).toEqual({ patient: r.patientId, status: 'scored' });
+      }
+      if (inputs === 0) {
+        clearlyTooLittle++;
+        expect({ patient: r.patientId, status: r.status }).toEqual({ patient: r.patientId, status: 'skipped' });
+      }
+    }
+    expect(clearlyEnough).toBeGreaterThan(0);
+    expect(clearlyEnough + clearlyTooLittle).toBeGreaterThan(result.results.length / 2);
   });
 
   it('reconciles, for every patient, the Observations fetched with used + excluded by reason', () => {
