@@ -37,8 +37,12 @@ export function registerCatalogCommands(program: Command): void {
       process.stdout.write(
         table(
           ['id', 'version', 'inputs', 'outcome', 'horizon', 'status'],
-          list.map((m) => [m.id, m.version ?? '', m.columns ?? '', m.outcome ?? '', m.horizon ?? '', m.error ? `INVALID: ${m.error}` : 'ok']),
+          list.map((m) => [m.id, m.version ?? '', m.columns ?? '', truncate(m.outcome ?? '', 60), m.horizon ?? '', m.error ? `INVALID: ${m.error}` : 'ok']),
         ) + '\n',
       );
     });
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
