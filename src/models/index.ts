@@ -1,5 +1,5 @@
 export { bandFor } from './bands.js';
-export { explain, type Contribution } from './explain.js';
+export { explain, explainBatch, type Contribution } from './explain.js';
 export { CARD_FILE, MODEL_FILE, SELFTEST_TOLERANCE, loadModel, loadModelById, readModelCard, selfTest, sha256Hex } from './loader.js';
 export { checkMappingAgainstCard, checkModelAgainstMapping, mappingInputColumns } from './mapping-check.js';
 export { RISK_CODES, RISK_PROBABILITY_SYSTEM, modelCardSchema, type ModelCard } from './model-card.js';

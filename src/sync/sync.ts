@@ -7,7 +7,7 @@ import type { ExclusionReason, FeatureRow, QualitativeRisk } from '../core/types
 import type { FhirClient } from '../fhir/client.js';
 import { listPatientIds, pullBatch, type PullResult, type PullSpec } from '../fhir/pull.js';
 import { lookbackStart, mapPatient, observationCodes } from '../features/index.js';
-import { bandFor, explain } from '../models/index.js';
+import { bandFor, explainBatch } from '../models/index.js';
 import { planAssessment, type AssessmentPlan } from '../writeback/plan.js';
 import { FhirWriter } from '../writeback/writer.js';
 import type { SyncModel } from './models.js';
@@ -270,6 +270,7 @@ async function processBatch(
     const flat = new Float32Array(rows.length * d);
     rows.forEach((row, i) => flat.set(row.values, i * d));
     const probabilities = await model.runner.predict(flat, rows.length);
+    const explanations = options.explain === false ? undefined : await explainBatch(model.runner, rows.map((r) => r.values));
 
     for (let i = 0; i < rows.length; i++) {
       const row = rows[i];
@@ -278,7 +279,7 @@ async function processBatch(
         throw new AdapterError('inference-failed', `model ${card.id}: output ${probability} is not a probability`);
       }
       const band = bandFor(card, probability);
-      const explanation = options.explain === false ? undefined : await explain(model.runner, row.values);
+      const explanation = explanations?.[i];
       const prediction = { patientId: row.patientId, modelId: card.id, modelVersion: card.version, probability, band, explanation };
       totals.scored++;
       inc(totals.bands, band);
@@ -317,14 +318,15 @@ async function processBatch(
     const written = await writer.write(plans);
     result.requests += written.requests;
     const created = new Set(written.createdIdentifiers);
-    plans.forEach((plan, i) => {
+    const byKey = new Map(pendingResults.map((r) => [`${r.modelId}|${r.patientId}`, r]));
+    for (const plan of plans) {
       const isNew = created.has(plan.identifier.value);
       const totals = result.byModel[plan.modelId];
       if (isNew) totals.created++;
       else totals.alreadyPresent++;
-      const r = pendingResults.find((p, j) => j >= i && p.patientId === plan.patientId && p.modelId === plan.modelId);
+      const r = byKey.get(`${plan.modelId}|${plan.patientId}`);
       if (r) r.write = isNew ? 'created' : 'already-present';
-    });
+    }
   }
   for (const r of pendingResults) emit(r);
 }

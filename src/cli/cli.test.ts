@@ -1,0 +1,136 @@
+/**
+ * The `fhir-ml` command end to end (in-process): exit codes and messages for bad models, mappings and
+ * input, and a real sync against the embedded server with --json.
+ */
+import { jest } from '@jest/globals';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { packagePath } from '../core/paths.js';
+import { loadDiabetesRows } from '../demo/diabetes-rows.js';
+import { seedDemo } from '../demo/demo.js';
+import { startFhirServer, type RunningFhirServer } from '../server/index.js';
+import { main } from './main.js';
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  let stdout = '';
+  let stderr = '';
+  const out = jest.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stdout += String(chunk);
+    return true;
+  });
+  const err = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    stderr += String(chunk);
+    return true;
+  });
+  process.exitCode = undefined;
+  try {
+    const code = await main(['node', 'fhir-ml', ...args]);
+    return { code, stdout, stderr };
+  } finally {
+    out.mockRestore();
+    err.mockRestore();
+    process.exitCode = undefined;
+    process.env = saved;
+  }
+}
+
+describe('fhir-ml CLI', () => {
+  let tmp: string;
+  let server: RunningFhirServer;
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(path.join(tmpdir(), 'fhir-ml-cli-'));
+    server = await startFhirServer({ port: 0 });
+    await seedDemo(server, loadDiabetesRows().slice(0, 12));
+  });
+
+  afterAll(async () => {
+    await server.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  function copyOf(what: 'models' | 'mappings', name: string): string {
+    const dir = path.join(tmp, `${name}-${what}`);
+    cpSync(packagePath(what), dir, { recursive: true });
+    return dir;
+  }
+
+  it('stops on a corrupted model file, naming the model and the problem', async () => {
+    const models = copyOf('models', 'corrupt');
+    const onnx = path.join(models, 'diabetes-progression', 'model.onnx');
+    const bytes = readFileSync(onnx);
+    bytes[bytes.length - 5] ^= 0xff;
+    writeFileSync(onnx, bytes);
+    const r = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all'], { FHIR_ML_MODELS_DIR: models });
+    expect(r.code).toBe(65);
+    expect(r.stderr).toMatch(/diabetes-progression/);
+    expect(r.stderr).toMatch(/sha256/);
+  });
+
+  it('stops on an invalid mapping, naming the file and the path of the bad field', async () => {
+    const mappings = copyOf('mappings', 'invalid');
+    const file = path.join(mappings, 'diabetes-progression.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('lookback: P1Y', 'lookback: one year'));
+    const r = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all'], { FHIR_ML_MAPPINGS_DIR: mappings });
+    expect(r.code).toBe(65);
+    expect(r.stderr).toContain('diabetes-progression.yaml');
+    expect(r.stderr).toMatch(/features\[\d+\]\.lookback/);
+
+    const validate = await run(['mappings', 'validate', '--dir', mappings]);
+    expect(validate.code).toBe(65);
+    expect(validate.stdout).toMatch(/FAIL .*diabetes-progression\.yaml/);
+  });
+
+  it('stops when the mapping and the model disagree on the input columns', async () => {
+    const mappings = copyOf('mappings', 'mismatch');
+    const file = path.join(mappings, 'diabetes-progression.yaml');
+    // Drop the glucose feature: the mapping now produces 9 columns for a 10-input model.
+    const text = readFileSync(file, 'utf8');
+    const start = text.indexOf('  - id: glucose');
+    writeFileSync(file, text.slice(0, start));
+    const r = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all'], { FHIR_ML_MAPPINGS_DIR: mappings });
+    expect(r.code).toBe(65);
+    expect(r.stderr).toMatch(/model-mismatch/);
+    expect(r.stderr).toMatch(/glucose/);
+  });
+
+  it('rejects bad input with a usage exit code', async () => {
+    expect((await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression'])).stderr).toMatch(/--patient ID \.\.\. or --all/);
+    const badDate = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', 'yesterday']);
+    expect(badDate.code).toBe(64);
+    expect(badDate.stderr).toMatch(/--as-of "yesterday"/);
+    expect((await run(['sync', '--model', 'diabetes-progression', '--all'])).code).toBe(64);
+    expect((await run(['no-such-command'])).code).toBe(64);
+    expect((await run(['sync', '--help'])).code).toBe(0);
+  });
+
+  it('syncs and prints a machine-readable result per patient with --json, then writes nothing on a re-run', async () => {
+    const args = ['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', '2026-01-01', '--json'];
+    const first = await run(args);
+    expect(first.code).toBe(0);
+    const json = JSON.parse(first.stdout) as { summary: { patients: number }; patients: { patientId: string; probability: number; band: string; excluded: Record<string, number>; write: string }[] };
+    expect(json.summary.patients).toBe(12);
+    expect(json.patients).toHaveLength(12);
+    for (const p of json.patients) {
+      expect(p.probability).toBeGreaterThan(0);
+      expect(p.probability).toBeLessThan(1);
+      expect(['negligible', 'low', 'moderate', 'high', 'certain']).toContain(p.band);
+      expect(p.write).toBe('created');
+    }
+    const second = JSON.parse((await run(args)).stdout) as typeof json;
+    expect(second.patients.every((p) => p.write === 'already-present')).toBe(true);
+
+    const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/dry run: nothing written/);
+  });
+});
