@@ -1,4 +1,4 @@
-import type { SyncResult } from '../sync/sync.js';
+import type { ModelTotals, SyncResult } from '../sync/sync.js';
 
 /** Plain-text tables for the terminal. Pure, so tests can pin them. */
 export function table(headers: string[], rows: (string | number)[][]): string {
@@ -49,6 +49,12 @@ export function formatSyncSummary(result: SyncResult): string {
       ],
     ),
   );
+  const partReasons = [...new Set(modelIds.flatMap((id) => Object.keys(result.byModel[id].partIssuesByReason)))].sort();
+  if (partReasons.length) {
+    out.push('');
+    out.push('Parts dropped from resources still used (e.g. a report attachment that cannot be decoded)');
+    out.push(table(['reason', ...modelIds], partReasons.map((r) => [r, ...modelIds.map((id) => result.byModel[id].partIssuesByReason[r as keyof ModelTotals['partIssuesByReason']] ?? 0)])));
+  }
   if (result.notFound || result.failed || result.unattributed) {
     out.push('');
     out.push(`not found: ${result.notFound}; failed: ${result.failed}; unattributed resources: ${result.unattributed}`);

@@ -58,6 +58,11 @@ export interface FeatureRow {
   /** Relative references of the resources whose values were used. */
   basis: string[];
   exclusions: Exclusion[];
+  /**
+   * Parts dropped from resources that were still considered (a report with one undecodable attachment,
+   * HTML with a removed script): counted with their reason, outside the fetched = used + excluded identity.
+   */
+  partIssues: Exclusion[];
   /** Counts that reconcile: fetched === used + excluded (unique resources). */
   counts: { fetched: number; used: number; excluded: number };
   /** When set, the patient cannot be scored (e.g. too little data, a required feature missing). */

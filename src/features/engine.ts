@@ -136,6 +136,14 @@ export interface FeatureResult {
 /** Collects exclusions; one resource may have several (one per feature it was considered for). */
 export class ExclusionLog {
   readonly items: Exclusion[] = [];
+  /** Parts dropped from resources that were otherwise considered (e.g. one bad attachment of a report). */
+  readonly partIssues = new Map<string, Exclusion>();
+  partIssue(reference: string, reason: ExclusionReason, detail?: string): void {
+    // One per resource, part problem and detail, however many features read the resource.
+    const e: Exclusion = { reference, reason };
+    if (detail !== undefined) e.detail = detail;
+    this.partIssues.set(`${reference}\u0000${reason}\u0000${detail ?? ''}`, e);
+  }
   add(reference: string, reason: ExclusionReason, featureId?: string, detail?: string): void {
     const e: Exclusion = { reference, reason };
     if (featureId !== undefined) e.featureId = featureId;
@@ -527,6 +535,7 @@ export function mapPatient(mapping: Mapping, record: PatientRecord, asOf: Date):
     imputed,
     basis: [...basis].sort(),
     exclusions: dedup,
+    partIssues: [...log.partIssues.values()].sort((a, b) => cmp(a.reference, b.reference) || cmp(a.reason, b.reason)),
     counts: { fetched: fetched.size, used: basis.size, excluded: excludedRefs.size },
     raw,
   };

@@ -22,6 +22,8 @@ export const IMAGING_STATUSES: ReadonlySet<string> = new Set(['available']);
 export interface ReportAnalysis {
   findings: { concept: { system: string; code: string }; assertion: string }[];
   exclusions: { reason: ExclusionReason; detail?: string }[];
+  /** Parts of a report that were dropped while the rest was used (bad attachment, removed script ...). */
+  warnings?: { reason: ExclusionReason; detail?: string }[];
 }
 export type ReportAnalyzer = (report: DiagnosticReport, binaries: Map<string, Binary>) => ReportAnalysis;
 
@@ -89,6 +91,7 @@ export function reportFindingValues(
     }
     const a = analyze(r, record);
     for (const e of a.exclusions) log.add(ref, e.reason, spec.id, e.detail);
+    for (const w of a.warnings ?? []) log.partIssue(ref, w.reason, w.detail);
     if (a.exclusions.length) continue;
     const hit = a.findings.some((f) => wanted.has(key(f.concept)) && f.assertion === s.assertion);
     if (hit) refs.add(ref);

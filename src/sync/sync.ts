@@ -49,6 +49,8 @@ export interface PatientResult {
   write?: 'created' | 'already-present' | 'dry-run';
   counts?: FeatureRow['counts'];
   excluded?: Partial<Record<ExclusionReason, number>>;
+  /** Parts dropped from resources that were still used or considered (e.g. a report's bad attachment). */
+  partIssues?: Partial<Record<ExclusionReason, number>>;
   explanation?: { featureId: string; contribution: number }[];
 }
 
@@ -61,6 +63,7 @@ export interface ModelTotals {
   used: number;
   excluded: number;
   excludedByReason: Partial<Record<ExclusionReason, number>>;
+  partIssuesByReason: Partial<Record<ExclusionReason, number>>;
   created: number;
   alreadyPresent: number;
 }
@@ -83,7 +86,7 @@ export interface SyncResult {
 }
 
 function emptyTotals(): ModelTotals {
-  return { scored: 0, skipped: 0, skippedByReason: {}, bands: {}, fetched: 0, used: 0, excluded: 0, excludedByReason: {}, created: 0, alreadyPresent: 0 };
+  return { scored: 0, skipped: 0, skippedByReason: {}, bands: {}, fetched: 0, used: 0, excluded: 0, excludedByReason: {}, partIssuesByReason: {}, created: 0, alreadyPresent: 0 };
 }
 
 function inc<K extends string>(map: Partial<Record<K, number>>, key: K, by = 1): void {
@@ -256,10 +259,12 @@ async function processBatch(
       totals.excluded += row.counts.excluded;
       const excluded = countReasons(row);
       for (const [reason, n] of Object.entries(excluded)) inc(totals.excludedByReason, reason as ExclusionReason, n);
+      const partIssues = countPartIssues(row);
+      for (const [reason, n] of Object.entries(partIssues ?? {})) inc(totals.partIssuesByReason, reason as ExclusionReason, n);
       if (row.skipReason) {
         totals.skipped++;
         inc(totals.skippedByReason, row.skipReason);
-        emit({ patientId: id, modelId: card.id, status: 'skipped', reason: row.skipReason, counts: row.counts, excluded });
+        emit({ patientId: id, modelId: card.id, status: 'skipped', reason: row.skipReason, counts: row.counts, excluded, partIssues });
         continue;
       }
       rows.push(row);
@@ -291,6 +296,7 @@ async function processBatch(
         band,
         counts: row.counts,
         excluded: countReasons(row),
+        partIssues: countPartIssues(row),
         explanation,
         write: options.dryRun ? 'dry-run' : undefined,
       };
@@ -329,6 +335,13 @@ async function processBatch(
     }
   }
   for (const r of pendingResults) emit(r);
+}
+
+function countPartIssues(row: FeatureRow): Partial<Record<ExclusionReason, number>> | undefined {
+  if (!row.partIssues?.length) return undefined;
+  const out: Partial<Record<ExclusionReason, number>> = {};
+  for (const issue of row.partIssues) inc(out, issue.reason);
+  return out;
 }
 
 function countReasons(row: FeatureRow): Partial<Record<ExclusionReason, number>> {
