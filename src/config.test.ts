@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { AdapterError } from './core/errors.js';
 import { describeConfig, loadConfig } from './config.js';
 
@@ -30,5 +33,25 @@ describe('loadConfig', () => {
 
   it('rejects an identifier system that would break conditional-create queries', () => {
     expect(() => loadConfig({}, { FHIR_ML_IDENTIFIER_SYSTEM: 'https://x.org/id?a=b' })).toThrow(/identifierSystem/);
+  });
+
+  it('reads a YAML config file below flags and environment, with secrets only from files it names', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'fhir-ml-config-'));
+    try {
+      const tokenFile = path.join(dir, 'token');
+      writeFileSync(tokenFile, 'from-file\n');
+      const file = path.join(dir, 'config.yaml');
+      writeFileSync(file, `fhirUrl: https://file.example.org/R4\nbatchSize: 40\nconcurrency: 2\nauth:\n  type: bearer\n  tokenFile: ${tokenFile}\n`);
+      const config = loadConfig({ configFile: file }, { FHIR_ML_CONCURRENCY: '8' });
+      expect(config.fhirUrl).toBe('https://file.example.org/R4');
+      expect(config.batchSize).toBe(40);
+      expect(config.concurrency).toBe(8);
+      expect(config.auth).toEqual({ type: 'bearer', token: 'from-file' });
+
+      writeFileSync(file, 'auth:\n  token: s3cret\nbatchSize: lots\n');
+      expect(() => loadConfig({ configFile: file }, {})).toThrow(/secrets do not belong in the config file[\s\S]*batchSize/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

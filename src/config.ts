@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from './core/errors.js';
 import { packagePath } from './core/paths.js';
@@ -39,6 +40,52 @@ export type AdapterConfig = z.infer<typeof configSchema>;
 
 type Env = Record<string, string | undefined>;
 
+/**
+ * The optional config file (YAML; `--config FILE` or FHIR_ML_CONFIG). It holds no secrets: tokens and
+ * passwords come from the environment, or from files the config names (`tokenFile`, `passwordFile`).
+ */
+const configFileSchema = z.strictObject({
+  fhirUrl: z.string().optional(),
+  auth: z
+    .strictObject({
+      type: z.enum(['none', 'bearer', 'basic']).optional(),
+      tokenFile: z.string().optional(),
+      username: z.string().optional(),
+      passwordFile: z.string().optional(),
+    })
+    .optional(),
+  identifierSystem: z.string().optional(),
+  modelsDir: z.string().optional(),
+  mappingsDir: z.string().optional(),
+  batchSize: z.number().optional(),
+  concurrency: z.number().optional(),
+  timeoutMs: z.number().optional(),
+  maxRetries: z.number().optional(),
+  logLevel: z.string().optional(),
+});
+type ConfigFile = z.infer<typeof configFileSchema>;
+
+export function readConfigFile(file: string): ConfigFile {
+  let data: unknown;
+  try {
+    data = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new AdapterError('config-invalid', `config file ${file} cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = configFileSchema.safeParse(data ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => {
+      const at = i.path.join('.') || '(file)';
+      const secret = i.code === 'unrecognized_keys' && i.keys.some((k) => /token|password|secret/i.test(k));
+      return `${file}: ${at}: ${secret ? 'secrets do not belong in the config file; use the environment or tokenFile/passwordFile' : i.message}`;
+    });
+    throw new AdapterError('config-invalid', `invalid config file (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n  - ${problems.join('\n  - ')}`, {
+      details: { problems },
+    });
+  }
+  return parsed.data;
+}
+
 function secret(env: Env, name: string): string | undefined {
   const file = env[`${name}_FILE`];
   if (file) return readFileSync(file, 'utf8').trim();
@@ -51,6 +98,8 @@ function num(value: string | number | undefined): number | undefined {
 }
 
 export interface ConfigOverrides {
+  /** A YAML config file; FHIR_ML_CONFIG when absent. */
+  configFile?: string;
   fhirUrl?: string;
   batchSize?: number | string;
   concurrency?: number | string;
@@ -59,24 +108,30 @@ export interface ConfigOverrides {
 }
 
 export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.env): AdapterConfig {
-  const authType = env.FHIR_ML_AUTH ?? (secret(env, 'FHIR_ML_TOKEN') ? 'bearer' : env.FHIR_ML_USERNAME ? 'basic' : 'none');
+  const configFile = overrides.configFile ?? env.FHIR_ML_CONFIG;
+  const file: ConfigFile = configFile ? readConfigFile(configFile) : {};
+  const fileSecret = (path: string | undefined) => (path ? readFileSync(path, 'utf8').trim() : undefined);
+  const token = secret(env, 'FHIR_ML_TOKEN') ?? fileSecret(file.auth?.tokenFile);
+  const username = env.FHIR_ML_USERNAME ?? file.auth?.username;
+  const password = secret(env, 'FHIR_ML_PASSWORD') ?? fileSecret(file.auth?.passwordFile);
+  const authType = env.FHIR_ML_AUTH ?? file.auth?.type ?? (token ? 'bearer' : username ? 'basic' : 'none');
   const auth =
     authType === 'bearer'
-      ? { type: 'bearer', token: secret(env, 'FHIR_ML_TOKEN') ?? '' }
+      ? { type: 'bearer', token: token ?? '' }
       : authType === 'basic'
-        ? { type: 'basic', username: env.FHIR_ML_USERNAME ?? '', password: secret(env, 'FHIR_ML_PASSWORD') ?? '' }
+        ? { type: 'basic', username: username ?? '', password: password ?? '' }
         : { type: authType };
   const candidate = {
-    fhirUrl: overrides.fhirUrl ?? env.FHIR_ML_FHIR_URL,
+    fhirUrl: overrides.fhirUrl ?? env.FHIR_ML_FHIR_URL ?? file.fhirUrl,
     auth,
-    identifierSystem: env.FHIR_ML_IDENTIFIER_SYSTEM ?? DEFAULT_IDENTIFIER_SYSTEM,
-    modelsDir: env.FHIR_ML_MODELS_DIR ?? packagePath('models'),
-    mappingsDir: env.FHIR_ML_MAPPINGS_DIR ?? packagePath('mappings'),
-    batchSize: num(overrides.batchSize) ?? num(env.FHIR_ML_BATCH_SIZE) ?? 100,
-    concurrency: num(overrides.concurrency) ?? num(env.FHIR_ML_CONCURRENCY) ?? 4,
-    timeoutMs: num(overrides.timeoutMs) ?? num(env.FHIR_ML_TIMEOUT_MS) ?? 30_000,
-    maxRetries: num(env.FHIR_ML_MAX_RETRIES) ?? 5,
-    logLevel: overrides.logLevel ?? env.FHIR_ML_LOG_LEVEL ?? 'warn',
+    identifierSystem: env.FHIR_ML_IDENTIFIER_SYSTEM ?? file.identifierSystem ?? DEFAULT_IDENTIFIER_SYSTEM,
+    modelsDir: env.FHIR_ML_MODELS_DIR ?? file.modelsDir ?? packagePath('models'),
+    mappingsDir: env.FHIR_ML_MAPPINGS_DIR ?? file.mappingsDir ?? packagePath('mappings'),
+    batchSize: num(overrides.batchSize) ?? num(env.FHIR_ML_BATCH_SIZE) ?? file.batchSize ?? 100,
+    concurrency: num(overrides.concurrency) ?? num(env.FHIR_ML_CONCURRENCY) ?? file.concurrency ?? 4,
+    timeoutMs: num(overrides.timeoutMs) ?? num(env.FHIR_ML_TIMEOUT_MS) ?? file.timeoutMs ?? 30_000,
+    maxRetries: num(env.FHIR_ML_MAX_RETRIES) ?? file.maxRetries ?? 5,
+    logLevel: overrides.logLevel ?? env.FHIR_ML_LOG_LEVEL ?? file.logLevel ?? 'warn',
   };
   const parsed = configSchema.safeParse(candidate);
   if (!parsed.success) {

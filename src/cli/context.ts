@@ -9,8 +9,14 @@ export interface CommandContext {
   logger: Logger;
 }
 
+let globalConfigFile: string | undefined;
+/** Set from the global `--config FILE` option before any command runs. */
+export function setConfigFile(file: string | undefined): void {
+  globalConfigFile = file;
+}
+
 export function commandContext(overrides: ConfigOverrides = {}): CommandContext {
-  const config = loadConfig(overrides);
+  const config = loadConfig({ configFile: globalConfigFile, ...overrides });
   return { config, logger: createLogger({ level: config.logLevel }) };
 }
 

@@ -9,14 +9,17 @@ import { registerDemoCommand } from './commands/demo.js';
 import { registerFhirServerCommand } from './commands/fhir-server.js';
 import { registerNlpCommand } from './commands/nlp.js';
 import { registerSyncCommand } from './commands/sync.js';
+import { setConfigFile } from './context.js';
 
 /** `fhir-ml`: the command-line entry. Errors are mapped to exit codes in one place (core/error-mapping). */
 export function buildProgram(): Command {
   const program = new Command('fhir-ml')
     .description('FHIR R4 <-> ONNX models and clinical NLP: score patients and write RiskAssessments back')
     .version('0.1.0')
+    .option('--config <file>', 'YAML config file (or FHIR_ML_CONFIG); flags and FHIR_ML_* variables win over it')
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .hook('preAction', (command) => setConfigFile(command.opts().config as string | undefined));
   registerSyncCommand(program);
   registerDemoCommand(program);
   registerFhirServerCommand(program);
