@@ -309,7 +309,7 @@ async function processBatch(
               prediction,
               patientId: row.patientId,
               asOf: options.asOf,
-              basis: row.basis,
+              basis: assessmentBasis(model, row),
               deviceReference: devices.get(card.id)!,
               identifierSystem: options.identifierSystem,
             },
@@ -335,6 +335,20 @@ async function processBatch(
     }
   }
   for (const r of pendingResults) emit(r);
+}
+
+/**
+ * The RiskAssessment's basis: the resources whose values entered the score, i.e. the row's basis plus the
+ * Patient itself when its birth date or gender was an input (the row's counts cover fetched clinical
+ * data only, so the Patient is added here, not in the mapping).
+ */
+function assessmentBasis(model: SyncModel, row: FeatureRow): string[] {
+  const demographicsUsed = model.mapping.features.some((f) => {
+    if (!f.input || (f.source.kind !== 'patient-age' && f.source.kind !== 'patient-sex')) return false;
+    const keys = f.oneHot ? f.oneHot.map((c) => `${f.id}=${c}`) : [f.id];
+    return keys.some((k) => row.raw[k] !== null && row.raw[k] !== undefined);
+  });
+  return demographicsUsed ? [`Patient/${row.patientId}`, ...row.basis] : row.basis;
 }
 
 function countPartIssues(row: FeatureRow): Partial<Record<ExclusionReason, number>> | undefined {

@@ -259,6 +259,11 @@ const HTML_WITH_SCRIPT =
 
 // ---------------------------------------------------------------------------------------------------
 
+/** A RiskAssessment's basis without the Patient (demographics), sorted. */
+function clinicalBasis(ra: RiskAssessment): string[] {
+  return ra.basis!.map((b) => b.reference!).filter((r) => !r.startsWith('Patient/')).sort();
+}
+
 describe('CURB-65 sync from FHIR resources (integration)', () => {
   let server: RunningFhirServer;
   let client: FhirClient;
@@ -344,7 +349,9 @@ describe('CURB-65 sync from FHIR resources (integration)', () => {
     expect(Math.abs(prediction.probabilityDecimal! - c.probability)).toBeLessThan(1e-6);
     expect(prediction.qualitativeRisk!.coding![0]).toMatchObject({ system: RISK_PROBABILITY, code: c.band });
     // basis: the chest report (and the note), and every Observation that was measured.
-    expect(ra.basis!.map((b) => b.reference).sort()).toEqual(expectedBasis.get(c.id));
+    // The Patient is basis too (age is an input); the rest is exactly the clinical data used.
+    expect(ra.basis!.map((b) => b.reference)).toContain(`Patient/${c.id}`);
+    expect(clinicalBasis(ra)).toEqual(expectedBasis.get(c.id));
     const n = expectedBasis.get(c.id)!.length;
     expect(r.counts).toEqual({ fetched: n, used: n, excluded: 0 });
     expect(validationIssues(ra as unknown as Resource).filter((i) => i.severity === 'error')).toEqual([]);
@@ -367,7 +374,7 @@ describe('CURB-65 sync from FHIR resources (integration)', () => {
     expect(r.counts).toEqual({ fetched: 4 + m.extras.length, used: 4, excluded: m.extras.length });
     const ra = assessments.get(m.id)!;
     expect(Math.abs(ra.prediction![0].probabilityDecimal! - 0.032)).toBeLessThan(1e-6);
-    expect(ra.basis!.map((b) => b.reference).sort()).toEqual(expectedBasis.get(m.id));
+    expect(clinicalBasis(ra)).toEqual(expectedBasis.get(m.id));
   });
 
   it('HTML with <script>: the script is removed, the rest of the report is used, unsafe-content is flagged', async () => {
@@ -378,7 +385,7 @@ describe('CURB-65 sync from FHIR resources (integration)', () => {
     expect(Math.abs(ra.prediction![0].probabilityDecimal! - 0.007)).toBeLessThan(1e-6);
     // The report opened the gate, so it is basis, not an exclusion (src/nlp/report-text.ts: the report
     // is excluded for unsafe-content only when nothing else is left).
-    expect(ra.basis!.map((b) => b.reference).sort()).toEqual(expectedBasis.get('html-script'));
+    expect(clinicalBasis(ra)).toEqual(expectedBasis.get('html-script'));
     expect(r.excluded).toEqual({});
     expect(r.counts).toEqual({ fetched: 4, used: 4, excluded: 0 });
     // The removed script is counted as a dropped part of a used report, in the patient's result and the totals.

@@ -106,7 +106,9 @@ describe('demo sync (integration)', () => {
     const target = new Set(provenances.map((p) => p.target[0].reference));
     for (const ra of assessments) {
       expect(target.has(`RiskAssessment/${ra.id}`)).toBe(true);
-      expect(ra.basis!.length).toBeGreaterThan(0);
+      expect(ra.basis!.length).toBeGreaterThan(1);
+      // Age and sex are inputs of both models, so the Patient is basis too.
+      expect(ra.basis!.map((b) => b.reference)).toContain(ra.subject.reference);
       expect(ra.performer!.reference).toMatch(/^Device\//);
     }
   });
