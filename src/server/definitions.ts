@@ -77,3 +77,9 @@ export function searchParameterFor(resourceType: string, code: string): SearchPa
   ensureR4Definitions();
   return getSearchParameter(resourceType, code);
 }
+
+/** Every search parameter of a resource type (expressions narrowed to the type), by code. */
+export function searchParametersOf(resourceType: string): Readonly<Record<string, SearchParameter>> {
+  ensureR4Definitions();
+  return globalSchema.types[resourceType]?.searchParams ?? {};
+}

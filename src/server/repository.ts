@@ -3,18 +3,23 @@ import {
   OperationOutcomeError,
   Operator,
   badRequest,
+  convertToSearchableReferences,
+  convertToSearchableTokens,
   deepClone,
   evalFhirPath,
+  getTypedPropertyValue,
   matchesSearchRequest,
   splitSearchOnComma,
+  toTypedValue,
   validateResource,
   type Filter,
   type SearchRequest,
+  type TypedValue,
   type WithId,
 } from '@medplum/core';
 import { MemoryRepository } from '@medplum/fhir-router';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
-import { ensureR4Definitions, isR4ResourceType, searchParameterFor } from './definitions.js';
+import { ensureR4Definitions, isR4ResourceType, searchParameterFor, searchParametersOf } from './definitions.js';
 
 /**
  * medplum's MemoryRepository, with the gaps that matter for a test/benchmark FHIR server wrapped:
@@ -26,9 +31,11 @@ import { ensureR4Definitions, isR4ResourceType, searchParameterFor } from './def
  *   first writes. Here every write inside `runAtomically` is journaled and undone on failure.
  * - **Search speed.** `search` scans every resource of the type, evaluating FHIRPath per filter per
  *   resource, and deep-clones every match before slicing out the page (~1 s per search on 50k
- *   Observations). Here candidates come from an index on `_id`, `subject`/`patient` and `code`
- *   (system|code) when the request has them, the page is sliced before cloning, and medplum's own
- *   `matchesSearchRequest` decides every filter the index does not answer exactly.
+ *   Observations; conditional creates search twice per entry, so a 200-entry writeback transaction
+ *   scanned every RiskAssessment 200 times). Here candidates come from an index on `_id` and on every
+ *   reference and token parameter with plain-path expressions (`subject`, `patient`, `code`,
+ *   `identifier`, ... by `system|code`) when the request has them, the page is sliced before cloning,
+ *   and medplum's own `matchesSearchRequest` decides every filter the index does not answer exactly.
  * - **History.** `readHistory` reverses the stored version list in place on every call; it is replaced by
  *   a non-mutating version (the rollback journal relies on version order).
  *
@@ -55,8 +62,21 @@ interface MemoryInternals {
   history: Map<string, Map<string, Resource[]>>;
 }
 
-/** Reference search parameters served from the index (when their expression is a plain path). */
-const INDEXED_REFERENCE_PARAMS = ['subject', 'patient'];
+/** A reference or token search parameter answered from the index, for one resource type. */
+interface IndexedParam {
+  kind: 'reference' | 'token';
+  /** Top-level fields of the type behind the parameter. */
+  fields: string[];
+  /** The index holds exactly the matcher's answer for this parameter (no re-evaluation needed). */
+  exact: boolean;
+}
+
+interface IndexPlan {
+  /** search parameter code -> how it is indexed */
+  params: Map<string, IndexedParam>;
+  /** Distinct (kind, field) pairs whose values are indexed. */
+  fields: { kind: 'reference' | 'token'; field: string }[];
+}
 
 export interface IndexedMemoryRepositoryOptions {
   /** Validate every written resource against the R4 base StructureDefinitions (default true). */
@@ -66,12 +86,12 @@ export interface IndexedMemoryRepositoryOptions {
 export class IndexedMemoryRepository extends MemoryRepository {
   readonly validate: boolean;
   private readonly atomic = new AsyncLocalStorage<AtomicContext>();
-  /** resourceType -> index key (`ref:Patient/1`, `tok:http://loinc.org|2339-0`) -> ids holding it. */
+  /** resourceType -> index key (`r:subject:Patient/1`, `t:code:http://loinc.org|2339-0`) -> ids holding it. */
   private readonly keyIndex = new Map<string, Map<string, Set<string>>>();
-  /** resourceType -> fields behind the indexed parameters (derived from the search parameter expressions). */
-  private readonly indexedFields = new Map<string, { ref: string[]; code: string[] }>();
-  /** Creation order: the default, stable sort order of search results (offset paging needs one). */
-  private readonly seq = new Map<string, number>();
+  /** resourceType -> indexed parameters and fields (derived from the search parameter expressions). */
+  private readonly indexPlans = new Map<string, IndexPlan>();
+  /** resourceType -> id -> creation order: the default, stable sort order of search results (offset paging needs one). */
+  private readonly seq = new Map<string, Map<string, number>>();
   private nextSeq = 0;
   /** Serialises atomic blocks (transactions, conditional writes) so two never interleave. */
   private lock: Promise<unknown> = Promise.resolve();
@@ -112,8 +132,9 @@ export class IndexedMemoryRepository extends MemoryRepository {
     const created = await super.createResource(resource);
     if (before) this.unindex(before);
     this.index(created);
-    const key = `${type}/${created.id}`;
-    if (!this.seq.has(key)) this.seq.set(key, this.nextSeq++);
+    let seqs = this.seq.get(type);
+    if (!seqs) this.seq.set(type, (seqs = new Map()));
+    if (!seqs.has(created.id)) seqs.set(created.id, this.nextSeq++);
     ctx?.journal.push({ resourceType: type, id: created.id, before, historyLength });
     return created;
   }
@@ -202,12 +223,23 @@ export class IndexedMemoryRepository extends MemoryRepository {
       ? { ...searchRequest, filters: searchRequest.filters?.filter((f) => !indexed.satisfied.includes(f)) }
       : searchRequest;
     const matches: Resource[] = [];
-    for (const r of indexed?.candidates ?? all.values()) if (matchesSearchRequest(r, request)) matches.push(r);
+    if (request.filters?.length) {
+      for (const r of indexed?.candidates ?? all.values()) if (matchesSearchRequest(r, request)) matches.push(r);
+    } else {
+      // Nothing left to check (no filters, or all answered by the index): no matcher call per resource.
+      for (const r of indexed?.candidates ?? all.values()) matches.push(r);
+    }
     this.sortMatches(matches, searchRequest);
     const offset = searchRequest.offset ?? 0;
     const page = searchRequest.count === undefined ? matches.slice(offset) : matches.slice(offset, offset + searchRequest.count);
     const entry = page.map((r) => ({ resource: deepClone(r) as WithId<T> }));
     return { resourceType: 'Bundle', type: 'searchset', total: matches.length, ...(entry.length ? { entry } : {}) };
+  }
+
+  override clear(): void {
+    super.clear();
+    this.keyIndex.clear();
+    this.seq.clear();
   }
 
   /**
@@ -216,10 +248,18 @@ export class IndexedMemoryRepository extends MemoryRepository {
    * creation order breaking ties.
    */
   private sortMatches(matches: Resource[], searchRequest: SearchRequest): void {
-    const seqOf = (r: Resource): number => this.seq.get(`${r.resourceType}/${r.id}`) ?? 0;
+    const seqs = this.seq.get(searchRequest.resourceType);
+    const seqOf = (r: Resource): number => seqs?.get(r.id as string) ?? 0;
     const rules = searchRequest.sortRules ?? [];
     if (rules.length === 0) {
-      matches.sort((a, b) => seqOf(a) - seqOf(b));
+      // A scan yields storage order, which is nearly always creation order already: check before sorting.
+      let sorted = true;
+      for (let i = 1; i < matches.length && sorted; i++) sorted = seqOf(matches[i - 1]) <= seqOf(matches[i]);
+      if (!sorted) {
+        const keyed = matches.map((r) => ({ r, seq: seqOf(r) }));
+        keyed.sort((a, b) => a.seq - b.seq);
+        keyed.forEach((k, i) => (matches[i] = k.r));
+      }
       return;
     }
     const keyed = matches.map((r) => ({
@@ -242,12 +282,20 @@ export class IndexedMemoryRepository extends MemoryRepository {
 
   /**
    * Candidates from the index (undefined: scan all of the type) and the filters the index answered
-   * exactly, which need no re-evaluation. Indexed: `_id`; the reference parameters `subject`/`patient`
-   * (exact for plain paths like `Observation.subject`; `patient`'s `.where(resolve() is Patient)` is
-   * still checked by medplum); the token parameter `code` when every value is `system|code` (exact:
-   * medplum compares system and code case-insensitively, as the index keys do). A plain `code=x` also
-   * matches CodeableConcept.text and display in medplum, so it is left to the matcher. With both a
-   * reference and a code filter the candidate sets are intersected.
+   * exactly, which need no re-evaluation.
+   *
+   * Indexed: `_id`, and every reference and token parameter whose expression (narrowed to the type) is a
+   * union of plain paths like `Observation.subject` or `RiskAssessment.identifier` (see `indexPlanFor`):
+   * references by their exact reference string, tokens when every value of the filter is `system|code`
+   * (medplum compares system and code case-insensitively, as the lowercased keys do; a plain `code=x`
+   * also matches CodeableConcept.text and display in medplum, so it is left to the matcher). Index keys
+   * are computed with medplum's own FHIRPath property access and token/reference conversion, so for
+   * these filters the index holds exactly what the matcher would accept; a reference path filtered by
+   * `.where(resolve() is X)` (e.g. Observation's `patient`) is a superset, which the matcher still checks.
+   *
+   * With several indexed filters the one with the fewest ids is expanded and the others are checked by
+   * set membership, so a filter matching most resources of the type (a common LOINC code) costs nothing
+   * per request beyond the candidates of the most selective one.
    */
   private candidatesFromIndex(
     searchRequest: SearchRequest,
@@ -259,81 +307,98 @@ export class IndexedMemoryRepository extends MemoryRepository {
     if (byId) {
       return { candidates: unique(splitSearchOnComma(byId.value).map((id) => all.get(id))), satisfied: [byId] };
     }
-    const fields = this.fieldsFor(type);
+    const plan = this.indexPlanFor(type);
+    if (plan.params.size === 0) return undefined;
     const index = this.keyIndex.get(type);
-    const sets: Set<string>[] = [];
-    const satisfied: Filter[] = [];
-    const lookup = (keys: string[]): Set<string> => {
-      const ids = new Set<string>();
-      for (const key of keys) for (const id of index?.get(key) ?? []) ids.add(id);
-      return ids;
-    };
-    const refFilter = fields.ref.length ? filters.find((f) => INDEXED_REFERENCE_PARAMS.includes(f.code) && parseReferencePaths(type, searchParameterFor(type, f.code)?.expression)) : undefined;
-    if (refFilter) {
-      sets.push(lookup(splitSearchOnComma(refFilter.value).map((ref) => `ref:${ref}`)));
-      if (parseReferencePaths(type, searchParameterFor(type, refFilter.code)?.expression)?.exact) satisfied.push(refFilter);
-    }
-    const codeFilter = fields.code.length ? filters.find((f) => f.code === 'code') : undefined;
-    if (codeFilter) {
-      const values = splitSearchOnComma(codeFilter.value);
-      if (values.every((v) => /^[^|]+\|[^|]+$/.test(v))) {
-        sets.push(lookup(values.map((v) => `tok:${v.toLowerCase()}`)));
-        satisfied.push(codeFilter);
+    const probes: { filter: Filter; sets: Set<string>[]; size: number; exact: boolean }[] = [];
+    for (const filter of filters) {
+      const param = plan.params.get(filter.code);
+      if (!param) continue;
+      const values = splitSearchOnComma(filter.value);
+      if (param.kind === 'token' && !values.every((v) => TOKEN_SYSTEM_AND_CODE.test(v))) continue;
+      const keys = new Set<string>();
+      for (const v of values) for (const field of param.fields) keys.add(indexKey(param.kind, field, v));
+      const sets: Set<string>[] = [];
+      let size = 0;
+      for (const key of keys) {
+        const ids = index?.get(key);
+        if (ids) {
+          sets.push(ids);
+          size += ids.size;
+        }
       }
+      probes.push({ filter, sets, size, exact: param.exact });
     }
-    if (sets.length === 0) return undefined;
-    sets.sort((a, b) => a.size - b.size);
-    const [smallest, ...rest] = sets;
+    if (probes.length === 0) return undefined;
+    probes.sort((a, b) => a.size - b.size);
+    const [smallest, ...rest] = probes;
+    const ids = smallest.sets.length === 1 ? smallest.sets[0] : new Set<string>();
+    if (smallest.sets.length > 1) for (const set of smallest.sets) for (const id of set) ids.add(id);
     const candidates: Resource[] = [];
-    for (const id of smallest) {
-      if (!rest.every((s) => s.has(id))) continue;
+    for (const id of ids) {
+      if (!rest.every((p) => p.sets.some((s) => s.has(id)))) continue;
       const r = all.get(id);
       if (r) candidates.push(r);
     }
-    return { candidates, satisfied };
+    return { candidates, satisfied: probes.filter((p) => p.exact).map((p) => p.filter) };
   }
 
-  /** Fields of `type` behind the indexed parameters; computed once per type. */
-  private fieldsFor(type: string): { ref: string[]; code: string[] } {
-    let fields = this.indexedFields.get(type);
-    if (!fields) {
-      const ref = new Set<string>();
-      const code: string[] = [];
+  /** Which parameters of `type` the index serves, and the fields behind them; computed once per type. */
+  private indexPlanFor(type: string): IndexPlan {
+    let plan = this.indexPlans.get(type);
+    if (!plan) {
+      plan = { params: new Map(), fields: [] };
       if (isR4ResourceType(type)) {
-        for (const param of INDEXED_REFERENCE_PARAMS) {
-          for (const f of parseReferencePaths(type, searchParameterFor(type, param)?.expression)?.fields ?? []) ref.add(f);
+        const seen = new Set<string>();
+        for (const [code, sp] of Object.entries(searchParametersOf(type))) {
+          if (code === '_id' || (sp.type !== 'reference' && sp.type !== 'token')) continue;
+          const paths = parseIndexablePaths(type, sp.expression, sp.type);
+          if (!paths) continue;
+          plan.params.set(code, { kind: sp.type, fields: paths.fields, exact: paths.exact });
+          for (const field of paths.fields) {
+            if (seen.has(`${sp.type}:${field}`)) continue;
+            seen.add(`${sp.type}:${field}`);
+            plan.fields.push({ kind: sp.type, field });
+          }
         }
-        const codeParam = searchParameterFor(type, 'code');
-        const m = codeParam?.type === 'token' ? new RegExp(`^${type}\\.([a-zA-Z]+)$`).exec(codeParam.expression ?? '') : null;
-        if (m) code.push(m[1]);
       }
-      fields = { ref: [...ref], code };
-      this.indexedFields.set(type, fields);
+      this.indexPlans.set(type, plan);
     }
-    return fields;
+    return plan;
   }
 
-  /** Index keys of a resource: `ref:<reference>` and `tok:<system>|<code>` (lowercased). */
+  /**
+   * Index keys of a resource: `r:<field>:<reference>` and `t:<field>:<system>|<code>` (lowercased).
+   * Values are read exactly as medplum's FHIRPath reads `Type.field` (`getTypedPropertyValue`, then the
+   * same `.valueOf()` as `evalFhirPathTyped`) and converted with the matcher's own
+   * `convertToSearchableReferences`/`convertToSearchableTokens`, so a key exists iff the matcher would
+   * accept that value.
+   */
   private keysOf(resource: Resource): string[] {
-    const keys: string[] = [];
-    const record = resource as unknown as Record<string, unknown>;
-    const fields = this.fieldsFor(resource.resourceType);
-    for (const field of fields.ref) {
-      for (const v of asArray(record[field])) {
-        const ref = (v as { reference?: unknown } | undefined)?.reference;
-        if (typeof ref === 'string') keys.push(`ref:${ref}`);
+    const plan = this.indexPlanFor(resource.resourceType);
+    if (plan.fields.length === 0) return [];
+    const keys = new Set<string>();
+    const root = toTypedValue(resource);
+    for (const { kind, field } of plan.fields) {
+      const raw = getTypedPropertyValue(root, field);
+      if (raw === undefined) continue;
+      const values: TypedValue[] = [];
+      for (const v of Array.isArray(raw) ? raw : [raw]) {
+        if (v?.value !== undefined) values.push({ type: v.type, value: v.value?.valueOf() });
       }
-    }
-    for (const field of fields.code) {
-      for (const v of asArray(record[field])) {
-        const value = v as { coding?: unknown; system?: unknown; code?: unknown } | undefined;
-        const codings = Array.isArray(value?.coding) ? value.coding : [value];
-        for (const c of codings as { system?: unknown; code?: unknown }[]) {
-          if (typeof c?.system === 'string' && typeof c.code === 'string') keys.push(`tok:${c.system.toLowerCase()}|${c.code.toLowerCase()}`);
+      if (values.length === 0) continue;
+      if (kind === 'reference') {
+        for (const ref of convertToSearchableReferences(values)) if (typeof ref === 'string') keys.add(`r:${field}:${ref}`);
+      } else {
+        for (const token of convertToSearchableTokens(values)) {
+          const { system, value } = token as { system?: unknown; value?: unknown };
+          if (typeof system === 'string' && system !== '' && typeof value === 'string' && value !== '') {
+            keys.add(`t:${field}:${system.toLowerCase()}|${value.toLowerCase()}`);
+          }
         }
       }
     }
-    return keys;
+    return [...keys];
   }
 
   private index(resource: Resource): void {
@@ -360,31 +425,44 @@ export class IndexedMemoryRepository extends MemoryRepository {
   }
 }
 
-function asArray(value: unknown): unknown[] {
-  return Array.isArray(value) ? value : value === undefined ? [] : [value];
+/** Token filter values the index answers: exactly one `|`, with a non-empty system and code on either side. */
+const TOKEN_SYSTEM_AND_CODE = /^[^|]+\|[^|]+$/;
+
+/** Key of one filter value in the index (see `keysOf`). */
+function indexKey(kind: 'reference' | 'token', field: string, value: string): string {
+  return kind === 'reference' ? `r:${field}:${value}` : `t:${field}:${value.toLowerCase()}`;
+}
+
+function unique(resources: (Resource | undefined)[]): Resource[] {
+  const seen = new Set<Resource>();
+  for (const r of resources) if (r) seen.add(r);
+  return [...seen];
 }
 
 /**
- * Fields behind a reference search parameter for one type, when its expression (possibly a union across
- * types) is, for this type, only plain paths like `Observation.subject` or
- * `Observation.subject.where((resolve() is Patient))`. Anything else is not indexed (scan instead), because
- * the index must return a superset of what medplum's matcher accepts.
+ * Fields behind a reference or token search parameter for one type, when its expression (narrowed to the
+ * type; possibly a union) consists only of plain paths like `Observation.subject`, or, for references,
+ * `Observation.subject.where((resolve() is Patient))` (then `exact` is false: the index holds a superset
+ * and the matcher decides). Anything else (`as`, `ofType`, nested paths, other types' or `Resource.`
+ * paths) is not indexed, because the index must never miss a resource medplum's matcher accepts.
  */
-export function parseReferencePaths(type: string, expression: string | undefined): { fields: string[]; exact: boolean } | undefined {
+export function parseIndexablePaths(
+  type: string,
+  expression: string | undefined,
+  kind: 'reference' | 'token',
+): { fields: string[]; exact: boolean } | undefined {
   if (!expression) return undefined;
-  // Any part that mentions the type must be a plain path, or the index could miss matches.
-  const parts = expression.split('|').map((p) => p.trim()).filter((p) => p.includes(`${type}.`));
-  if (parts.length === 0) return undefined;
+  const parts = expression.split('|').map((p) => p.trim());
   const fields: string[] = [];
   let exact = true;
   const re = new RegExp(`^${type}\\.([a-zA-Z]+)(\\.where\\(\\(?resolve\\(\\) is [A-Za-z]+\\)?\\))?$`);
   for (const part of parts) {
     const m = re.exec(part);
-    if (!m) return undefined;
-    fields.push(m[1]);
+    if (!m || (m[2] && kind !== 'reference')) return undefined;
+    if (!fields.includes(m[1])) fields.push(m[1]);
     if (m[2]) exact = false;
   }
-  return { fields, exact };
+  return fields.length ? { fields, exact } : undefined;
 }
 
 export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
@@ -401,10 +479,4 @@ export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
     const message = err instanceof Error ? err.message : String(err);
     return [{ severity: 'error', code: 'invalid', details: { text: message }, expression: [resource.resourceType] }];
   }
-}
-
-function unique(resources: (Resource | undefined)[]): Resource[] {
-  const seen = new Set<Resource>();
-  for (const r of resources) if (r) seen.add(r);
-  return [...seen];
 }

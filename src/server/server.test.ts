@@ -209,6 +209,106 @@ describe('embedded FHIR server', () => {
     }
   });
 
+  test('identifier and other token/reference indexes answer exactly what medplum answers, after updates, deletes and rollbacks too', async () => {
+    const plain = new MemoryRepository();
+    const SYS = 'https://fhir-ml-adapter.dev/fhir/identifier';
+    const resources: Record<string, unknown>[] = [];
+    for (let i = 0; i < 60; i++) {
+      const identifier: Record<string, unknown>[] = [{ system: SYS, value: `h${i % 40}` }];
+      if (i % 5 === 0) identifier.push({ system: 'urn:other', value: `H${i}`, type: { text: 'MRN' } });
+      if (i % 9 === 0) identifier.push({ value: `h${i}` }); // no system: only `|h..` or `h..` match it
+      resources.push({
+        resourceType: 'RiskAssessment',
+        id: `ra${i}`,
+        status: 'final',
+        identifier,
+        subject: { reference: `Patient/p${i % 7}` },
+        ...(i % 4 === 0 ? { method: { coding: [{ system: 'urn:m', code: `M${i % 3}` }], text: 'urn:m|m1' } } : {}),
+      });
+      resources.push({
+        resourceType: 'Provenance',
+        id: `pv${i}`,
+        target: [{ reference: `RiskAssessment/ra${i}` }, ...(i % 3 === 0 ? [{ reference: `Patient/p${i % 7}` }] : [])],
+        recorded: '2024-01-01T00:00:00Z',
+        agent: [{ who: { reference: 'Device/d1' } }],
+      });
+    }
+    for (let i = 0; i < 20; i++) {
+      resources.push({
+        resourceType: 'Patient',
+        id: `p${i}`,
+        identifier: [{ system: 'urn:mrn', value: `MRN${i % 15}` }],
+        telecom: i % 2 ? [{ system: 'phone', value: `+1-555-${i}` }] : [{ system: 'email', value: `P${i}@Example.org` }],
+        ...(i % 3 ? { generalPractitioner: [{ reference: `Practitioner/x${i % 2}` }] } : {}),
+      });
+    }
+    await server.load(resources as never);
+    for (const r of resources) await plain.createResource(r as never);
+
+    const queries = [
+      `RiskAssessment?identifier=${SYS}|h3`,
+      `RiskAssessment?identifier=${SYS.toUpperCase()}|H3,${SYS}|h7,${SYS}|nope`,
+      `RiskAssessment?identifier=urn:other|h10`,
+      'RiskAssessment?identifier=|h9',
+      'RiskAssessment?identifier=h9',
+      `RiskAssessment?identifier=${SYS}|`,
+      'RiskAssessment?identifier=MRN',
+      `RiskAssessment?identifier=${SYS}|h1&subject=Patient/p1`,
+      `RiskAssessment?identifier=${SYS}|h1&patient=Patient/p6`,
+      'RiskAssessment?method=urn:m|m1',
+      'RiskAssessment?method=urn:m|m1&method=urn:m|M2',
+      'RiskAssessment?status=final',
+      'RiskAssessment?status=urn:x|final',
+      'Provenance?target=RiskAssessment/ra5,Patient/p3',
+      'Provenance?patient=Patient/p3',
+      'Patient?identifier=urn:mrn|mrn3',
+      'Patient?telecom=phone|+1-555-3',
+      'Patient?telecom=email|p4@example.org',
+      'Patient?general-practitioner=Practitioner/x1&identifier=urn:mrn|MRN1',
+      'Patient?_id=p1,p2&identifier=urn:mrn|MRN1',
+    ];
+    const compare = async (label: string): Promise<void> => {
+      for (const q of queries) {
+        const expected = (await plain.search(parseSearchRequest(q))).entry?.map((e) => e.resource!.id).sort() ?? [];
+        const actual = (await server.repo.search(parseSearchRequest(q))).entry?.map((e) => e.resource!.id).sort() ?? [];
+        expect({ label, q, ids: actual }).toEqual({ label, q, ids: expected });
+      }
+    };
+    await compare('loaded');
+
+    // The identifier searches are answered from the index, not by scanning the type.
+    const candidates = (q: string) =>
+      (server.repo as unknown as { candidatesFromIndex(r: unknown, all: Map<string, unknown>): { candidates: unknown[] } | undefined }).candidatesFromIndex(
+        parseSearchRequest(q),
+        new Map(),
+      );
+    expect(candidates(`RiskAssessment?identifier=${SYS}|h3`)).toBeDefined();
+    expect(candidates('Patient?identifier=urn:mrn|mrn3')).toBeDefined();
+
+    // Updates move index keys, deletes drop them.
+    const changed = { ...(resources[6] as object), identifier: [{ system: SYS, value: 'h7' }] }; // ra3: h3 -> h7
+    await server.repo.updateResource(changed as never);
+    await plain.updateResource(changed as never);
+    await server.repo.deleteResource('RiskAssessment', 'ra7');
+    await plain.deleteResource('RiskAssessment', 'ra7');
+    await server.repo.deleteResource('Patient', 'p3');
+    await plain.deleteResource('Patient', 'p3');
+    await compare('after update/delete');
+
+    // A rolled-back transaction leaves the index as it was.
+    const res = await post('', {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { resource: { resourceType: 'RiskAssessment', status: 'final', subject: { reference: 'Patient/p1' }, identifier: [{ system: SYS, value: 'h3' }] }, request: { method: 'POST', url: 'RiskAssessment', ifNoneExist: `identifier=${SYS}|h3x` } },
+        { resource: { ...(resources[2] as object), identifier: [{ system: SYS, value: 'h3' }] }, request: { method: 'PUT', url: 'RiskAssessment/ra1' } },
+        { resource: { resourceType: 'Patient', id: 'p1' }, request: { method: 'PUT', url: 'Patient/p1', ifMatch: 'W/"nope"' } },
+      ],
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    await compare('after rollback');
+  });
+
   describe('transactions', () => {
     test('urn:uuid fullUrls are rewritten to the created ids', async () => {
       const bundle: Bundle = {

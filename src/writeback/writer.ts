@@ -66,12 +66,13 @@ export class FhirWriter {
   }
 
   /** Identifier values (of `values`) that already have a RiskAssessment on the server. */
-  async existingAssessments(values: string[]): Promise<Set<string>> {
+  async existingAssessments(values: string[], onRequest: () => void = () => undefined): Promise<Set<string>> {
     const present = new Set<string>();
     const wanted = new Set(values);
     for (const part of chunk(values, 50)) {
       const params = { identifier: part.map((v) => `${this.identifierSystem}|${v}`).join(','), _count: String(part.length * 2), _elements: 'identifier' };
       for await (const page of this.client.search<RiskAssessment>('RiskAssessment', params)) {
+        onRequest();
         for (const ra of page.resources) {
           for (const id of ra.identifier ?? []) {
             if (id.system === this.identifierSystem && id.value && wanted.has(id.value)) present.add(id.value);
@@ -85,13 +86,17 @@ export class FhirWriter {
   async write(plans: AssessmentPlan[]): Promise<WriteResult> {
     const result: WriteResult = { created: 0, alreadyPresent: 0, createdIdentifiers: [], presentIdentifiers: [], requests: 0 };
     if (plans.length === 0) return result;
-    const present = await this.existingAssessments(plans.map((p) => p.identifier.value));
+    const present = await this.existingAssessments(
+      plans.map((p) => p.identifier.value),
+      () => result.requests++,
+    );
     const toWrite = plans.filter((p) => !present.has(p.identifier.value));
     result.alreadyPresent = plans.length - toWrite.length;
     result.presentIdentifiers = plans.filter((p) => present.has(p.identifier.value)).map((p) => p.identifier.value);
     if (toWrite.length === 0) return result;
 
     const response = await this.client.transaction(buildTransactionBundle(toWrite));
+    result.requests++;
     const entries = response.entry ?? [];
     if (response.type !== 'transaction-response' || entries.length !== toWrite.length * 2) {
       throw new AdapterError('fhir-invalid-response', `transaction response has ${entries.length} entries for ${toWrite.length * 2} requests`);
