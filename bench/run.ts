@@ -14,6 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { Bundle, FhirResource } from 'fhir/r4.js';
 import { chunk } from '../src/core/chunk.js';
 import { packagePath } from '../src/core/paths.js';
@@ -29,7 +30,7 @@ interface Server {
   child: ChildProcess;
 }
 
-async function startServerProcess(): Promise<Server> {
+export async function startServerProcess(): Promise<Server> {
   const child = spawn(process.execPath, [...TSX, packagePath('src/cli/main.ts'), 'fhir-server', '--port', '0'], {
     cwd: packagePath(),
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -47,7 +48,17 @@ async function startServerProcess(): Promise<Server> {
   return { url, child };
 }
 
-async function stopServer(s: Server): Promise<void> {
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); undefined elsewhere. */
+export function cpuSeconds(pid: number | undefined): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return undefined;
+  }
+}
+
+export async function stopServer(s: Server): Promise<void> {
   const exited = new Promise((resolve) => s.child.once('exit', resolve));
   s.child.kill('SIGTERM');
   await exited;
@@ -60,7 +71,7 @@ async function post(url: string, body: unknown): Promise<Bundle> {
   return json;
 }
 
-async function seed(server: Server, n: number): Promise<number> {
+export async function seed(server: Server, n: number): Promise<number> {
   const rows = loadDiabetesRows();
   let resources = 0;
   const ids = Array.from({ length: n }, (_, i) => i);
@@ -126,21 +137,26 @@ async function syncBench(): Promise<void> {
       let server = await startServerProcess();
       const resources = await seed(server, n);
       const recordingFile = path.join(dir, `recording-${n}.json`);
+      const cpu0 = cpuSeconds(server.child.pid);
       const adapter = await runWorker(server.url, recordingFile);
+      const adapterServerCpu = (cpuSeconds(server.child.pid) ?? NaN) - (cpu0 ?? NaN);
       await stopServer(server);
       if (adapter.failed) throw new Error(`${adapter.failed} patients failed in the adapter sync`);
 
       server = await startServerProcess();
       await seed(server, n);
       const recording = JSON.parse(readFileSync(recordingFile, 'utf8')) as Recording;
+      const cpu1 = cpuSeconds(server.child.pid);
       const bare = await replayBare(server.url, recording);
+      const bareServerCpu = (cpuSeconds(server.child.pid) ?? NaN) - (cpu1 ?? NaN);
       await stopServer(server);
 
       rss[n] = adapter.maxRssMb;
       console.log(
         `sync ${n} patients (${resources} resources): adapter ${(adapter.ms / 1000).toFixed(2)} s = ${((n / adapter.ms) * 1000).toFixed(0)} patients/s; ` +
           `bare client ${(bare.ms / 1000).toFixed(2)} s (${bare.requests} requests); adapter/bare ${(adapter.ms / bare.ms).toFixed(3)} (goal <= 1.15); ` +
-          `adapter peak RSS ${adapter.maxRssMb.toFixed(0)} MB; scored ${adapter.scored}`,
+          `adapter peak RSS ${adapter.maxRssMb.toFixed(0)} MB; scored ${adapter.scored}; ` +
+          `server CPU during adapter sync ${adapterServerCpu.toFixed(2)} s, during bare replay ${bareServerCpu.toFixed(2)} s`,
       );
     }
     if (rss[1000] && rss[5000]) {
@@ -166,7 +182,9 @@ async function main(): Promise<void> {
   if (!only || only === 'sync') await syncBench();
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
