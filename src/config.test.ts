@@ -50,6 +50,16 @@ describe('loadConfig', () => {
 
       writeFileSync(file, 'auth:\n  token: s3cret\nbatchSize: lots\n');
       expect(() => loadConfig({ configFile: file }, {})).toThrow(/secrets do not belong in the config file[\s\S]*batchSize/);
+
+      // A syntax error is located, never quoted: the line may hold a secret.
+      writeFileSync(file, 'auth:\n  token: eyJSECRET: TOKEN\n');
+      expect(() => loadConfig({ configFile: file }, {})).toThrow(/line 2, column/);
+      try {
+        loadConfig({ configFile: file }, {});
+      } catch (e) {
+        expect(String((e as Error).message)).not.toContain('eyJSECRET');
+      }
+      expect(() => loadConfig({}, { FHIR_ML_TOKEN_FILE: path.join(dir, 'missing') })).toThrow(/FHIR_ML_TOKEN_FILE: the file .* cannot be read \(ENOENT\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

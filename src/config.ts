@@ -70,7 +70,10 @@ export function readConfigFile(file: string): ConfigFile {
   try {
     data = parseYaml(readFileSync(file, 'utf8'));
   } catch (err) {
-    throw new AdapterError('config-invalid', `config file ${file} cannot be read: ${(err as Error).message}`, { cause: err });
+    // Never echo the parser's message: it quotes the offending line, which may hold a secret.
+    const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
+    const where = pos ? `YAML syntax error at line ${pos.line}, column ${pos.col}` : ((err as NodeJS.ErrnoException).code ?? 'unreadable');
+    throw new AdapterError('config-invalid', `config file ${file} cannot be read: ${where}`);
   }
   const parsed = configFileSchema.safeParse(data ?? {});
   if (!parsed.success) {
@@ -86,9 +89,17 @@ export function readConfigFile(file: string): ConfigFile {
   return parsed.data;
 }
 
+function readSecretFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new AdapterError('config-invalid', `${what}: the file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
 function secret(env: Env, name: string): string | undefined {
   const file = env[`${name}_FILE`];
-  if (file) return readFileSync(file, 'utf8').trim();
+  if (file) return readSecretFile(file, `${name}_FILE`);
   return env[name];
 }
 
@@ -110,10 +121,10 @@ export interface ConfigOverrides {
 export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.env): AdapterConfig {
   const configFile = overrides.configFile ?? env.FHIR_ML_CONFIG;
   const file: ConfigFile = configFile ? readConfigFile(configFile) : {};
-  const fileSecret = (path: string | undefined) => (path ? readFileSync(path, 'utf8').trim() : undefined);
-  const token = secret(env, 'FHIR_ML_TOKEN') ?? fileSecret(file.auth?.tokenFile);
+  const fileSecret = (path: string | undefined, what: string) => (path ? readSecretFile(path, what) : undefined);
+  const token = secret(env, 'FHIR_ML_TOKEN') ?? fileSecret(file.auth?.tokenFile, 'auth.tokenFile');
   const username = env.FHIR_ML_USERNAME ?? file.auth?.username;
-  const password = secret(env, 'FHIR_ML_PASSWORD') ?? fileSecret(file.auth?.passwordFile);
+  const password = secret(env, 'FHIR_ML_PASSWORD') ?? fileSecret(file.auth?.passwordFile, 'auth.passwordFile');
   const authType = env.FHIR_ML_AUTH ?? file.auth?.type ?? (token ? 'bearer' : username ? 'basic' : 'none');
   const auth =
     authType === 'bearer'

@@ -115,22 +115,37 @@ describe('fhir-ml CLI', () => {
 
   it('syncs and prints a machine-readable result per patient with --json, then writes nothing on a re-run', async () => {
     const args = ['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', '2026-01-01', '--json'];
+    type Line = { type: 'patient' | 'summary'; patients?: number; patientId?: string; probability: number; band: string; write: string };
+    const lines = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l) as Line);
     const first = await run(args);
     expect(first.code).toBe(0);
-    const json = JSON.parse(first.stdout) as { summary: { patients: number }; patients: { patientId: string; probability: number; band: string; excluded: Record<string, number>; write: string }[] };
-    expect(json.summary.patients).toBe(12);
-    expect(json.patients).toHaveLength(12);
-    for (const p of json.patients) {
+    const json = lines(first.stdout);
+    const patients = json.filter((l) => l.type === 'patient');
+    expect(json.at(-1)).toMatchObject({ type: 'summary', patients: 12 });
+    expect(patients).toHaveLength(12);
+    for (const p of patients) {
       expect(p.probability).toBeGreaterThan(0);
       expect(p.probability).toBeLessThan(1);
       expect(['negligible', 'low', 'moderate', 'high', 'certain']).toContain(p.band);
       expect(p.write).toBe('created');
     }
-    const second = JSON.parse((await run(args)).stdout) as typeof json;
-    expect(second.patients.every((p) => p.write === 'already-present')).toBe(true);
+    const second = lines((await run(args)).stdout).filter((l) => l.type === 'patient');
+    expect(second).toHaveLength(12);
+    expect(second.every((p) => p.write === 'already-present')).toBe(true);
 
     const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/dry run: nothing written/);
+  });
+});
+
+describe('parseAsOf', () => {
+  it('takes a bare date as the end of that day (UTC) and a dateTime as given', async () => {
+    const { parseAsOf } = await import('./context.js');
+    expect(parseAsOf('2025-06-30').toISOString()).toBe('2025-06-30T23:59:59.999Z');
+    expect(parseAsOf('2025-06-30T08:00:00+02:00').toISOString()).toBe('2025-06-30T06:00:00.000Z');
+    for (const bad of ['2025-02-31', '2025-13-01', '2025-02-30T10:00:00Z', '30/06/2025', '2025-06-30T10:00']) {
+      expect(() => parseAsOf(bad)).toThrow(/is not a date/);
+    }
   });
 });

@@ -32,12 +32,16 @@ export function fhirClientFor(ctx: CommandContext, fhirUrl = ctx.config.fhirUrl)
   });
 }
 
-/** Parses an --as-of value: a FHIR date or dateTime; a bare date means the start of that day, UTC. */
+/** Parses an --as-of value: a FHIR date or dateTime; a bare date means the end of that day, UTC. */
 export function parseAsOf(value: string | undefined, now = new Date()): Date {
   if (value === undefined) return now;
   const m = /^(\d{4})-(\d{2})-(\d{2})(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/.exec(value);
-  const date = m ? new Date(m[4] ? value : `${value}T00:00:00Z`) : new Date(NaN);
-  if (Number.isNaN(date.getTime())) {
+  // A bare date means the whole of that day (UTC): data recorded on it counts.
+  const date = m ? new Date(m[4] ? value : `${value}T23:59:59.999Z`) : new Date(NaN);
+  // Reject dates that do not exist (2025-02-31) instead of letting them roll over into March.
+  const day = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined;
+  const calendarOk = !!day && day.getUTCFullYear() === Number(m![1]) && day.getUTCMonth() + 1 === Number(m![2]) && day.getUTCDate() === Number(m![3]);
+  if (Number.isNaN(date.getTime()) || !calendarOk) {
     throw new AdapterError('input-invalid', `--as-of "${value}" is not a date (YYYY-MM-DD) or dateTime with a time zone (2025-06-30T23:59:59Z)`);
   }
   return date;

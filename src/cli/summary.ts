@@ -60,5 +60,9 @@ export function formatSyncSummary(result: SyncResult): string {
     out.push(`not found: ${result.notFound}; failed: ${result.failed}; unattributed resources: ${result.unattributed}`);
     for (const f of result.failures) out.push(`  ${f.patientIds} patients failed: ${f.code}: ${f.message}`);
   }
+  if (result.aborted) {
+    out.push('');
+    out.push(`STOPPED EARLY after ${result.batches} batches (${result.aborted.code}); the counts above cover those batches only.`);
+  }
   return out.join('\n');
 }

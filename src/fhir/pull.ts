@@ -53,7 +53,7 @@ export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'Imagi
  *   by resource id so the same data always gives the same record whatever order the server paged in.
  * - `missingPatients`: requested ids the server did not return (deleted, merged, or not visible to us).
  * - `unattributed`: fetched resources not placed in any record, with why.
- * - `missingBinaries`: same-server `Binary/<id>` attachment references that answered 404.
+ * - `missingBinaries`: same-server `Binary/<id>` attachment references that could not be read (404, 403, ...): the report stage counts them as bad attachments.
  * - `fetched`: unique resources received per type (duplicates across pages counted once).
  *   For every type, fetched = placed in records + unattributed.
  * - `requests`: HTTP exchanges that returned a page or a Binary (retries not counted).
@@ -235,7 +235,9 @@ async function pullBinaries(
   results.forEach((result, i) => {
     const id = ids[i];
     if (result.status === 'rejected') {
-      if (AdapterError.is(result.reason, 'fhir-not-found')) missing.push(`Binary/${id}`);
+      // A Binary we may not read (403), that is gone (404/410) or otherwise refused is one report's
+      // problem: the report stage counts the attachment as bad. Only transient errors fail the batch.
+      if (AdapterError.is(result.reason) && !result.reason.transient) missing.push(`Binary/${id}`);
       return;
     }
     countRequest();
@@ -246,7 +248,7 @@ async function pullBinaries(
     }
   });
   const failure = results.find(
-    (r): r is PromiseRejectedResult => r.status === 'rejected' && !AdapterError.is(r.reason, 'fhir-not-found'),
+    (r): r is PromiseRejectedResult => r.status === 'rejected' && !(AdapterError.is(r.reason) && !r.reason.transient),
   );
   if (failure) throw failure.reason;
   return missing;

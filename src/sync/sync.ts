@@ -83,6 +83,12 @@ export interface SyncResult {
   requests: number;
   durationMs: number;
   results: PatientResult[];
+  /**
+   * Set when the run stopped early on an error that every further batch would hit too (authentication,
+   * an unsafe paging link, a bug, or the same permanent error in several batches in a row). Batches
+   * before it are complete and counted; the caller reports the partial result and this error.
+   */
+  aborted?: { code: string; message: string; error: AdapterError };
 }
 
 function emptyTotals(): ModelTotals {
@@ -129,15 +135,31 @@ async function* patientBatches(client: FhirClient, options: SyncOptions, batchSi
     yield* chunk([...new Set(options.patientIds)], batchSize);
     return;
   }
+  // Offset paging over a population that changes during the run can return an id twice; a patient is
+  // scored once per run. Only ids are remembered (tens of bytes each), never records.
+  const seen = new Set<string>();
   let pending: string[] = [];
   for await (const page of listPatientIds(client, batchSize)) {
-    pending.push(...page);
+    for (const id of page) {
+      if (seen.has(id)) continue;
+      seen.add(id);
+      pending.push(id);
+    }
     while (pending.length >= batchSize) {
       yield pending.slice(0, batchSize);
       pending = pending.slice(batchSize);
     }
   }
   if (pending.length) yield pending;
+}
+
+/** Errors every further batch would hit as well: stop the run instead of failing batch after batch. */
+const RUN_SCOPED: ReadonlySet<string> = new Set(['fhir-auth', 'fhir-unsafe-link', 'config-invalid', 'internal']);
+/** The same permanent error this many batches in a row is systematic, not data-specific. */
+const MAX_CONSECUTIVE_PERMANENT = 3;
+
+function abortWith(error: AdapterError): NonNullable<SyncResult['aborted']> {
+  return { code: error.code, message: error.message, error };
 }
 
 interface PulledBatch {
@@ -186,15 +208,21 @@ export async function runSync(client: FhirClient, models: SyncModel[], options: 
     try {
       return { ids: next.value, pull: await pullBatch(client, next.value, spec, options.asOf, { logger }) };
     } catch (err) {
-      const e = toAdapterError(err, 'internal', 'pull');
-      if (!e.transient) throw e;
-      return { ids: next.value, error: e };
+      // Decided by the loop: a failed batch, or an abort when every batch would fail the same way.
+      return { ids: next.value, error: toAdapterError(err, 'internal', 'pull') };
     }
   };
 
   let pending = pullNext();
+  let consecutivePermanent = 0;
   for (;;) {
-    const batch = await pending;
+    let batch: PulledBatch | undefined;
+    try {
+      batch = await pending;
+    } catch (err) {
+      result.aborted = abortWith(toAdapterError(err, 'internal', 'pull'));
+      break;
+    }
     if (!batch) break;
     // Pull the next batch while this one is mapped, scored and written.
     pending = pullNext();
@@ -202,19 +230,26 @@ export async function runSync(client: FhirClient, models: SyncModel[], options: 
     const t0 = performance.now();
     try {
       if (batch.error) throw batch.error;
-      await processBatch(batch.ids, batch.pull!, models, options, writer, devices, clock, result, emit);
+      const outcome = await processBatch(batch.ids, batch.pull!, models, options, writer, devices, clock);
+      mergeOutcome(result, outcome);
+      for (const r of outcome.results) emit(r);
+      consecutivePermanent = 0;
     } catch (err) {
       const e = toAdapterError(err, 'internal', 'batch');
-      if (!e.transient) {
+      if (!e.transient) consecutivePermanent++;
+      if (RUN_SCOPED.has(e.code) || consecutivePermanent >= MAX_CONSECUTIVE_PERMANENT) {
+        result.aborted = abortWith(e);
         await pending.catch(() => undefined);
-        throw e;
+        logger.error({ code: e.code, batches: result.batches }, 'sync aborted');
+        break;
       }
-      // A transient failure (server down after retries) fails this batch only; the run goes on and
-      // reports it, so a nightly job can retry just these patients.
+      // The batch fails as a whole (nothing of it is counted as scored): a transient failure (server down
+      // after retries) or data this batch alone carries (a rejected transaction, a non-finite model
+      // input). The run goes on and reports it, so a nightly job can retry just these patients.
       result.failed += batch.ids.length;
       result.failures.push({ patientIds: batch.ids.length, code: e.code, message: e.message });
       for (const id of batch.ids) for (const m of models) emit({ patientId: id, modelId: m.runner.card.id, status: 'failed', reason: e.code });
-      logger.warn({ code: e.code, patients: batch.ids.length }, 'batch failed');
+      logger.warn({ code: e.code, transient: e.transient, patients: batch.ids.length }, 'batch failed');
     }
     result.batches++;
     result.patients += batch.ids.length;
@@ -225,6 +260,28 @@ export async function runSync(client: FhirClient, models: SyncModel[], options: 
   return result;
 }
 
+/** What one batch produced; merged into the run's result only once the batch has fully succeeded. */
+interface BatchOutcome {
+  results: PatientResult[];
+  byModel: Record<string, ModelTotals>;
+  requests: number;
+  unattributed: number;
+  notFound: number;
+}
+
+function mergeOutcome(result: SyncResult, outcome: BatchOutcome): void {
+  result.requests += outcome.requests;
+  result.unattributed += outcome.unattributed;
+  result.notFound += outcome.notFound;
+  for (const [id, t] of Object.entries(outcome.byModel)) {
+    const into = result.byModel[id];
+    for (const key of ['scored', 'skipped', 'fetched', 'used', 'excluded', 'created', 'alreadyPresent'] as const) into[key] += t[key];
+    for (const key of ['skippedByReason', 'bands', 'excludedByReason', 'partIssuesByReason'] as const) {
+      for (const [k, n] of Object.entries(t[key])) inc(into[key] as Record<string, number>, k, n as number);
+    }
+  }
+}
+
 async function processBatch(
   ids: string[],
   pull: PullResult,
@@ -233,24 +290,27 @@ async function processBatch(
   writer: FhirWriter,
   devices: Map<string, string>,
   clock: Clock,
-  result: SyncResult,
-  emit: (r: PatientResult) => void,
-): Promise<void> {
-  result.requests += pull.requests;
-  result.unattributed += pull.unattributed.length;
-  result.notFound += pull.missingPatients.length;
+): Promise<BatchOutcome> {
+  const outcome: BatchOutcome = {
+    results: [],
+    byModel: Object.fromEntries(models.map((m) => [m.runner.card.id, emptyTotals()])),
+    requests: pull.requests,
+    unattributed: pull.unattributed.length,
+    notFound: pull.missingPatients.length,
+  };
   for (const id of pull.missingPatients) {
-    for (const m of models) emit({ patientId: id, modelId: m.runner.card.id, status: 'not-found', reason: 'patient-not-found' });
+    for (const m of models) outcome.results.push({ patientId: id, modelId: m.runner.card.id, status: 'not-found', reason: 'patient-not-found' });
   }
   const plans: AssessmentPlan[] = [];
-  const pendingResults: PatientResult[] = [];
+  const scoredResults: PatientResult[] = [];
   const recorded = clock.now();
+  const uniqueIds = [...new Set(ids)];
 
   for (const model of models) {
     const card = model.runner.card;
-    const totals = result.byModel[card.id];
+    const totals = outcome.byModel[card.id];
     const rows: FeatureRow[] = [];
-    for (const id of ids) {
+    for (const id of uniqueIds) {
       const record = pull.records.get(id);
       if (!record) continue;
       const row = mapPatient(model.mapping, record, options.asOf);
@@ -264,7 +324,7 @@ async function processBatch(
       if (row.skipReason) {
         totals.skipped++;
         inc(totals.skippedByReason, row.skipReason);
-        emit({ patientId: id, modelId: card.id, status: 'skipped', reason: row.skipReason, counts: row.counts, excluded, partIssues });
+        outcome.results.push({ patientId: id, modelId: card.id, status: 'skipped', reason: row.skipReason, counts: row.counts, excluded, partIssues });
         continue;
       }
       rows.push(row);
@@ -300,7 +360,7 @@ async function processBatch(
         explanation,
         write: options.dryRun ? 'dry-run' : undefined,
       };
-      pendingResults.push(patientResult);
+      scoredResults.push(patientResult);
       if (!options.dryRun) {
         plans.push(
           planAssessment(
@@ -322,19 +382,20 @@ async function processBatch(
 
   if (plans.length) {
     const written = await writer.write(plans);
-    result.requests += written.requests;
+    outcome.requests += written.requests;
     const created = new Set(written.createdIdentifiers);
-    const byKey = new Map(pendingResults.map((r) => [`${r.modelId}|${r.patientId}`, r]));
+    const byKey = new Map(scoredResults.map((r) => [`${r.modelId}|${r.patientId}`, r]));
     for (const plan of plans) {
       const isNew = created.has(plan.identifier.value);
-      const totals = result.byModel[plan.modelId];
+      const totals = outcome.byModel[plan.modelId];
       if (isNew) totals.created++;
       else totals.alreadyPresent++;
       const r = byKey.get(`${plan.modelId}|${plan.patientId}`);
       if (r) r.write = isNew ? 'created' : 'already-present';
     }
   }
-  for (const r of pendingResults) emit(r);
+  outcome.results.push(...scoredResults);
+  return outcome;
 }
 
 /**

@@ -25,6 +25,11 @@ export function planAssessment(input: RiskAssessmentInput, recorded: Date): Asse
   return { patientId: input.patientId, modelId: input.model.id, identifier, riskAssessment, provenance };
 }
 
+/** Deterministic Provenance id for an assessment identifier (a FHIR id: at most 64 of [A-Za-z0-9-.]). */
+export function provenanceIdFor(identifierValue: string): string {
+  return `ra-${identifierValue}`;
+}
+
 export function fullUrlFor(identifierValue: string): string {
   return `urn:uuid:${stableUuid(identifierValue)}`;
 }
@@ -33,7 +38,7 @@ export function fullUrlFor(identifierValue: string): string {
  * One transaction per batch. RiskAssessments are conditional creates on their deterministic identifier,
  * so a concurrent or repeated write cannot duplicate them; the Provenance points at the RiskAssessment's
  * urn:uuid, which the server rewrites to the created id. Plans for assessments already on the server are
- * filtered out before this (see FhirWriter), because Provenance has no identifier to make it conditional.
+ * filtered out before this (see FhirWriter), so nothing is re-sent on a re-run.
  */
 export function buildTransactionBundle(plans: AssessmentPlan[]): Bundle {
   const entry: BundleEntry[] = [];
@@ -49,10 +54,14 @@ export function buildTransactionBundle(plans: AssessmentPlan[]): Bundle {
         ifNoneExist: `identifier=${plan.identifier.system}|${plan.identifier.value}`,
       },
     });
+    // Provenance has no identifier to make a create conditional, so it gets a deterministic id and is
+    // PUT: if a racing writer already created this assessment (its conditional create then matches),
+    // the Provenance is the same resource again, never a duplicate.
+    const provenanceId = provenanceIdFor(plan.identifier.value);
     entry.push({
       fullUrl: `urn:uuid:${stableUuid('provenance:' + plan.identifier.value)}`,
-      resource: plan.provenance,
-      request: { method: 'POST', url: 'Provenance' },
+      resource: { ...plan.provenance, id: provenanceId },
+      request: { method: 'PUT', url: `Provenance/${provenanceId}` },
     });
   }
   return { resourceType: 'Bundle', type: 'transaction', entry };

@@ -76,6 +76,7 @@ describe('write plan', () => {
       url: 'RiskAssessment',
       ifNoneExist: `identifier=${DEFAULT_IDENTIFIER_SYSTEM}|${p.identifier.value}`,
     });
+    expect(bundle.entry![1].request).toEqual({ method: 'PUT', url: `Provenance/ra-${p.identifier.value}` });
     const prov = bundle.entry![1].resource as fhir4.Provenance;
     expect(prov.target[0].reference).toBe(bundle.entry![0].fullUrl);
     expect(prov.agent[0].who?.reference).toBe('Device/d1');

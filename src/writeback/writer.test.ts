@@ -80,6 +80,8 @@ describe('FhirWriter (integration)', () => {
     const result = await writer.write(plans('Device/x', ['a']));
     expect(result).toMatchObject({ created: 0, alreadyPresent: 1 });
     expect(await count('RiskAssessment')).toBe(before);
+    // The Provenance is PUT under a deterministic id: the race leaves one, not two.
+    expect(await count('Provenance')).toBe(before);
     const ras: RiskAssessment[] = [];
     for await (const page of client.search<RiskAssessment>('RiskAssessment', { subject: 'Patient/a' })) ras.push(...page.resources);
     expect(ras).toHaveLength(1);

@@ -103,6 +103,10 @@ export class FhirWriter {
     }
     toWrite.forEach((plan, i) => {
       const status = entries[2 * i].response?.status ?? '';
+      const provenanceStatus = entries[2 * i + 1].response?.status ?? '';
+      if (!provenanceStatus.startsWith('200') && !provenanceStatus.startsWith('201')) {
+        throw new AdapterError('fhir-invalid-response', `transaction entry ${2 * i + 1} (Provenance) answered status "${provenanceStatus}"`);
+      }
       if (status.startsWith('201')) {
         result.created++;
         result.createdIdentifiers.push(plan.identifier.value);

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { EXIT_OK, EXIT_PARTIAL } from '../../core/error-mapping.js';
+import { describeError, EXIT_OK, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
 import { AdapterError } from '../../core/errors.js';
 import { prepareModels } from '../../sync/models.js';
 import { runSync, type SyncResult } from '../../sync/sync.js';
@@ -18,7 +18,7 @@ export function registerSyncCommand(program: Command): void {
     .option('--all', 'score every Patient on the server (streamed in batches)')
     .option('--dry-run', 'score and report, but write nothing')
     .option('--batch-size <n>', 'patients per batch (default 100 or FHIR_ML_BATCH_SIZE)')
-    .option('--json', 'print a machine-readable result per patient instead of the summary table')
+    .option('--json', 'print JSON Lines instead of the table: one {"type":"patient",...} line per patient and model as they are scored, then one {"type":"summary",...} line')
     .addOption(new Option('--no-explain', 'skip per-patient explanations'))
     .action(async (opts) => {
       process.exitCode = await syncCommand(opts);
@@ -56,15 +56,23 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
       explain: opts.explain,
       logger: ctx.logger,
       onProgress: progress.update,
+      // Results stream out (JSON Lines) instead of accumulating: an --all sync never holds the population.
+      collectPatients: false,
+      onPatientResult: opts.json ? (r) => process.stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
     });
   } finally {
     progress.stop();
   }
   if (opts.json) {
-    const { results, ...summary } = result;
-    process.stdout.write(JSON.stringify({ summary, patients: results }, null, 2) + '\n');
+    const { results: _results, aborted, ...summary } = result;
+    process.stdout.write(JSON.stringify({ type: 'summary', ...summary, aborted: aborted && { code: aborted.code, message: aborted.message } }) + '\n');
   } else {
     process.stdout.write(formatSyncSummary(result) + '\n');
+  }
+  if (result.aborted) {
+    // The partial result is printed above; the error decides the exit code.
+    process.stderr.write(`fhir-ml: sync stopped after ${result.batches} batches: ${describeError(result.aborted.error)}\n`);
+    return exitCodeFor(result.aborted.error);
   }
   return result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
 }
