@@ -79,6 +79,8 @@ export interface Prediction {
   modelVersion: string;
   probability: number;
   band: QualitativeRisk;
+  /** The model's other outputs for this patient, by output name (e.g. CURB-65's `score`). */
+  outputs?: Record<string, number>;
   /** Top contributions to the score (feature id, signed contribution on the logit scale). */
   explanation?: { featureId: string; contribution: number }[];
 }

@@ -44,6 +44,8 @@ export interface PatientResult {
   status: PatientStatus;
   probability?: number;
   band?: QualitativeRisk;
+  /** The model's other outputs (e.g. CURB-65's `score`). */
+  outputs?: Record<string, number>;
   /** Why a patient was not scored. */
   reason?: string;
   write?: 'created' | 'already-present' | 'dry-run';
@@ -334,7 +336,10 @@ async function processBatch(
     const d = model.columns.length;
     const flat = new Float32Array(rows.length * d);
     rows.forEach((row, i) => flat.set(row.values, i * d));
-    const probabilities = await model.runner.predict(flat, rows.length);
+    // Every output of the model: the probability, and any others the card declares (CURB-65's score).
+    const outputs = await model.runner.run(flat, rows.length);
+    const probabilities = outputs[card.onnx.output.name];
+    const extraOutputs = card.onnx.additionalOutputs.map((o) => o.name);
     const explanations = options.explain === false ? undefined : await explainBatch(model.runner, rows.map((r) => r.values));
 
     for (let i = 0; i < rows.length; i++) {
@@ -345,7 +350,8 @@ async function processBatch(
       }
       const band = bandFor(card, probability);
       const explanation = explanations?.[i];
-      const prediction = { patientId: row.patientId, modelId: card.id, modelVersion: card.version, probability, band, explanation };
+      const extra = extraOutputs.length ? Object.fromEntries(extraOutputs.map((name) => [name, outputs[name][i]])) : undefined;
+      const prediction = { patientId: row.patientId, modelId: card.id, modelVersion: card.version, probability, band, explanation, outputs: extra };
       totals.scored++;
       inc(totals.bands, band);
       const patientResult: PatientResult = {
@@ -354,6 +360,7 @@ async function processBatch(
         status: 'scored',
         probability,
         band,
+        outputs: extra,
         counts: row.counts,
         excluded: countReasons(row),
         partIssues: countPartIssues(row),

@@ -83,10 +83,17 @@ export interface RiskAssessmentInput {
 export function buildRiskAssessment(input: RiskAssessmentInput): RiskAssessment {
   const { model, prediction, patientId, asOf } = input;
   const methodCoding: Coding = { system: MODEL_REGISTRY_SYSTEM, code: model.id, version: model.version, display: model.name ?? model.id };
-  const rationale = prediction.explanation?.length
-    ? 'Largest contributions (log-odds): ' +
-      prediction.explanation.map((c) => `${c.featureId} ${c.contribution >= 0 ? '+' : ''}${c.contribution.toFixed(3)}`).join(', ')
-    : undefined;
+  const parts: string[] = [];
+  if (prediction.outputs && Object.keys(prediction.outputs).length) {
+    parts.push(Object.entries(prediction.outputs).map(([name, value]) => `${name} ${formatOutput(value)}`).join(', '));
+  }
+  if (prediction.explanation?.length) {
+    parts.push(
+      'largest contributions (log-odds): ' +
+        prediction.explanation.map((c) => `${c.featureId} ${c.contribution >= 0 ? '+' : ''}${c.contribution.toFixed(3)}`).join(', '),
+    );
+  }
+  const rationale = parts.length ? parts.join('; ') : undefined;
   return {
     resourceType: 'RiskAssessment',
     meta: { security: [AIAST_LABEL] },
@@ -116,6 +123,10 @@ export function buildRiskAssessment(input: RiskAssessmentInput): RiskAssessment 
       },
     ],
   };
+}
+
+function formatOutput(value: number): string {
+  return Number.isInteger(value) ? String(value) : String(Math.round(value * 1e6) / 1e6);
 }
 
 /**

@@ -348,6 +348,9 @@ describe('CURB-65 sync from FHIR resources (integration)', () => {
     const prediction = ra.prediction![0];
     expect(Math.abs(prediction.probabilityDecimal! - c.probability)).toBeLessThan(1e-6);
     expect(prediction.qualitativeRisk!.coding![0]).toMatchObject({ system: RISK_PROBABILITY, code: c.band });
+    // The score itself (the model's second output) travels with the result and the rationale.
+    expect(r.outputs).toEqual({ score: c.score });
+    expect(prediction.rationale).toMatch(new RegExp(`^score ${c.score}(;|$)`));
     // basis: the chest report (and the note), and every Observation that was measured.
     // The Patient is basis too (age is an input); the rest is exactly the clinical data used.
     expect(ra.basis!.map((b) => b.reference)).toContain(`Patient/${c.id}`);
