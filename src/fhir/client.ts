@@ -43,6 +43,8 @@ export interface FhirClientOptions {
 export interface SearchPage<T extends Resource = Resource> {
   resources: T[];
   included: Resource[];
+  /** Bundle.total, when the server states it. */
+  total?: number;
 }
 
 export type SearchParams = Record<string, string | string[]>;
@@ -397,7 +399,7 @@ function splitPage<T extends Resource>(bundle: Bundle, resourceType: string): Se
     if (mode === 'include' || (mode === undefined && resource.resourceType !== resourceType)) included.push(resource);
     else resources.push(resource as unknown as T);
   }
-  return { resources, included };
+  return typeof bundle.total === 'number' ? { resources, included, total: bundle.total } : { resources, included };
 }
 
 function assertResourceType(resourceType: string): void {

@@ -363,3 +363,16 @@ async function settleAll(tasks: Promise<void>[]): Promise<void> {
   const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
 }
+
+/**
+ * How many Patients the server holds (`_summary=count`), for a progress bar; undefined when the server
+ * does not say. Never fails a sync: any error gives undefined.
+ */
+export async function countPatients(client: FhirClient): Promise<number | undefined> {
+  try {
+    for await (const page of client.search('Patient', { _summary: 'count' })) return page.total;
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}

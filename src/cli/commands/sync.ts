@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { describeError, EXIT_OK, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
 import { AdapterError } from '../../core/errors.js';
+import { countPatients } from '../../fhir/pull.js';
 import { prepareModels } from '../../sync/models.js';
 import { runSync, type SyncResult } from '../../sync/sync.js';
 import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
@@ -44,7 +45,8 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   const ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
   const client = fhirClientFor(ctx);
   const models = await prepareModels(opts.model, ctx.config);
-  const progress = progressReporter(opts.patient?.length);
+  const total = opts.patient ? new Set(opts.patient).size : process.stderr.isTTY ? await countPatients(client) : undefined;
+  const progress = progressReporter(total);
   let result: SyncResult;
   try {
     result = await runSync(client, models, {
