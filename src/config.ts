@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from './core/errors.js';
@@ -121,6 +122,11 @@ export interface ConfigOverrides {
 export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.env): AdapterConfig {
   const configFile = overrides.configFile ?? env.FHIR_ML_CONFIG;
   const file: ConfigFile = configFile ? readConfigFile(configFile) : {};
+  // Paths in a config file are relative to the file, not to wherever the command is run from.
+  const fromFile = (p: string | undefined) => (p && configFile ? path.resolve(path.dirname(configFile), p) : p);
+  if (file.auth) file.auth = { ...file.auth, tokenFile: fromFile(file.auth.tokenFile), passwordFile: fromFile(file.auth.passwordFile) };
+  file.modelsDir = fromFile(file.modelsDir);
+  file.mappingsDir = fromFile(file.mappingsDir);
   const fileSecret = (path: string | undefined, what: string) => (path ? readSecretFile(path, what) : undefined);
   const token = secret(env, 'FHIR_ML_TOKEN') ?? fileSecret(file.auth?.tokenFile, 'auth.tokenFile');
   const username = env.FHIR_ML_USERNAME ?? file.auth?.username;

@@ -15,7 +15,7 @@ const BANDS = ['negligible', 'low', 'moderate', 'high', 'certain'] as const;
 export function formatSyncSummary(result: SyncResult): string {
   const out: string[] = [];
   out.push(
-    `as-of ${result.asOf}${result.dryRun ? ' (dry run: nothing written)' : ''}: ${result.patients} patients in ${result.batches} batches, ` +
+    `as-of ${result.asOf}${result.dryRun ? ' (dry run: nothing written)' : ''}: ${plural(result.patients, 'patient')} in ${plural(result.batches, 'batch', 'batches')}, ` +
       `${(result.durationMs / 1000).toFixed(1)} s`,
   );
   const modelIds = Object.keys(result.byModel);
@@ -65,4 +65,8 @@ export function formatSyncSummary(result: SyncResult): string {
     out.push(`STOPPED EARLY after ${result.batches} batches (${result.aborted.code}); the counts above cover those batches only.`);
   }
   return out.join('\n');
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }

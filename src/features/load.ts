@@ -353,7 +353,8 @@ function mappingFiles(dir: string): string[] {
   try {
     names = readdirSync(dir);
   } catch (e) {
-    throw new AdapterError('mapping-invalid', `${dir}: cannot read mapping directory (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new AdapterError(code === 'ENOENT' ? 'not-found' : 'mapping-invalid', `${dir}: cannot read mapping directory (${code ?? 'error'})`, { cause: e });
   }
   return names
     .filter((n) => /\.ya?ml$/.test(n))

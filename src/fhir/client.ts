@@ -362,7 +362,7 @@ export class FhirClient {
         this.logger.warn(logFields, 'fhir request failed; retries exhausted');
         throw new AdapterError(
           'fhir-unavailable',
-          `FHIR server unavailable: ${op.name} ${op.resourceType} failed ${attempt} times (last: ${error.message})`,
+          `FHIR server unavailable: ${op.name} ${op.resourceType} failed ${attempt === 1 ? 'once' : `${attempt} times`} (last: ${error.message})`,
           {
             transient: true,
             cause: error,
@@ -505,7 +505,9 @@ function classifyHttp(raw: unknown, status: number, op: Operation, clock: Clock)
     return make('fhir-auth', `FHIR server refused ${what} (HTTP ${status}); check the credentials and their scopes`, false);
   }
   if (status === 404 || status === 410) {
-    return make('fhir-not-found', `FHIR server has no such ${op.resourceType} (HTTP ${status})`, false);
+    // A search or transaction answered 404 means the endpoint itself is missing: most often a wrong base URL.
+    const hint = op.name === 'read' ? '' : ' - is the base URL right (e.g. https://host/fhir/R4)?';
+    return make('fhir-not-found', `FHIR server has no such ${op.resourceType}${op.name === 'read' ? '' : ' endpoint'} (HTTP ${status})${hint}`, false);
   }
   if (status >= 300 && status < 400) {
     return make('fhir-rejected', `FHIR server redirected ${what} (HTTP ${status}); set baseUrl to the final location`, false);

@@ -118,3 +118,10 @@ describe('analyzeReport', () => {
     expect(r.findings).toEqual([]);
   });
 });
+
+describe('summary fallback', () => {
+  it('extracts the opening sentences of a text with no impression and no affirmed finding', () => {
+    const r = analyzeText('No acute cardiopulmonary process. Lungs are clear. Heart size normal.');
+    expect(r.summary).toEqual(['No acute cardiopulmonary process.', 'Lungs are clear.']);
+  });
+});

@@ -395,6 +395,13 @@ function summarize(sentences: Sentence[], mentions: Mention[], max: number): str
     if (s.section && SUMMARY_SKIP.has(s.section)) continue;
     picked.add(m.sentence);
   }
+  // Text with neither an impression nor an affirmed finding (a negative study, a short note): its
+  // opening sentences are the best extract there is, rather than an empty summary.
+  if (picked.size === 0) {
+    for (let i = 0; i < sentences.length && picked.size < Math.min(2, max); i++) {
+      if (!(sentences[i].section && SUMMARY_SKIP.has(sentences[i].section!))) picked.add(i);
+    }
+  }
   const first = [...picked].filter((i) => sentences[i].section && SUMMARY_FIRST.has(sentences[i].section!));
   const rest = [...picked].filter((i) => !first.includes(i)).sort((x, y) => x - y);
   const seen = new Set<string>();

@@ -87,7 +87,8 @@ async function expand(p: string): Promise<string[]> {
   try {
     s = await stat(p);
   } catch (err) {
-    throw new AdapterError('input-invalid', `Cannot load ${p}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message}`, { cause: err });
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new AdapterError(missing ? 'not-found' : 'input-invalid', `Cannot load ${p}: ${missing ? 'no such file or directory' : (err as Error).message}`, { cause: err });
   }
   if (!s.isDirectory()) return [p];
   const out: string[] = [];

@@ -2,7 +2,7 @@ import { pathToFileURL } from 'node:url';
 import { AdapterError } from '../core/errors.js';
 import { describeError, exitCodeFor } from '../core/error-mapping.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { loadFiles, type LoadFilesResult } from './load.js';
+import { describeFailure, loadFiles, type LoadFilesResult } from './load.js';
 import { startFhirServer, type RunningFhirServer } from './server.js';
 
 /**
@@ -17,6 +17,8 @@ export interface RunFhirServerOptions {
   /** Files or directories to load (see loadFiles). */
   load?: string[];
   logger?: Logger;
+  /** Load every file, reporting the ones that fail, instead of stopping at the first (`--keep-going`). */
+  continueOnError?: boolean;
   /** false loads and accepts resources without validation (`--no-validate`). */
   validate?: boolean;
   maxPageSize?: number;
@@ -46,7 +48,8 @@ export async function runFhirServer(options: RunFhirServerOptions = {}): Promise
   let loaded: LoadFilesResult | undefined;
   try {
     if (options.load?.length) {
-      loaded = await loadFiles(server, options.load, { logger });
+      loaded = await loadFiles(server, options.load, { logger, continueOnError: options.continueOnError });
+      for (const failure of loaded.failures) logger.warn({ file: failure.path }, `not loaded: ${describeFailure(failure)}`);
       logger.info({ files: loaded.files.length, resources: loaded.total, counts: loaded.counts, ms: loaded.ms }, 'fhir server data loaded');
     }
   } catch (err) {

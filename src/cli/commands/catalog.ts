@@ -25,24 +25,37 @@ export function registerCatalogCommands(program: Command): void {
   const models = program.command('models').description('Work with models');
   models
     .command('list')
-    .description('List the installed models with version, outcome, horizon and evaluation')
+    .description('List the installed models: id, version, number of inputs, outcome, horizon and status (ok, or why the model cannot be used)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
       const ctx = commandContext();
       const list = await listModels(ctx.config.modelsDir);
       if (opts.json) {
         process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+        process.exitCode = list.some((m) => m.error) ? 65 : 0;
         return;
       }
       process.stdout.write(
         table(
           ['id', 'version', 'inputs', 'outcome', 'horizon', 'status'],
-          list.map((m) => [m.id, m.version ?? '', m.columns ?? '', truncate(m.outcome ?? '', 60), m.horizon ?? '', m.error ? `INVALID: ${m.error}` : 'ok']),
+          list.map((m) => [m.id, m.version ?? '', m.columns ?? '', truncate(m.outcome ?? '', 60), readableHorizon(m.horizon), m.error ? `INVALID: ${truncate(m.error.split('\n')[0], 100)}` : 'ok']),
         ) + '\n',
       );
+      const invalid = list.filter((m) => m.error);
+      for (const m of invalid) process.stderr.write(`fhir-ml: model ${m.id}: ${m.error}\n`);
+      process.exitCode = invalid.length ? 65 : 0;
     });
 }
 
 function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+const UCUM_TIME: Record<string, [string, string]> = { h: ['hour', 'hours'], d: ['day', 'days'], wk: ['week', 'weeks'], mo: ['month', 'months'], a: ['year', 'years'] };
+
+/** `30 d` -> `30 days`, `1 a` -> `1 year` (cards state horizons in UCUM time units). */
+function readableHorizon(horizon: string | undefined): string {
+  const m = /^(\d+(?:\.\d+)?) (\w+)$/.exec(horizon ?? '');
+  if (!m || !UCUM_TIME[m[2]]) return horizon ?? '';
+  return `${m[1]} ${UCUM_TIME[m[2]][m[1] === '1' ? 0 : 1]}`;
 }

@@ -11,11 +11,20 @@ export function registerFhirServerCommand(program: Command): void {
     .option('--host <host>', 'interface to bind', '127.0.0.1')
     .option('--load <path...>', 'files or directories to load (transaction/collection Bundles, resources, .ndjson)')
     .option('--no-validate', 'accept resources without R4 validation (for data the validator rejects)')
-    .action(async (opts: { port: string; host: string; load?: string[]; validate: boolean }) => {
+    .option('--keep-going', 'load every file and report the ones that fail, instead of stopping at the first')
+    .action(async (opts: { port: string; host: string; load?: string[]; validate: boolean; keepGoing?: boolean }) => {
       const port = Number(opts.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new AdapterError('input-invalid', `--port "${opts.port}" is not a port number`);
-      const ctx = commandContext({ logLevel: 'info' });
-      const running = await runFhirServer({ port, host: opts.host, load: opts.load, validate: opts.validate, logger: ctx.logger });
+      // A server is expected to say what it does: info unless FHIR_ML_LOG_LEVEL (or the config) says otherwise.
+      const ctx = commandContext({ logLevel: process.env.FHIR_ML_LOG_LEVEL ?? 'info' });
+      const running = await runFhirServer({
+        port,
+        host: opts.host,
+        load: opts.load,
+        validate: opts.validate,
+        continueOnError: opts.keepGoing,
+        logger: ctx.logger,
+      });
       await running.done;
     });
 }

@@ -34,7 +34,8 @@ function readInput(file: string): string {
   try {
     return readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (err) {
-    throw new AdapterError('input-invalid', `cannot read ${file === '-' ? 'stdin' : file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new AdapterError(code === 'ENOENT' ? 'not-found' : 'input-invalid', `cannot read ${file === '-' ? 'stdin' : file}: ${code ?? 'error'}`, { cause: err });
   }
 }
 

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { describeError, EXIT_OK, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
-import { AdapterError } from '../../core/errors.js';
+import { AdapterError, type ErrorCode } from '../../core/errors.js';
 import { countPatients } from '../../fhir/pull.js';
 import { prepareModels } from '../../sync/models.js';
 import { runSync, type SyncResult } from '../../sync/sync.js';
@@ -39,14 +39,35 @@ interface SyncCommandOptions {
 }
 
 export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
-  if (!opts.all && !opts.patient?.length) throw new AdapterError('input-invalid', 'say which patients: --patient ID ... or --all');
-  if (opts.all && opts.patient?.length) throw new AdapterError('input-invalid', '--patient and --all exclude each other');
-  const asOf = parseAsOf(opts.asOf);
-  const ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
+  // Every problem with the invocation at once: selection, as-of, configuration.
+  const problems: string[] = [];
+  if (!opts.all && !opts.patient?.length) problems.push('say which patients: --patient ID ... or --all');
+  if (opts.all && opts.patient?.length) problems.push('--patient and --all exclude each other');
+  let asOf: Date | undefined;
+  try {
+    asOf = parseAsOf(opts.asOf);
+    // A future as-of would write assessments dated in the future from today's data (5 min of clock skew allowed).
+    if (asOf.getTime() > Date.now() + 5 * 60_000) problems.push(`--as-of ${opts.asOf} is in the future`);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  let ctx: ReturnType<typeof commandContext> | undefined;
+  try {
+    ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
+    if (!ctx.config.fhirUrl) problems.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
+  } catch (err) {
+    if (!AdapterError.is(err, 'config-invalid')) throw err;
+    problems.push(...((err.details?.problems as string[] | undefined) ?? [err.message]));
+  }
+  if (problems.length || !ctx || !asOf) {
+    throw new AdapterError('input-invalid', problems.length === 1 ? problems[0] : `${problems.length} problems:\n  - ${problems.join('\n  - ')}`);
+  }
   const client = fhirClientFor(ctx);
   const models = await prepareModels(opts.model, ctx.config);
-  const total = opts.patient ? new Set(opts.patient).size : process.stderr.isTTY ? await countPatients(client) : undefined;
-  const progress = progressReporter(total);
+  // No bar with --json: a terminal would interleave it with the JSON Lines.
+  const showProgress = process.stderr.isTTY && !opts.json;
+  const total = opts.patient ? new Set(opts.patient).size : showProgress ? await countPatients(client) : undefined;
+  const progress = showProgress ? progressReporter(total) : { update: () => undefined, stop: () => undefined };
   let result: SyncResult;
   try {
     result = await runSync(client, models, {
@@ -75,6 +96,11 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
     // The partial result is printed above; the error decides the exit code.
     process.stderr.write(`fhir-ml: sync stopped after ${result.batches} batches: ${describeError(result.aborted.error)}\n`);
     return exitCodeFor(result.aborted.error);
+  }
+  if (result.failed > 0 && result.failed === result.patients) {
+    // Nothing succeeded: the run failed, with the reason of its failures (e.g. 69, server unavailable).
+    process.stderr.write(`fhir-ml: every batch failed: ${result.failures[0].code}: ${result.failures[0].message}\n`);
+    return exitCodeFor(new AdapterError(result.failures[0].code as ErrorCode, result.failures[0].message));
   }
   return result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
 }
