@@ -110,6 +110,15 @@ describe('fhir-ml CLI', () => {
     expect(badDate.stderr).toMatch(/--as-of "yesterday"/);
     expect((await run(['sync', '--model', 'diabetes-progression', '--all'])).code).toBe(64);
     expect((await run(['no-such-command'])).code).toBe(64);
+    // Every problem of the invocation at once.
+    const many = await run(['sync', '--model', 'diabetes-progression', '--as-of', '2999-01-01', '--batch-size', '0']);
+    expect(many.code).toBe(64);
+    expect(many.stderr).toMatch(/--patient ID \.\.\. or --all/);
+    expect(many.stderr).toMatch(/in the future/);
+    expect(many.stderr).toMatch(/batchSize/);
+    const unknown = await run(['sync', '--fhir-url', server.url, '--model', 'nope', '--all']);
+    expect(unknown.code).toBe(66);
+    expect(unknown.stderr).toMatch(/unknown model "nope" \(installed: .*diabetes-progression/);
     expect((await run(['sync', '--help'])).code).toBe(0);
   });
 
@@ -132,6 +141,10 @@ describe('fhir-ml CLI', () => {
     const second = lines((await run(args)).stdout).filter((l) => l.type === 'patient');
     expect(second).toHaveLength(12);
     expect(second.every((p) => p.write === 'already-present')).toBe(true);
+
+    // Naming a model twice runs it once.
+    const twice = lines((await run([...args.slice(0, 4), 'diabetes-progression', ...args.slice(4)])).stdout);
+    expect(twice.filter((l) => l.type === 'patient')).toHaveLength(12);
 
     const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
     expect(dry.code).toBe(0);
