@@ -1,17 +1,24 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The package root, found by walking up from this file to package.json, so paths work the same from
- * `src/` (tsx, ts-jest) and from the compiled `dist/`.
+ * The package root: the nearest ancestor of `from` holding our package.json, so paths work the same from
+ * `src/` (tsx, ts-jest) and from the compiled `dist/`, whatever the layout of the compiled output.
  */
-function findPackageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
+export function findPackageRoot(from: string = fileURLToPath(import.meta.url)): string {
+  let dir = path.dirname(from);
   for (;;) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'mappings'))) return dir;
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'fhir-ml-adapter') return dir;
+      } catch {
+        // not ours or unreadable: keep walking
+      }
+    }
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('fhir-ml-adapter: package root not found');
+    if (parent === dir) throw new Error(`package root of fhir-ml-adapter not found above ${from}`);
     dir = parent;
   }
 }
