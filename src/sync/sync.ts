@@ -155,6 +155,9 @@ async function* patientBatches(client: FhirClient, options: SyncOptions, batchSi
   if (pending.length) yield pending;
 }
 
+/** Batches pulled ahead of the one being processed (each is at most batchSize patients' data). */
+const PREFETCH_BATCHES = 2;
+
 /** Errors every further batch would hit as well: stop the run instead of failing batch after batch. */
 const RUN_SCOPED: ReadonlySet<string> = new Set(['fhir-auth', 'fhir-unsafe-link', 'config-invalid', 'internal']);
 /** The same permanent error this many batches in a row is systematic, not data-specific. */
@@ -215,20 +218,30 @@ export async function runSync(client: FhirClient, models: SyncModel[], options: 
     }
   };
 
-  let pending = pullNext();
+  // Pull the next batches while this one is mapped, scored and written, so the server always has work.
+  const queue: Promise<PulledBatch | undefined>[] = [];
+  const enqueue = () => {
+    const p = pullNext();
+    p.catch(() => undefined); // surfaced when awaited
+    queue.push(p);
+  };
+  for (let i = 0; i < PREFETCH_BATCHES; i++) enqueue();
+  const drain = () => Promise.allSettled(queue.splice(0));
   let consecutivePermanent = 0;
   for (;;) {
     let batch: PulledBatch | undefined;
     try {
-      batch = await pending;
+      batch = await queue.shift()!;
     } catch (err) {
       result.aborted = abortWith(toAdapterError(err, 'internal', 'pull'));
+      await drain();
       break;
     }
-    if (!batch) break;
-    // Pull the next batch while this one is mapped, scored and written.
-    pending = pullNext();
-    pending.catch(() => undefined); // surfaced when awaited
+    if (!batch) {
+      await drain();
+      break;
+    }
+    enqueue();
     const t0 = performance.now();
     try {
       if (batch.error) throw batch.error;
@@ -241,7 +254,7 @@ export async function runSync(client: FhirClient, models: SyncModel[], options: 
       if (!e.transient) consecutivePermanent++;
       if (RUN_SCOPED.has(e.code) || consecutivePermanent >= MAX_CONSECUTIVE_PERMANENT) {
         result.aborted = abortWith(e);
-        await pending.catch(() => undefined);
+        await drain();
         logger.error({ code: e.code, batches: result.batches }, 'sync aborted');
         break;
       }
