@@ -2,7 +2,7 @@ import { pathToFileURL } from 'node:url';
 import { AdapterError } from '../core/errors.js';
 import { describeError, exitCodeFor } from '../core/error-mapping.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { describeFailure, loadFiles, type LoadFilesResult } from './load.js';
+import { loadFiles, type LoadFilesResult } from './load.js';
 import { startFhirServer, type RunningFhirServer } from './server.js';
 
 /**
@@ -49,7 +49,7 @@ export async function runFhirServer(options: RunFhirServerOptions = {}): Promise
   try {
     if (options.load?.length) {
       loaded = await loadFiles(server, options.load, { logger, continueOnError: options.continueOnError });
-      for (const failure of loaded.failures) logger.warn({ file: failure.path }, `not loaded: ${describeFailure(failure)}`);
+      // Each rejected file is logged by loadFiles (file, line, issue count: never resource content).
       logger.info({ files: loaded.files.length, resources: loaded.total, counts: loaded.counts, ms: loaded.ms }, 'fhir server data loaded');
     }
   } catch (err) {

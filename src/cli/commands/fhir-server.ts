@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { AdapterError } from '../../core/errors.js';
-import { runFhirServer } from '../../server/index.js';
+import { describeFailure, runFhirServer } from '../../server/index.js';
 import { commandContext } from '../context.js';
 
 export function registerFhirServerCommand(program: Command): void {
@@ -25,6 +25,8 @@ export function registerFhirServerCommand(program: Command): void {
         continueOnError: opts.keepGoing,
         logger: ctx.logger,
       });
+      // For the person who gave the files: which ones were not loaded, and why (--keep-going).
+      for (const failure of running.loaded?.failures ?? []) process.stderr.write(`fhir-ml: not loaded: ${describeFailure(failure)}\n`);
       await running.done;
     });
 }
