@@ -9,6 +9,7 @@ import path from 'node:path';
 import { packagePath } from '../core/paths.js';
 import { loadDiabetesRows } from '../demo/diabetes-rows.js';
 import { seedDemo } from '../demo/demo.js';
+import { FhirClient } from '../fhir/client.js';
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
 import { main } from './main.js';
 
@@ -149,6 +150,29 @@ describe('fhir-ml CLI', () => {
     const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/dry run: nothing written/);
+  });
+});
+
+describe('fhir-ml features', () => {
+  it("shows one patient's features, inputs and every fetched resource's fate, writing nothing", async () => {
+    const server = await startFhirServer({ port: 0 });
+    try {
+      await seedDemo(server, loadDiabetesRows().slice(0, 4));
+      const base = ['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0004', '--as-of', '2026-01-01T00:00:00Z'];
+      const text = await run(base);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/scorable/);
+      expect(text.stdout).toMatch(/excluded {2}Observation\/demo-0004-glu-err {2}status \(glucose\)/);
+      const json = JSON.parse((await run([...base, '--json'])).stdout) as { counts: { fetched: number; used: number; excluded: number }; columns: string[]; values: number[] };
+      expect(json.counts.fetched).toBe(json.counts.used + json.counts.excluded);
+      expect(json.values).toHaveLength(json.columns.length);
+      let written = 0;
+      for await (const page of new FhirClient({ baseUrl: server.url, auth: { type: 'none' } }).search('RiskAssessment', {})) written += page.resources.length;
+      expect(written).toBe(0);
+      expect((await run(['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'nobody'])).code).toBe(66);
+    } finally {
+      await server.close();
+    }
   });
 });
 

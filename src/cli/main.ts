@@ -6,6 +6,7 @@ import { describeError, exitCodeFor } from '../core/error-mapping.js';
 import { AdapterError } from '../core/errors.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDemoCommand } from './commands/demo.js';
+import { registerFeaturesCommand } from './commands/features.js';
 import { registerFhirServerCommand } from './commands/fhir-server.js';
 import { registerNlpCommand } from './commands/nlp.js';
 import { registerSyncCommand } from './commands/sync.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .hook('preAction', (command) => setConfigFile(command.opts().config as string | undefined));
   registerSyncCommand(program);
+  registerFeaturesCommand(program);
   registerDemoCommand(program);
   registerFhirServerCommand(program);
   registerCatalogCommands(program);
