@@ -56,7 +56,7 @@ function buildOnnx(): Uint8Array {
     inputs: [valueInfo('features', FLOAT, ['N', 3])],
     outputs: [valueInfo('probability', FLOAT, ['N', 1])],
     initializers: [floatTensor('W', [3, 1], WEIGHTS), floatTensor('B', [1], [BIAS])],
-    nodes: [node('MatMul', ['features', 'W'], ['xw']), node('Add', ['xw', 'B'], ['logit']), node('Sigmoid', ['logit'], ['probability'])],
+    nodes: [node('MatMul', ['features', 'W'], ['xw'], 'matmul'), node('Add', ['xw', 'B'], ['logit'], 'add'), node('Sigmoid', ['logit'], ['probability'], 'sigmoid')],
     metadata: [],
   });
 }
