@@ -4,13 +4,13 @@
  *   node --import tsx bench/profile-sync.ts 5000
  */
 import { spawn } from 'node:child_process';
-import { startServerProcess, seed, stopServer } from './run.js';
+import { seed, startServerProcess, stopServer } from './lib.js';
 import { packagePath } from '../src/core/paths.js';
 import { DEMO_AS_OF } from '../src/demo/seed.js';
 
 const n = Number(process.argv[2] ?? 5000);
 const server = await startServerProcess();
-await seed(server, n);
+await seed(server.url, n);
 const dir = process.env.PROFILE_DIR ?? '/tmp';
 await new Promise<void>((resolve, reject) => {
   const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--import', 'tsx', packagePath('bench/sync-worker.ts'), server.url, DEMO_AS_OF.toISOString(), ''], {

@@ -11,23 +11,14 @@
  * Printed per kind: count, mean, p50, p95, max, and the mean over the first and last tenth of the
  * requests of that kind (growth with the number of stored resources shows as last >> first).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { Bundle, FhirResource, Resource } from 'fhir/r4.js';
-import { chunk } from '../src/core/chunk.js';
 import { packagePath } from '../src/core/paths.js';
-import { loadDiabetesRows } from '../src/demo/diabetes-rows.js';
-import { buildDemoPatient, DEMO_AS_OF, putTransaction } from '../src/demo/seed.js';
-import { FhirClient, type SearchPage, type SearchParams } from '../src/fhir/client.js';
+import { DEMO_AS_OF } from '../src/demo/seed.js';
 import { startFhirServer } from '../src/server/index.js';
 import { prepareModels } from '../src/sync/models.js';
 import { runSync } from '../src/sync/sync.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../src/writeback/identifiers.js';
-
-interface Recording {
-  searches: { resourceType: string; params: SearchParams }[];
-  transactions: Bundle[];
-}
+import { RecordingClient, replayRecording, seed, startServerProcess, stopServer, type Recording } from './lib.js';
 
 interface Target {
   url: string;
@@ -54,90 +45,8 @@ async function startInProcess(): Promise<Target> {
 }
 
 async function startChild(): Promise<Target> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', packagePath('src/cli/main.ts'), 'fhir-server', '--port', '0'], {
-    cwd: packagePath(),
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, FHIR_ML_LOG_LEVEL: 'warn' },
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`FHIR server exited early (${code})`)));
-  });
-  return {
-    url,
-    stop: async () => {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-async function post(url: string, body: unknown): Promise<Bundle> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
-  const json = (await res.json()) as Bundle;
-  if (!res.ok) throw new Error(`POST ${res.status}: ${JSON.stringify(json).slice(0, 500)}`);
-  return json;
-}
-
-async function seed(url: string, n: number): Promise<void> {
-  const rows = loadDiabetesRows();
-  const ids = Array.from({ length: n }, (_, i) => i);
-  for (const part of chunk(ids, 100)) {
-    const batch: FhirResource[] = part.flatMap((i) => buildDemoPatient(rows[i % rows.length], i, DEMO_AS_OF));
-    await timed('seed PUT transaction (100 patients)', () => post(url, putTransaction(batch)));
-  }
-}
-
-class RecordingClient extends FhirClient {
-  readonly recording: Recording = { searches: [], transactions: [] };
-  override search<T extends Resource>(resourceType: string, params: SearchParams): AsyncGenerator<SearchPage<T>> {
-    this.recording.searches.push({ resourceType, params });
-    return super.search<T>(resourceType, params);
-  }
-  override transaction(bundle: Bundle): Promise<Bundle> {
-    this.recording.transactions.push(bundle);
-    return super.transaction(bundle);
-  }
-}
-
-function kindOf(type: string, params: SearchParams): string {
-  const keys = Object.keys(params).filter((k) => !k.startsWith('_') || k === '_id');
-  return `GET ${type}?${keys.join('&') || Object.keys(params).join('&')}`;
-}
-
-async function replay(url: string, recording: Recording): Promise<void> {
-  const searchUrl = (type: string, params: SearchParams) => {
-    const q = new URLSearchParams();
-    for (const [k, v] of Object.entries(params)) for (const value of Array.isArray(v) ? v : [v]) q.append(k, value);
-    return `${url}/${type}?${q}`;
-  };
-  let t = 0;
-  for (const s of recording.searches) {
-    let next: string | undefined = searchUrl(s.resourceType, s.params);
-    const kind = kindOf(s.resourceType, s.params);
-    while (next) {
-      const page: Bundle = await timed(kind, async () => {
-        const res = await fetch(next!, { headers: { accept: 'application/fhir+json' } });
-        if (!res.ok) throw new Error(`GET ${res.status}: ${await res.text()}`);
-        return (await res.json()) as Bundle;
-      });
-      next = page.link?.find((l) => l.relation === 'next')?.url;
-    }
-    if (s.resourceType === 'RiskAssessment' && t < recording.transactions.length) {
-      const tx = recording.transactions[t++];
-      await timed(`POST transaction (${tx.entry?.length ?? 0} entries)`, () => post(url, tx));
-    }
-  }
-  while (t < recording.transactions.length) {
-    const tx = recording.transactions[t++];
-    await timed(`POST transaction (${tx.entry?.length ?? 0} entries)`, () => post(url, tx));
-  }
+  const server = await startServerProcess();
+  return { url: server.url, stop: () => stopServer(server) };
 }
 
 function report(title: string): void {
@@ -163,7 +72,7 @@ async function main(): Promise<void> {
   const target = mode === 'record' || flags.includes('--inproc') ? await startInProcess() : await startChild();
   try {
     const t0 = performance.now();
-    await seed(target.url, n);
+    await seed(target.url, n, timed);
     console.log(`seeded ${n} patients in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     if (mode === 'record') {
       const client = new RecordingClient({ baseUrl: target.url, auth: { type: 'none' } });
@@ -175,7 +84,7 @@ async function main(): Promise<void> {
     } else {
       const recording = JSON.parse(readFileSync(file, 'utf8')) as Recording;
       const t1 = performance.now();
-      await replay(target.url, recording);
+      await replayRecording(target.url, recording, timed);
       console.log(`replayed in ${((performance.now() - t1) / 1000).toFixed(2)} s`);
     }
     report(`${mode} ${n} patients`);

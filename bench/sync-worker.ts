@@ -6,31 +6,11 @@
  *   node --import tsx bench/sync-worker.ts <fhir-base-url> <as-of> <recording.json>
  */
 import { writeFileSync } from 'node:fs';
-import type { Bundle, Resource } from 'fhir/r4.js';
 import { packagePath } from '../src/core/paths.js';
-import { FhirClient, type SearchParams, type SearchPage } from '../src/fhir/client.js';
 import { prepareModels } from '../src/sync/models.js';
 import { runSync } from '../src/sync/sync.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../src/writeback/identifiers.js';
-
-export interface Recording {
-  searches: { resourceType: string; params: SearchParams }[];
-  transactions: Bundle[];
-}
-
-class RecordingClient extends FhirClient {
-  readonly recording: Recording = { searches: [], transactions: [] };
-
-  override search<T extends Resource>(resourceType: string, params: SearchParams): AsyncGenerator<SearchPage<T>> {
-    this.recording.searches.push({ resourceType, params });
-    return super.search<T>(resourceType, params);
-  }
-
-  override transaction(bundle: Bundle): Promise<Bundle> {
-    this.recording.transactions.push(bundle);
-    return super.transaction(bundle);
-  }
-}
+import { RecordingClient } from './lib.js';
 
 async function main(): Promise<void> {
   const [url, asOf, recordingFile] = process.argv.slice(2);
