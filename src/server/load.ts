@@ -1,21 +1,24 @@
+import { createReadStream } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { OperationOutcomeError } from '@medplum/core';
 import type { Bundle, OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import { isR4ResourceType } from './definitions.js';
 import type { FhirServer } from './server.js';
 
 /**
  * Loads files into the embedded server: transaction/batch Bundles (e.g. Synthea's, with `urn:uuid:`
  * references), other Bundles (turned into transactions), single resources (`.json`) and NDJSON
- * (`.ndjson`, one resource per line, as Bulk Data exports write). Directories are walked (sorted), taking
- * `.json` and `.ndjson` files. Each file is one all-or-nothing transaction, validated first unless the
+ * (`.ndjson`, one resource per line, as Bulk Data exports write; streamed, any size). Directories are
+ * walked (sorted), taking `.json` and `.ndjson` files. Each file is all-or-nothing, validated unless the
  * server was created with `validate: false`.
  *
  * By default the first bad file stops the load with an AdapterError (`input-invalid`) naming the file and
- * the line (NDJSON) or entry and element path (Bundles); files before it stay loaded. With
- * `continueOnError` every file is tried and the failures are returned instead.
+ * the line (NDJSON) or entry and element path (Bundles), never quoting the data; files before it stay
+ * loaded. With `continueOnError` every file is tried and the failures are returned instead.
  */
 
 export interface LoadedFile {
@@ -43,9 +46,16 @@ export interface LoadFilesResult {
 export interface LoadFilesOptions {
   continueOnError?: boolean;
   logger?: Logger;
+  /** NDJSON lines written per chunk before the server takes other requests (default 1000). */
+  chunkSize?: number;
+  /** Largest Bundle file loaded as one transaction (default 50,000 entries). */
+  maxBundleEntries?: number;
 }
 
-type Loadable = Pick<FhirServer, 'load'>;
+const DEFAULT_CHUNK = 1000;
+const DEFAULT_MAX_BUNDLE_ENTRIES = 50_000;
+
+type Loadable = Pick<FhirServer, 'load' | 'repo'>;
 
 export async function loadFiles(server: Loadable, paths: string[], options: LoadFilesOptions = {}): Promise<LoadFilesResult> {
   const logger = options.logger ?? silentLogger;
@@ -56,7 +66,7 @@ export async function loadFiles(server: Loadable, paths: string[], options: Load
 
   for (const file of files) {
     try {
-      const loaded = await loadFile(server, file);
+      const loaded = await loadFile(server, file, options);
       result.files.push(loaded);
       for (const [type, n] of Object.entries(loaded.counts)) result.counts[type] = (result.counts[type] ?? 0) + n;
       result.total += loaded.total;
@@ -112,50 +122,114 @@ class LineError extends Error {
   }
 }
 
-async function loadFile(server: Loadable, file: string): Promise<LoadedFile> {
-  const text = await readFile(file, 'utf8');
-  if (/\.ndjson$/i.test(file)) return { path: file, ...(await loadNdjson(server, text)) };
+async function loadFile(server: Loadable, file: string, options: LoadFilesOptions): Promise<LoadedFile> {
+  if (/\.ndjson$/i.test(file)) return { path: file, ...(await loadNdjson(server, file, options.chunkSize ?? DEFAULT_CHUNK)) };
 
+  // A .json file is one resource or Bundle: it is parsed whole (JSON has no line to stream by).
+  const text = stripBom(await readFile(file, 'utf8'));
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new LineError(jsonErrorLine(text, err as Error), `not valid JSON: ${(err as Error).message}`);
+    throw new LineError(jsonErrorLine(text, err as Error), `not valid JSON: ${jsonProblem(err as Error)}`);
   }
   if (!parsed || typeof parsed !== 'object' || typeof (parsed as Resource).resourceType !== 'string') {
     throw new LineError(undefined, 'not a FHIR resource (no resourceType)');
   }
+  const entries = (parsed as Bundle).resourceType === 'Bundle' ? ((parsed as Bundle).entry?.length ?? 0) : 0;
+  const maxEntries = options.maxBundleEntries ?? DEFAULT_MAX_BUNDLE_ENTRIES;
+  if (entries > maxEntries) {
+    // medplum's batch processor spreads the entry list into a call (stack overflow beyond ~100k).
+    throw new LineError(undefined, `a Bundle of ${entries} entries is more than ${maxEntries} loaded as one transaction: split it, or write its resources as NDJSON`);
+  }
   return { path: file, ...(await server.load(parsed as Bundle | Resource)) };
 }
 
-async function loadNdjson(server: Loadable, text: string): Promise<{ counts: Record<string, number>; total: number }> {
-  const resources: Resource[] = [];
-  const lines: number[] = [];
-  text.split(/\r?\n/).forEach((raw, i) => {
-    if (raw.trim() === '') return;
-    let r: unknown;
-    try {
-      r = JSON.parse(raw);
-    } catch (err) {
-      throw new LineError(i + 1, `not valid JSON: ${(err as Error).message}`);
+/**
+ * NDJSON is read as a stream, line by line, and written in chunks: memory holds one chunk of parsed
+ * resources (plus the repository's data), never the file. The whole file is still one all-or-nothing
+ * unit (a savepoint of the repository's journal): a bad line at the end undoes the lines before it.
+ * Each resource is written as is: with an id it keeps it (a repeated id becomes a new version), without
+ * one the server assigns it.
+ */
+async function loadNdjson(server: Loadable, file: string, chunkSize: number): Promise<{ counts: Record<string, number>; total: number }> {
+  const { repo } = server;
+  const counts: Record<string, number> = {};
+  let total = 0;
+  let chunk: { resource: Resource; line: number }[] = [];
+  const flush = async (): Promise<void> => {
+    for (const { resource, line } of chunk) {
+      try {
+        await repo.createResource(resource);
+      } catch (err) {
+        if (err instanceof OperationOutcomeError) throw new LineError(line, issuesText(err, resource.resourceType), err.outcome.issue);
+        throw err;
+      }
+      counts[resource.resourceType] = (counts[resource.resourceType] ?? 0) + 1;
+      total++;
     }
-    if (!r || typeof r !== 'object' || Array.isArray(r) || typeof (r as Resource).resourceType !== 'string') {
-      throw new LineError(i + 1, 'not a FHIR resource (no resourceType)');
+    chunk = [];
+    // Between chunks the server answers requests (e.g. /metadata of a parent process waiting for it).
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  await repo.runAtomically(async () => {
+    let lineNo = 0;
+    for await (const raw of readLines(file)) {
+      lineNo++;
+      const text = lineNo === 1 ? stripBom(raw) : raw;
+      if (text.trim() === '') continue;
+      let r: unknown;
+      try {
+        r = JSON.parse(text);
+      } catch (err) {
+        throw new LineError(lineNo, `not valid JSON: ${jsonProblem(err as Error)}`);
+      }
+      if (!r || typeof r !== 'object' || Array.isArray(r) || typeof (r as Resource).resourceType !== 'string') {
+        throw new LineError(lineNo, 'not a FHIR resource (no resourceType)');
+      }
+      if (!isR4ResourceType((r as Resource).resourceType)) {
+        throw new LineError(lineNo, `unknown R4 resource type "${(r as Resource).resourceType}"`);
+      }
+      chunk.push({ resource: r as Resource, line: lineNo });
+      if (chunk.length >= chunkSize) await flush();
     }
-    resources.push(r as Resource);
-    lines.push(i + 1);
+    await flush();
   });
-  if (resources.length === 0) return { counts: {}, total: 0 };
-  try {
-    return await server.load(resources);
-  } catch (err) {
-    // The transaction names Bundle.entry[i]; map it back to the file's line.
-    const entry = err instanceof OperationOutcomeError ? entryIndex(err.outcome.issue) : undefined;
-    if (entry !== undefined && lines[entry] !== undefined) {
-      throw new LineError(lines[entry], issuesText(err as OperationOutcomeError, `Bundle.entry[${entry}].resource`), (err as OperationOutcomeError).outcome.issue);
+  return { counts, total };
+}
+
+/** Lines of a UTF-8 file, read in 64 KiB pieces (a line is held whole, the file never is). */
+async function* readLines(file: string): AsyncGenerator<string> {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  for await (const piece of createReadStream(file, { highWaterMark: 1 << 16 })) {
+    const text = rest + decoder.write(piece as Buffer);
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      yield text.charCodeAt(nl - 1) === 13 ? text.slice(start, nl - 1) : text.slice(start, nl);
+      start = nl + 1;
     }
-    throw err;
+    rest = text.slice(start);
   }
+  rest += decoder.end();
+  if (rest !== '') yield rest;
+}
+
+function stripBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/**
+ * What is wrong with unparsable JSON, without quoting it: V8's messages can carry a piece of the input
+ * (`Unexpected token 'x', "{...}" is not valid JSON`), and the input is patient data.
+ */
+export function jsonProblem(err: Error): string {
+  if (/unexpected end/i.test(err.message)) return 'unexpected end of input';
+  const byLine = /line (\d+) column (\d+)/.exec(err.message);
+  if (byLine) return `syntax error at line ${byLine[1]} column ${byLine[2]}`;
+  const byPos = /position (\d+)/.exec(err.message);
+  if (byPos) return `syntax error at character ${Number(byPos[1]) + 1}`;
+  return 'syntax error';
 }
 
 function entryIndex(issues: OperationOutcomeIssue[] | undefined): number | undefined {

@@ -7,9 +7,12 @@ import {
   convertToSearchableTokens,
   deepClone,
   evalFhirPath,
+  evalFhirPathTyped,
+  generateId,
   getTypedPropertyValue,
   matchesSearchRequest,
   splitSearchOnComma,
+  toPeriod,
   toTypedValue,
   validateResource,
   type Filter,
@@ -37,7 +40,12 @@ import { ensureR4Definitions, isR4ResourceType, searchParameterFor, searchParame
  *   `identifier`, ... by `system|code`) when the request has them, the page is sliced before cloning,
  *   and medplum's own `matchesSearchRequest` decides every filter the index does not answer exactly.
  * - **History.** `readHistory` reverses the stored version list in place on every call; it is replaced by
- *   a non-mutating version (the rollback journal relies on version order).
+ *   a non-mutating version (the rollback journal relies on version order). MemoryRepository keeps no
+ *   record of deletions and has no type- or system-level history; here every write and delete is
+ *   appended to a change log (`changes`), which answers `_history?_since=` and Bulk Data `deleted`.
+ * - **Server-assigned meta.** MemoryRepository keeps a client's `meta.versionId`/`meta.lastUpdated` on
+ *   create, so `_lastUpdated` would say what the client claimed. Here every write gets a new versionId
+ *   and a `lastUpdated` from the server clock, never earlier than the previous one (see `now`).
  *
  * The journal and index need MemoryRepository's private `resources`/`history` maps; their shape is
  * checked at construction so a medplum upgrade that changes them fails loudly, not silently.
@@ -49,6 +57,21 @@ interface JournalEntry {
   /** The stored object before the write; undefined when the write created it. */
   before: Resource | undefined;
   historyLength: number;
+  /** The change log record the write appended (removed again on rollback). */
+  change: ChangeRecord;
+}
+
+/** One write or delete, in the order the server made them (the type- and system-level history). */
+export interface ChangeRecord {
+  resourceType: string;
+  id: string;
+  versionId: string;
+  /** Server instant of the change (ISO, UTC, milliseconds); non-decreasing along the log. */
+  lastUpdated: string;
+  /** POST: first version; PUT: a later version (also re-creation after a delete); DELETE: deletion. */
+  method: 'POST' | 'PUT' | 'DELETE';
+  /** The stored version (never mutated: treat as read-only); absent for deletions. */
+  resource?: Resource;
 }
 
 interface AtomicContext {
@@ -81,6 +104,8 @@ interface IndexPlan {
 export interface IndexedMemoryRepositoryOptions {
   /** Validate every written resource against the R4 base StructureDefinitions (default true). */
   validate?: boolean;
+  /** Source of `meta.lastUpdated` (default: the system clock); tests pass a controllable one. */
+  clock?: () => Date;
 }
 
 export class IndexedMemoryRepository extends MemoryRepository {
@@ -95,11 +120,17 @@ export class IndexedMemoryRepository extends MemoryRepository {
   private nextSeq = 0;
   /** Serialises atomic blocks (transactions, conditional writes) so two never interleave. */
   private lock: Promise<unknown> = Promise.resolve();
+  /** Every write and delete, oldest first (see ChangeRecord). */
+  private readonly changes: ChangeRecord[] = [];
+  private readonly clock: () => Date;
+  /** No instant before this (ms since epoch) is handed out again: lastUpdated never goes back. */
+  private floor = 0;
 
   constructor(options: IndexedMemoryRepositoryOptions = {}) {
     super();
     ensureR4Definitions();
     this.validate = options.validate ?? true;
+    this.clock = options.clock ?? (() => new Date());
     const internals = this.internals;
     if (!(internals.resources instanceof Map) || !(internals.history instanceof Map)) {
       throw new Error('@medplum/fhir-router MemoryRepository internals changed (resources/history maps); update IndexedMemoryRepository');
@@ -123,19 +154,50 @@ export class IndexedMemoryRepository extends MemoryRepository {
     }
   }
 
+  /**
+   * The server's instant for a write: the clock, but never before the last instant handed out, so the
+   * change log is ordered and `_lastUpdated`/`_since` windows never miss a write that came later.
+   */
+  now(): string {
+    const t = Math.max(this.clock().getTime(), this.floor);
+    this.floor = t;
+    return new Date(t).toISOString();
+  }
+
+  /**
+   * An instant T such that every write made so far has lastUpdated <= T and every later write has
+   * lastUpdated > T (a Bulk Data `transactionTime`: the next export's `_since=T` misses nothing).
+   */
+  reserveInstant(): string {
+    const t = this.now();
+    this.floor = new Date(t).getTime() + 1;
+    return t;
+  }
+
   override async createResource<T extends Resource>(resource: T): Promise<WithId<T>> {
     const ctx = this.atomic.getStore();
     if (this.validate && !ctx?.prevalidated) this.validateOrThrow(resource);
     const type = resource.resourceType;
     const before = resource.id ? this.internals.resources.get(type)?.get(resource.id) : undefined;
     const historyLength = resource.id ? (this.internals.history.get(type)?.get(resource.id)?.length ?? 0) : 0;
-    const created = await super.createResource(resource);
+    // The server, not the client, says which version this is and when it was written.
+    const lastUpdated = this.now();
+    const created = await super.createResource({ ...resource, meta: { ...resource.meta, versionId: generateId(), lastUpdated } });
     if (before) this.unindex(before);
     this.index(created);
     let seqs = this.seq.get(type);
     if (!seqs) this.seq.set(type, (seqs = new Map()));
     if (!seqs.has(created.id)) seqs.set(created.id, this.nextSeq++);
-    ctx?.journal.push({ resourceType: type, id: created.id, before, historyLength });
+    const change: ChangeRecord = {
+      resourceType: type,
+      id: created.id,
+      versionId: created.meta?.versionId as string,
+      lastUpdated,
+      method: historyLength > 0 ? 'PUT' : 'POST',
+      resource: this.internals.resources.get(type)?.get(created.id),
+    };
+    this.changes.push(change);
+    ctx?.journal.push({ resourceType: type, id: created.id, before, historyLength, change });
     return created;
   }
 
@@ -157,7 +219,60 @@ export class IndexedMemoryRepository extends MemoryRepository {
     const historyLength = this.internals.history.get(resourceType)?.get(id)?.length ?? 0;
     await super.deleteResource(resourceType, id);
     if (before) this.unindex(before);
-    this.atomic.getStore()?.journal.push({ resourceType, id, before, historyLength });
+    const change: ChangeRecord = { resourceType, id, versionId: generateId(), lastUpdated: this.now(), method: 'DELETE' };
+    this.changes.push(change);
+    this.atomic.getStore()?.journal.push({ resourceType, id, before, historyLength, change });
+  }
+
+  /**
+   * Changes (oldest first) at or after `since` (`inclusive`, as history's `_since`) or strictly after it
+   * (Bulk Data `_since`), optionally of one resource type. `since` is any FHIR instant.
+   */
+  changesSince(since: string | undefined, options: { inclusive: boolean; resourceType?: string } = { inclusive: true }): ChangeRecord[] {
+    let start = 0;
+    if (since !== undefined) {
+      const bound = new Date(since).toISOString();
+      // The log is ordered by lastUpdated (see `now`): binary search for the first change in the window.
+      let lo = 0;
+      let hi = this.changes.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        const t = this.changes[mid].lastUpdated;
+        if (options.inclusive ? t < bound : t <= bound) lo = mid + 1;
+        else hi = mid;
+      }
+      start = lo;
+    }
+    const out: ChangeRecord[] = [];
+    for (let i = start; i < this.changes.length; i++) {
+      const c = this.changes[i];
+      if (!options.resourceType || c.resourceType === options.resourceType) out.push(c);
+    }
+    return out;
+  }
+
+  /** The stored current version (read-only, not a copy), or undefined. */
+  peek(resourceType: string, id: string): Resource | undefined {
+    return this.internals.resources.get(resourceType)?.get(id);
+  }
+
+  /** The last stored version of a resource, deleted or not (read-only, not a copy). */
+  lastVersion(resourceType: string, id: string): Resource | undefined {
+    const versions = this.internals.history.get(resourceType)?.get(id);
+    return versions?.[versions.length - 1];
+  }
+
+  /** Resource types with at least one stored resource, sorted. */
+  types(): string[] {
+    return [...this.internals.resources].filter(([, byId]) => byId.size > 0).map(([type]) => type).sort();
+  }
+
+  /** Ids of the stored resources of a type, in creation order. */
+  ids(resourceType: string): string[] {
+    const all = this.internals.resources.get(resourceType);
+    if (!all) return [];
+    const seqs = this.seq.get(resourceType);
+    return [...all.keys()].sort((a, b) => (seqs?.get(a) ?? 0) - (seqs?.get(b) ?? 0));
   }
 
   override async readHistory<T extends Resource>(resourceType: string, id: string): Promise<Bundle<T>> {
@@ -176,9 +291,24 @@ export class IndexedMemoryRepository extends MemoryRepository {
   /**
    * Runs `fn` all-or-nothing: writes made inside it are undone (created deleted, updated and deleted
    * restored, history truncated) if it throws. Blocks are serialised; writes outside any block are
-   * single-resource and need no journal.
+   * single-resource and need no journal. A block inside a block is a savepoint: its failure undoes its
+   * own writes (the caller may go on), its success hands them to the enclosing block.
    */
   runAtomically<T>(fn: () => Promise<T>, options: { prevalidated?: boolean } = {}): Promise<T> {
+    const outer = this.atomic.getStore();
+    if (outer) {
+      const inner: AtomicContext = { journal: [], prevalidated: options.prevalidated ?? outer.prevalidated };
+      return this.atomic.run(inner, fn).then(
+        (result) => {
+          for (const entry of inner.journal) outer.journal.push(entry);
+          return result;
+        },
+        (err: unknown) => {
+          this.rollback(inner.journal);
+          throw err;
+        },
+      );
+    }
     const run = async (): Promise<T> => {
       const ctx: AtomicContext = { journal: [], prevalidated: options.prevalidated ?? false };
       try {
@@ -195,8 +325,11 @@ export class IndexedMemoryRepository extends MemoryRepository {
 
   private rollback(journal: JournalEntry[]): void {
     const { resources, history } = this.internals;
-    for (const entry of [...journal].reverse()) {
-      const { resourceType, id, before, historyLength } = entry;
+    for (let i = journal.length - 1; i >= 0; i--) {
+      const { resourceType, id, before, historyLength, change } = journal[i];
+      // The change is at or near the end of the log (later plain writes may follow it).
+      const at = this.changes.lastIndexOf(change);
+      if (at >= 0) this.changes.splice(at, 1);
       const byId = resources.get(resourceType) ?? new Map<string, Resource>();
       resources.set(resourceType, byId);
       const current = byId.get(id);
@@ -216,30 +349,91 @@ export class IndexedMemoryRepository extends MemoryRepository {
   }
 
   override async search<T extends Resource>(searchRequest: SearchRequest<T>): Promise<Bundle<WithId<T>>> {
-    const all = this.internals.resources.get(searchRequest.resourceType) ?? new Map<string, Resource>();
-    const indexed = this.candidatesFromIndex(searchRequest, all);
-    // Filters the index answered exactly are not re-evaluated (the 50-reference one is the costliest).
-    const request = indexed?.satisfied.length
-      ? { ...searchRequest, filters: searchRequest.filters?.filter((f) => !indexed.satisfied.includes(f)) }
-      : searchRequest;
-    const matches: Resource[] = [];
-    if (request.filters?.length) {
-      for (const r of indexed?.candidates ?? all.values()) if (matchesSearchRequest(r, request)) matches.push(r);
-    } else {
-      // Nothing left to check (no filters, or all answered by the index): no matcher call per resource.
-      for (const r of indexed?.candidates ?? all.values()) matches.push(r);
-    }
-    this.sortMatches(matches, searchRequest);
+    const matches = this.matching(searchRequest);
     const offset = searchRequest.offset ?? 0;
     const page = searchRequest.count === undefined ? matches.slice(offset) : matches.slice(offset, offset + searchRequest.count);
     const entry = page.map((r) => ({ resource: deepClone(r) as WithId<T> }));
     return { resourceType: 'Bundle', type: 'searchset', total: matches.length, ...(entry.length ? { entry } : {}) };
   }
 
+  /**
+   * Every stored resource matching the request's filters, in result order (creation or `_sort`),
+   * ignoring count/offset. The stored objects themselves: read-only, never hand them to a client
+   * without copying or serialising.
+   */
+  matching(searchRequest: SearchRequest): Resource[] {
+    const all = this.internals.resources.get(searchRequest.resourceType) ?? new Map<string, Resource>();
+    const indexed = this.candidatesFromIndex(searchRequest, all);
+    // Filters the index answered exactly are not re-evaluated (the 50-reference one is the costliest).
+    const answered = new Set<Filter>(indexed?.satisfied ?? []);
+    // `_lastUpdated` compares the stored instant directly: FHIRPath per resource cost ~10 µs each, so an
+    // incremental sync's "changed since" search scanned 200k Observations in 2 s.
+    const instantChecks: ((r: Resource) => boolean)[] = [];
+    for (const filter of searchRequest.filters ?? []) {
+      if (filter.code !== '_lastUpdated' || answered.has(filter)) continue;
+      const predicate = lastUpdatedPredicate(filter);
+      if (!predicate) continue;
+      instantChecks.push((r) => predicate(r.meta?.lastUpdated));
+      answered.add(filter);
+    }
+    const request = answered.size ? { ...searchRequest, filters: searchRequest.filters?.filter((f) => !answered.has(f)) } : searchRequest;
+    const useMatcher = !!request.filters?.length;
+    const matches: Resource[] = [];
+    // Nothing left to check (no filters, or all answered above): no matcher call per resource.
+    for (const r of indexed?.candidates ?? all.values()) {
+      if (instantChecks.length > 0 && !instantChecks.every((check) => check(r))) continue;
+      if (useMatcher && !matchesSearchRequest(r, request)) continue;
+      matches.push(r);
+    }
+    this.sortMatches(matches, searchRequest);
+    return matches;
+  }
+
+  /**
+   * Stored resources of `resourceType` (read-only, creation order) that reference one of `references`
+   * through any of the reference search parameters `codes` (e.g. the Patient compartment's `subject`,
+   * `performer`). Parameters the index serves are answered from it; for a `where(resolve() is X)`
+   * parameter the index is exact as long as the references are of type X, which callers ensure. Others
+   * (nested paths like `Procedure.performer.actor`) are evaluated with FHIRPath on every resource.
+   */
+  referencing(resourceType: string, codes: readonly string[], references: ReadonlySet<string>): Resource[] {
+    const all = this.internals.resources.get(resourceType);
+    if (!all || references.size === 0) return [];
+    const plan = this.indexPlanFor(resourceType);
+    const index = this.keyIndex.get(resourceType);
+    const ids = new Set<string>();
+    const scanned: string[] = [];
+    for (const code of codes) {
+      const param = plan.params.get(code);
+      if (param?.kind !== 'reference') {
+        const expression = searchParameterFor(resourceType, code)?.expression;
+        if (expression) scanned.push(expression);
+        continue;
+      }
+      for (const field of param.fields) {
+        for (const ref of references) for (const id of index?.get(indexKey('reference', field, ref)) ?? []) ids.add(id);
+      }
+    }
+    if (scanned.length > 0) {
+      for (const r of all.values()) {
+        if (ids.has(r.id as string)) continue;
+        if (scanned.some((expression) => referencesAt(r, expression).some((ref) => references.has(ref)))) ids.add(r.id as string);
+      }
+    }
+    const seqs = this.seq.get(resourceType);
+    const out: Resource[] = [];
+    for (const id of ids) {
+      const r = all.get(id);
+      if (r) out.push(r);
+    }
+    return out.sort((a, b) => (seqs?.get(a.id as string) ?? 0) - (seqs?.get(b.id as string) ?? 0));
+  }
+
   override clear(): void {
     super.clear();
     this.keyIndex.clear();
     this.seq.clear();
+    this.changes.length = 0;
   }
 
   /**
@@ -423,6 +617,48 @@ export class IndexedMemoryRepository extends MemoryRepository {
       if (ids?.size === 0) byKey.delete(key);
     }
   }
+}
+
+/**
+ * A `_lastUpdated` filter as a predicate on the stored instant, with exactly medplum's date semantics
+ * (`matchesDateFilter`/`matchesDateValue` in @medplum/core, where an instant with milliseconds is the
+ * period [t, t]); undefined for operators it does not cover (`:missing`), which the matcher keeps.
+ * Stored instants are all server-written ISO UTC strings, so string comparison is time comparison.
+ */
+function lastUpdatedPredicate(filter: Filter): ((instant: string | undefined) => boolean) | undefined {
+  const op = filter.operator;
+  const compare: Partial<Record<Operator, (t: string, start: string, end: string) => boolean>> = {
+    [Operator.EQUALS]: (t, s, e) => t < e && t > s,
+    [Operator.APPROXIMATELY]: (t, s, e) => t < e && t > s,
+    [Operator.NOT_EQUALS]: (t, s, e) => t < e && t > s,
+    [Operator.LESS_THAN]: (t, s) => t < s,
+    [Operator.GREATER_THAN]: (t, _s, e) => t > e,
+    [Operator.LESS_THAN_OR_EQUALS]: (t, _s, e) => t <= e,
+    [Operator.GREATER_THAN_OR_EQUALS]: (t, s) => t >= s,
+    [Operator.STARTS_AFTER]: (t, _s, e) => t > e,
+    [Operator.ENDS_BEFORE]: (t, s) => t < s,
+  };
+  const cmp = compare[op];
+  if (!cmp) return undefined;
+  const negated = op === Operator.NOT_EQUALS;
+  const periods = splitSearchOnComma(filter.value).map((v) => {
+    try {
+      return toPeriod(v);
+    } catch {
+      return undefined; // medplum's matcher treats an unparsable value as no match, and so do we
+    }
+  });
+  return (instant) => {
+    if (!instant) return negated;
+    for (const p of periods) if (p?.start && p.end && cmp(instant, p.start, p.end)) return !negated;
+    return negated;
+  };
+}
+
+/** The reference strings a search parameter expression yields on a resource (as medplum's matcher sees them). */
+export function referencesAt(resource: Resource, expression: string): string[] {
+  const refs = convertToSearchableReferences(evalFhirPathTyped(expression, [toTypedValue(resource)]));
+  return refs.filter((ref): ref is string => typeof ref === 'string');
 }
 
 /** Token filter values the index answers: exactly one `|`, with a non-empty system and code on either side. */

@@ -123,7 +123,7 @@ function splitModifier(key: string): [string, string | undefined] {
   return i < 0 ? [key, undefined] : [key.slice(0, i), key.slice(i + 1)];
 }
 
-function parseNonNegative(name: string, value: string): number {
+export function parseNonNegative(name: string, value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) {
     throw new OperationOutcomeError(badRequestOutcome(`${name} must be a non-negative integer, got "${value}"`, name));
@@ -147,10 +147,24 @@ export function normaliseReferences(value: string, targets: readonly string[], b
 /** Adds fullUrl, search mode and self/first/previous/next links (offset paging) to a searchset. */
 export function decorateSearchset(bundle: Bundle, resourceType: string, paging: SearchPaging, baseUrl: string): Bundle {
   const total = bundle.total ?? 0;
+  const links = pagingLinks(`${baseUrl}/${resourceType}`, paging, total);
+  const entry = bundle.entry?.map((e) => ({
+    fullUrl: e.resource ? `${baseUrl}/${e.resource.resourceType}/${e.resource.id}` : undefined,
+    resource: e.resource,
+    search: { mode: 'match' as const },
+  }));
+  return { resourceType: 'Bundle', type: 'searchset', total, link: links, ...(entry?.length ? { entry } : {}) };
+}
+
+/**
+ * self/first/previous/next links of an offset-paged result at `url` (the server's own base URL plus
+ * the path: never the request's Host header, which a client controls).
+ */
+export function pagingLinks(url: string, paging: SearchPaging, total: number): BundleLink[] {
   const link = (relation: string, offset: number): BundleLink => {
     const params = new URLSearchParams(paging.params);
     params.set('_offset', String(offset));
-    return { relation, url: `${baseUrl}/${resourceType}?${formatQuery(params)}` };
+    return { relation, url: `${url}?${formatQuery(params)}` };
   };
   const links: BundleLink[] = [link('self', paging.offset)];
   if (!paging.summaryCount && paging.count > 0) {
@@ -158,12 +172,7 @@ export function decorateSearchset(bundle: Bundle, resourceType: string, paging: 
     if (paging.offset > 0) links.push(link('previous', Math.max(0, paging.offset - paging.count)));
     if (paging.offset + paging.count < total) links.push(link('next', paging.offset + paging.count));
   }
-  const entry = bundle.entry?.map((e) => ({
-    fullUrl: e.resource ? `${baseUrl}/${e.resource.resourceType}/${e.resource.id}` : undefined,
-    resource: e.resource,
-    search: { mode: 'match' as const },
-  }));
-  return { resourceType: 'Bundle', type: 'searchset', total, link: links, ...(entry?.length ? { entry } : {}) };
+  return links;
 }
 
 /** Like URLSearchParams.toString(), but leaves `/ | : ,` readable (they are safe in a query string). */
@@ -173,6 +182,20 @@ export function formatQuery(params: URLSearchParams): string {
   return [...params].map(([k, v]) => `${enc(k)}=${enc(v)}`).join('&');
 }
 
-function badRequestOutcome(text: string, expression: string): { resourceType: 'OperationOutcome'; issue: OperationOutcomeIssue[] } {
+export function badRequestOutcome(text: string, expression: string): { resourceType: 'OperationOutcome'; issue: OperationOutcomeIssue[] } {
   return { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', details: { text }, expression: [expression] }] };
+}
+
+/**
+ * A FHIR instant parameter (`_since`) as an ISO UTC string; a date means its start (UTC). A `+` of a
+ * time-zone offset that arrived unencoded (as a space) is taken back. Anything else is a 400.
+ */
+export function parseInstant(name: string, value: string): string {
+  const v = value.trim().replace(/ (\d{2}:\d{2})$/, '+$1');
+  const ok = /^\d{4}-\d{2}-\d{2}$/.test(v) || /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(v);
+  const t = ok ? Date.parse(/T/.test(v) ? v : `${v}T00:00:00Z`) : NaN;
+  if (Number.isNaN(t)) {
+    throw new OperationOutcomeError(badRequestOutcome(`${name} must be an instant with a time zone (e.g. 2024-01-31T00:00:00Z), got "${value}"`, name));
+  }
+  return new Date(t).toISOString();
 }

@@ -7,8 +7,12 @@ import type { Binary, Bundle, BundleEntry, OperationOutcome, Resource } from '@m
 import { AdapterError, toAdapterError } from '../core/errors.js';
 import { httpStatusFor, operationOutcomeFor } from '../core/error-mapping.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import { authorizationGate, type Authorize } from './auth.js';
+import { BulkExports, type BulkExportOptions } from './bulk-export.js';
 import { capabilityStatement } from './capability.js';
 import { ensureR4Definitions, isR4ResourceType } from './definitions.js';
+import { historyBundle } from './history.js';
+import { patientScopeProblem } from './patient-scope.js';
 import { IndexedMemoryRepository } from './repository.js';
 import { decorateSearchset, formatQuery, normaliseSearch } from './search.js';
 import { processTransaction } from './transaction.js';
@@ -17,7 +21,12 @@ import { processTransaction } from './transaction.js';
  * The embedded FHIR R4 server: medplum's FhirRouter and MemoryRepository behind express, with the gaps
  * that a real server must not have wrapped (see repository.ts, transaction.ts, search.ts, capability.ts):
  * validation on write, all-or-nothing transactions, paging links, a CapabilityStatement, indexed
- * subject/patient search and explicit refusal of searches the in-memory matcher cannot answer.
+ * subject/patient search and explicit refusal of searches the in-memory matcher cannot answer; plus
+ * what the adapter's tests need of a real EHR-facing server: type-level history with deletions, Bulk
+ * Data $export, vendor-style single-patient search rules and an optional bearer-token gate.
+ *
+ * Every URL the server writes (paging links, Location, fullUrl, export URLs) is built from its own base
+ * URL, never from the request's Host header, which any client can set.
  */
 
 export const FHIR_BASE_PATH = '/fhir/R4';
@@ -34,6 +43,29 @@ export interface FhirServerOptions {
   defaultPageSize?: number;
   /** Request body limit (default '100mb': loading sends whole patient bundles). */
   bodyLimit?: string;
+  /**
+   * The server's public base URL, ending in /fhir/R4 (e.g. behind a reverse proxy). Default: where
+   * startFhirServer listens; an app that is not started says http://localhost/fhir/R4.
+   */
+  baseUrl?: string;
+  /** Clock of `meta.lastUpdated` and export transaction times (default: system time). */
+  clock?: () => Date;
+  /**
+   * Refuse searches on Observation, DiagnosticReport, ImagingStudy, Condition, Procedure,
+   * ServiceRequest and CarePlan that do not name exactly one patient (400), as many EHR vendors' APIs do.
+   */
+  requireSinglePatient?: boolean;
+  /** Refuse Observation searches without `category` (400), as some vendors do. */
+  requireObservationCategory?: boolean;
+  /**
+   * Bearer-token gate: called with the Authorization header of every request but `/metadata` and
+   * `/.well-known/smart-configuration`; false answers 401 with `WWW-Authenticate: Bearer`.
+   */
+  authorize?: Authorize;
+  /** Served as JSON at `{base}/.well-known/smart-configuration` (SMART discovery) when given. */
+  smartConfiguration?: Record<string, unknown>;
+  /** Bulk Data $export behaviour (in-progress polls, Retry-After, file size). */
+  bulkExport?: BulkExportOptions;
 }
 
 export interface LoadResult {
@@ -46,6 +78,10 @@ export interface FhirServer {
   app: express.Express;
   repo: IndexedMemoryRepository;
   router: FhirRouter;
+  /** The base URL every link is built from (see FhirServerOptions.baseUrl). */
+  readonly baseUrl: string;
+  /** Sets the base URL (startFhirServer does, once it knows its port). */
+  setBaseUrl(url: string): void;
   /**
    * Loads a Bundle (transaction/batch run as one all-or-nothing transaction; any other type is turned
    * into one, keeping `urn:uuid:` fullUrls so references between entries resolve), one resource or an
@@ -61,14 +97,15 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
   const logger = options.logger ?? silentLogger;
   const maxPageSize = options.maxPageSize ?? 1000;
   const defaultPageSize = Math.min(options.defaultPageSize ?? 100, maxPageSize);
-  const repo = new IndexedMemoryRepository({ validate: options.validate ?? true });
+  const repo = new IndexedMemoryRepository({ validate: options.validate ?? true, clock: options.clock });
   const router = new FhirRouter();
+  let baseUrl = trimBase(options.baseUrl ?? `http://localhost${FHIR_BASE_PATH}`);
+  const base = (): string => baseUrl;
+  const exports = new BulkExports({ repo, baseUrl: base, requiresAccessToken: !!options.authorize, options: options.bulkExport ?? {} });
 
   const app = express();
   app.disable('x-powered-by');
   const fhir = express.Router();
-  fhir.use(express.json({ type: ['application/json', 'application/fhir+json', 'application/json-patch+json', 'application/*+json'], limit: options.bodyLimit ?? '100mb' }));
-  fhir.use(express.urlencoded({ extended: false, limit: options.bodyLimit ?? '100mb' }));
 
   // Per-request log: method, resource type, status, duration. Never the query string or the body.
   fhir.use((req, res, next) => {
@@ -81,13 +118,35 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
     next();
   });
 
-  fhir.get('/metadata', (req, res) => {
-    send(res, 200, capabilityStatement(baseUrlOf(req), SOFTWARE));
+  // Discovery is open (SMART clients read it before they have a token).
+  fhir.get('/metadata', (_req, res) => {
+    send(res, 200, capabilityStatement(baseUrl, SOFTWARE, { smartConfiguration: options.smartConfiguration }));
   });
+  fhir.get('/.well-known/smart-configuration', (_req, res) => {
+    if (!options.smartConfiguration) return sendOutcome(res, notFoundOutcome('This server publishes no SMART configuration'));
+    res.status(200).type('application/json').send(JSON.stringify(options.smartConfiguration));
+  });
+
+  // The gate comes before body parsing: an unauthenticated client gets 401, not 100 MB parsed.
+  if (options.authorize) fhir.use(authorizationGate(options.authorize));
+
+  fhir.use(express.json({ type: ['application/json', 'application/fhir+json', 'application/json-patch+json', 'application/*+json'], limit: options.bodyLimit ?? '100mb' }));
+  fhir.use(express.urlencoded({ extended: false, limit: options.bodyLimit ?? '100mb' }));
+
+  exports.register(fhir);
+
+  const history = (req: Request, res: Response, resourceType?: string): void => {
+    if (resourceType !== undefined && !isR4ResourceType(resourceType)) return sendOutcome(res, unknownType(resourceType));
+    const lenient = /handling\s*=\s*lenient/i.test(req.get('prefer') ?? '');
+    send(res, 200, historyBundle(repo, queryParams(req), { resourceType, baseUrl, defaultPageSize, maxPageSize, lenient }));
+  };
+  fhir.get('/_history', (req, res) => history(req, res));
+  fhir.get('/:resourceType/_history', (req, res) => history(req, res, String(req.params.resourceType)));
 
   const search = async (req: Request, res: Response, resourceType: string, params: URLSearchParams): Promise<void> => {
     if (!isR4ResourceType(resourceType)) return sendOutcome(res, unknownType(resourceType));
-    const baseUrl = baseUrlOf(req);
+    const refused = patientScopeProblem(resourceType, params, options);
+    if (refused) return sendOutcome(res, refused);
     const lenient = /handling\s*=\s*lenient/i.test(req.get('prefer') ?? '');
     const paging = normaliseSearch(resourceType, params, { baseUrl, defaultPageSize, maxPageSize, lenient });
     const [outcome, bundle] = await router.handleRequest(fhirRequest(req, 'GET', `${resourceType}?${formatQuery(paging.params)}`), repo);
@@ -115,7 +174,7 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
     const started = Date.now();
     const bundle = req.body as Bundle;
     const response = await processTransaction(bundle, { repo, router, request: { headers: req.headers } });
-    decorateBatchResponse(response, baseUrlOf(req));
+    decorateBatchResponse(response, baseUrl);
     logger.info({ bundleType: bundle.type, entries: bundle.entry?.length ?? 0, ms: Date.now() - started }, 'fhir bundle processed');
     send(res, 200, response);
   });
@@ -130,7 +189,7 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
       res.status(200).type(binary.contentType as string).send(Buffer.from(binary.data as string, 'base64'));
       return;
     }
-    sendResource(req, res, 200, binary);
+    sendResource(res, 200, binary, baseUrl);
   });
 
   // Everything else (read, vread, history, create, update, patch, delete, conditional variants) is
@@ -156,12 +215,13 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
     if (!resource) return sendOutcome(res, outcome);
     let status = getStatus(outcome);
     if (method === 'PUT' && !existedBefore && status === 200) status = 201; // update-as-create
-    sendResource(req, res, status, resource);
+    sendResource(res, status, resource, baseUrl);
   });
 
   fhir.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     if ((err as { type?: string }).type === 'entity.parse.failed') {
-      return sendOutcome(res, badRequestOutcome(`Request body is not valid JSON: ${(err as Error).message}`));
+      // The parser's message can quote the body: say where, not what.
+      return sendOutcome(res, badRequestOutcome('Request body is not valid JSON'));
     }
     if ((err as { type?: string }).type === 'entity.too.large') {
       return send(res, 413, badRequestOutcome('Request body too large'));
@@ -193,11 +253,22 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
     app,
     repo,
     router,
+    get baseUrl() {
+      return baseUrl;
+    },
+    setBaseUrl: (url: string) => {
+      baseUrl = trimBase(url);
+    },
     load,
     close: async () => {
+      exports.clear();
       repo.clear();
     },
   };
+}
+
+function trimBase(url: string): string {
+  return url.replace(/\/+$/, '');
 }
 
 export interface StartFhirServerOptions extends FhirServerOptions {
@@ -230,6 +301,7 @@ export async function startFhirServer(options: StartFhirServerOptions = {}): Pro
   const { port } = server.address() as AddressInfo;
   const hostForUrl = host.includes(':') ? `[${host}]` : host;
   const url = `http://${hostForUrl}:${port}${FHIR_BASE_PATH}`;
+  if (!options.baseUrl) fhir.setBaseUrl(url);
   let closed: Promise<void> | undefined;
   return {
     url,
@@ -277,10 +349,6 @@ function queryParams(req: Request): URLSearchParams {
   return new URLSearchParams(i < 0 ? '' : req.originalUrl.slice(i + 1));
 }
 
-function baseUrlOf(req: Request): string {
-  return `${req.protocol}://${req.get('host')}${FHIR_BASE_PATH}`;
-}
-
 function send(res: Response, status: number, body: unknown): void {
   res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
 }
@@ -289,12 +357,12 @@ function sendOutcome(res: Response, outcome: OperationOutcome): void {
   send(res, getStatus(outcome), outcome);
 }
 
-function sendResource(req: Request, res: Response, status: number, resource: Resource): void {
+function sendResource(res: Response, status: number, resource: Resource, baseUrl: string): void {
   const vid = resource.meta?.versionId;
   if (vid) res.set('ETag', `W/"${vid}"`);
   if (resource.meta?.lastUpdated) res.set('Last-Modified', new Date(resource.meta.lastUpdated).toUTCString());
   if (status === 201 && resource.id) {
-    res.set('Location', `${baseUrlOf(req)}/${resource.resourceType}/${resource.id}${vid ? `/_history/${vid}` : ''}`);
+    res.set('Location', `${baseUrl}/${resource.resourceType}/${resource.id}${vid ? `/_history/${vid}` : ''}`);
   }
   send(res, status, resource);
 }

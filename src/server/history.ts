@@ -1,0 +1,59 @@
+import { OperationOutcomeError } from '@medplum/core';
+import type { Bundle, BundleEntry, OperationOutcomeIssue } from '@medplum/fhirtypes';
+import type { ChangeRecord, IndexedMemoryRepository } from './repository.js';
+import { badRequestOutcome, pagingLinks, parseInstant, parseNonNegative, type SearchPaging } from './search.js';
+
+/**
+ * Type- and system-level history (`GET [base]/Observation/_history?_since=...`, `GET [base]/_history`),
+ * which medplum's FhirRouter does not route. Answered from the repository's change log, so deletions
+ * are in it (entry.request.method DELETE, no resource): an incremental reader learns what was deleted
+ * since its last run, not only what changed. Newest first, paged with `_count`/`_offset` like search.
+ */
+export interface HistoryOptions {
+  /** undefined: system-level history (every type). */
+  resourceType?: string;
+  baseUrl: string;
+  defaultPageSize: number;
+  maxPageSize: number;
+  lenient: boolean;
+}
+
+const STATUS = { POST: '201 Created', PUT: '200 OK', DELETE: '204 No Content' } as const;
+
+export function historyBundle(repo: IndexedMemoryRepository, params: URLSearchParams, options: HistoryOptions): Bundle {
+  let since: string | undefined;
+  let count = options.defaultPageSize;
+  let offset = 0;
+  const kept = new URLSearchParams();
+  const problems: OperationOutcomeIssue[] = [];
+  for (const [key, value] of params) {
+    if (key === '_since') since = parseInstant(key, value);
+    else if (key === '_count') count = Math.min(parseNonNegative(key, value), options.maxPageSize);
+    else if (key === '_offset') offset = parseNonNegative(key, value);
+    else if (key === '_format' || key === '_pretty') continue;
+    else if (!options.lenient) {
+      problems.push({ severity: 'error', code: 'not-supported', details: { text: `History parameter ${key} is not supported (only _since, _count, _offset)` }, expression: [key] });
+      continue;
+    } else continue;
+    kept.set(key, key === '_since' ? (since as string) : value);
+  }
+  if (problems.length > 0) throw new OperationOutcomeError({ resourceType: 'OperationOutcome', issue: problems });
+  if (!Number.isFinite(count)) throw new OperationOutcomeError(badRequestOutcome('_count is not a number', '_count'));
+
+  const changes = repo.changesSince(since, { inclusive: true, resourceType: options.resourceType });
+  const total = changes.length;
+  // Newest first: the page starting `offset` from the end of the (oldest-first) log.
+  const page: ChangeRecord[] = [];
+  for (let i = total - 1 - offset; i >= 0 && page.length < count; i--) page.push(changes[i]);
+  kept.set('_count', String(count));
+  const paging: SearchPaging = { params: kept, count, offset, summaryCount: false };
+  const path = options.resourceType ? `${options.baseUrl}/${options.resourceType}/_history` : `${options.baseUrl}/_history`;
+  const entry: BundleEntry[] = page.map((c) => ({
+    fullUrl: `${options.baseUrl}/${c.resourceType}/${c.id}`,
+    // The stored version itself: it is serialised as it is sent, never changed.
+    ...(c.resource ? { resource: c.resource } : {}),
+    request: { method: c.method, url: c.method === 'POST' ? c.resourceType : `${c.resourceType}/${c.id}` },
+    response: { status: STATUS[c.method], etag: `W/"${c.versionId}"`, lastModified: c.lastUpdated },
+  }));
+  return { resourceType: 'Bundle', type: 'history', total, link: pagingLinks(path, paging, total), ...(entry.length ? { entry } : {}) };
+}
