@@ -232,16 +232,6 @@ export function jsonProblem(err: Error): string {
   return 'syntax error';
 }
 
-function entryIndex(issues: OperationOutcomeIssue[] | undefined): number | undefined {
-  for (const issue of issues ?? []) {
-    for (const e of issue.expression ?? []) {
-      const m = /^Bundle\.entry\[(\d+)\]/.exec(e);
-      if (m) return Number(m[1]);
-    }
-  }
-  return undefined;
-}
-
 function issuesText(err: OperationOutcomeError, stripPrefix?: string): string {
   const issues = (err.outcome.issue ?? []).filter((i) => i.severity === 'error' || i.severity === 'fatal');
   const shown = issues.slice(0, 5).map((i) => {

@@ -417,6 +417,100 @@ describe('embedded FHIR server', () => {
     });
   });
 
+  describe('what the writeback and population work need', () => {
+    const SYS = 'https://fhir-ml-adapter.dev/fhir/identifier';
+    const carePlan = (value: string, extra: Record<string, unknown> = {}) => ({
+      resourceType: 'CarePlan',
+      status: 'draft',
+      intent: 'proposal',
+      subject: { reference: 'Patient/p1' },
+      identifier: [{ system: SYS, value }],
+      ...extra,
+    });
+    const put = (path: string, body: unknown) => request(server.app).put(`${BASE}${path}`).set('content-type', JSON_TYPE).send(JSON.stringify(body));
+
+    test('a Group with member.entity is stored as sent and found by member, type and actual', async () => {
+      await createPatient('p1');
+      await createPatient('p2');
+      const group = { resourceType: 'Group', id: 'cohort', type: 'person', actual: true, member: [{ entity: { reference: 'Patient/p1' } }, { entity: { reference: 'Patient/p2' }, inactive: true }] };
+      expect((await put('/Group/cohort', group)).status).toBe(201);
+      const stored = (await get('/Group/cohort')).body;
+      expect(stored.member).toEqual(group.member);
+      const ids = async (q: string) => (((await get(`/Group?${q}`)).body as Bundle).entry ?? []).map((e) => e.resource!.id);
+      expect(await ids('member=Patient/p1')).toEqual(['cohort']);
+      expect(await ids('member=p2')).toEqual(['cohort']);
+      expect(await ids('member=Patient/p3')).toEqual([]);
+      expect(await ids('type=person&actual=true')).toEqual(['cohort']);
+      // A Group without the required type/actual is refused like any invalid resource.
+      expect((await post('/Group', { resourceType: 'Group', member: [{ entity: { reference: 'Patient/p1' } }] })).status).toBe(400);
+    });
+
+    test('CarePlan conditional create in a transaction and by If-None-Exist, as for RiskAssessment', async () => {
+      await createPatient('p1');
+      const tx = (): Bundle => ({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { fullUrl: 'urn:uuid:44444444-4444-4444-8444-444444444444', resource: carePlan('h1') as never, request: { method: 'POST', url: 'CarePlan', ifNoneExist: `identifier=${SYS}|h1` } },
+          {
+            resource: { resourceType: 'RiskAssessment', status: 'final', subject: { reference: 'Patient/p1' }, identifier: [{ system: SYS, value: 'r1' }] } as never,
+            request: { method: 'POST', url: 'RiskAssessment', ifNoneExist: `identifier=${SYS}|r1` },
+          },
+        ],
+      });
+      const first = await post('', tx());
+      expect((first.body as Bundle).entry?.map((e) => e.response?.status)).toEqual(['201', '201']);
+      const second = await post('', tx());
+      expect((second.body as Bundle).entry?.map((e) => e.response?.status)).toEqual(['200', '200']);
+      expect((second.body as Bundle).entry?.[0].resource?.id).toBe((first.body as Bundle).entry?.[0].resource?.id);
+      const header = await request(server.app).post(`${BASE}/CarePlan`).set('content-type', JSON_TYPE).set('if-none-exist', `identifier=${SYS}|h1`).send(JSON.stringify(carePlan('h1')));
+      expect(header.status).toBe(200);
+      expect(server.repo.count('CarePlan')).toBe(1);
+      expect(((await get(`/CarePlan?identifier=${SYS}|h1`)).body as Bundle).total).toBe(1);
+    });
+
+    test('PUT of a CarePlan or RiskAssessment under an id makes a new version each time', async () => {
+      await createPatient('p1');
+      for (const [type, body] of [
+        ['CarePlan', carePlan('v')],
+        ['RiskAssessment', { resourceType: 'RiskAssessment', status: 'preliminary', subject: { reference: 'Patient/p1' } }],
+      ] as const) {
+        const v1 = await put(`/${type}/x1`, { ...body, id: 'x1' });
+        expect(v1.status).toBe(201);
+        const v2 = await put(`/${type}/x1`, { ...body, id: 'x1', status: type === 'CarePlan' ? 'revoked' : 'final' });
+        expect(v2.status).toBe(200);
+        expect(v2.body.meta.versionId).not.toBe(v1.body.meta.versionId);
+        expect(v2.headers.etag).toBe(`W/"${v2.body.meta.versionId}"`);
+        const history = (await get(`/${type}/x1/_history`)).body as Bundle;
+        expect(history.entry?.map((e) => e.resource?.meta?.versionId)).toEqual([v2.body.meta.versionId, v1.body.meta.versionId]);
+        expect((await get(`/${type}/x1/_history/${v1.body.meta.versionId}`)).body.status).toBe(body.status);
+      }
+    });
+
+    test('conditional update PUT CarePlan?identifier=: creates, then updates the match; two matches are refused', async () => {
+      await createPatient('p1');
+      const created = await put(`/CarePlan?identifier=${SYS}|c1`, carePlan('c1'));
+      expect(created.status).toBe(201);
+      const updated = await put(`/CarePlan?identifier=${SYS}|c1`, carePlan('c1', { status: 'revoked' }));
+      expect(updated.status).toBe(200);
+      expect(updated.body.id).toBe(created.body.id);
+      expect(updated.body.status).toBe('revoked');
+      expect(updated.body.meta.versionId).not.toBe(created.body.meta.versionId);
+      // In a transaction too.
+      const tx = await post('', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ resource: carePlan('c1', { status: 'draft' }), request: { method: 'PUT', url: `CarePlan?identifier=${SYS}|c1` } }],
+      });
+      expect(tx.status).toBe(200);
+      expect((tx.body as Bundle).entry?.[0].response?.status).toBe('200');
+      expect(server.repo.count('CarePlan')).toBe(1);
+      await post('/CarePlan', carePlan('c1'));
+      const ambiguous = await put(`/CarePlan?identifier=${SYS}|c1`, carePlan('c1'));
+      expect(ambiguous.status).toBe(412);
+    });
+  });
+
   test('GET /Binary/:id returns FHIR JSON, or the raw content when asked for it', async () => {
     const created = await post('/Binary', { resourceType: 'Binary', contentType: 'text/plain', data: Buffer.from('hello').toString('base64') });
     expect(created.status).toBe(201);
