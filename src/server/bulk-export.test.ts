@@ -238,8 +238,13 @@ describe('Bulk Data $export', () => {
     const system = (await exportOf(`/$export?_type=Observation&_since=${since}`)).manifest;
     const urls = ((await download(system.deleted![0].url)) as Bundle[]).map((b) => b.entry?.[0].request?.url).sort();
     expect(urls).toEqual(['Observation/o-group', 'Observation/o3']);
+    // A type with nothing left is still covered by a system-level export without _type.
+    await server.repo.deleteResource('Practitioner', 'dr');
+    const gone = (await exportOf(`/$export?_since=${system.transactionTime}`)).manifest;
+    expect(gone.output).toEqual([]);
+    expect(((await download(gone.deleted![0].url)) as Bundle[]).map((b) => b.entry?.[0].request?.url)).toEqual(['Practitioner/dr']);
     // Nothing changed since the last export: empty output, no deleted key.
-    const none = (await exportOf(`/$export?_since=${system.transactionTime}`)).manifest;
+    const none = (await exportOf(`/$export?_since=${gone.transactionTime}`)).manifest;
     expect(none.output).toEqual([]);
     expect(none.deleted).toBeUndefined();
   });

@@ -5,6 +5,7 @@ import type { Bundle, Group, OperationOutcome, Resource } from '@medplum/fhirtyp
 import type { Request, Response, Router } from 'express';
 import { type ExportLevel, type ExportRequest, parseExportRequest, rawExportParams } from './bulk-export-request.js';
 import { patientCompartment, patientCompartmentTypes } from './compartment.js';
+import type { Logger } from '../core/log.js';
 import { searchParameterFor } from './definitions.js';
 import { referencesAt, type IndexedMemoryRepository } from './repository.js';
 
@@ -31,6 +32,7 @@ export interface BulkExportOptions {
 
 export interface BulkExportDeps {
   repo: IndexedMemoryRepository;
+  logger: Logger;
   baseUrl: () => string;
   /** True when file downloads need the same bearer token (the server has an `authorize` gate). */
   requiresAccessToken: boolean;
@@ -158,12 +160,13 @@ export class BulkExports {
 
     const deleted: ExportFile[] = [];
     if (request.since) {
-      const wanted = new Set(types);
+      // A system-level export without _type covers every type, including those with nothing left.
+      const wanted = request.types || patients ? new Set(types) : undefined;
       const seen = new Set<string>();
       const bundles: Bundle[] = [];
       for (const change of repo.changesSince(request.since, { inclusive: false })) {
         const key = `${change.resourceType}/${change.id}`;
-        if (change.method !== 'DELETE' || !wanted.has(change.resourceType) || seen.has(key)) continue;
+        if (change.method !== 'DELETE' || (wanted && !wanted.has(change.resourceType)) || seen.has(key)) continue;
         if (repo.peek(change.resourceType, change.id)) continue; // re-created since: it is in the output
         if (patients && !this.wasInCompartment(change.resourceType, change.id, patients)) continue;
         seen.add(key);
@@ -171,6 +174,11 @@ export class BulkExports {
       }
       deleted.push(...this.split('Bundle', bundles));
     }
+    const count = (files: ExportFile[]): number => files.reduce((n, f) => n + f.items.length, 0);
+    this.deps.logger.info(
+      { exportLevel: request.level.kind, types: types.length, resources: count(output), files: output.length, errors: errors.length, deleted: count(deleted), since: !!request.since },
+      'bulk export ready',
+    );
     return {
       id: randomUUID(),
       request: requestUrl,

@@ -1,7 +1,7 @@
 import { OperationOutcomeError } from '@medplum/core';
 import type { Bundle, BundleEntry, OperationOutcomeIssue } from '@medplum/fhirtypes';
 import type { ChangeRecord, IndexedMemoryRepository } from './repository.js';
-import { badRequestOutcome, pagingLinks, parseInstant, parseNonNegative, type SearchPaging } from './search.js';
+import { pagingLinks, parseInstant, parseNonNegative, type SearchPaging } from './search.js';
 
 /**
  * Type- and system-level history (`GET [base]/Observation/_history?_since=...`, `GET [base]/_history`),
@@ -24,28 +24,24 @@ export function historyBundle(repo: IndexedMemoryRepository, params: URLSearchPa
   let since: string | undefined;
   let count = options.defaultPageSize;
   let offset = 0;
-  const kept = new URLSearchParams();
   const problems: OperationOutcomeIssue[] = [];
   for (const [key, value] of params) {
     if (key === '_since') since = parseInstant(key, value);
     else if (key === '_count') count = Math.min(parseNonNegative(key, value), options.maxPageSize);
     else if (key === '_offset') offset = parseNonNegative(key, value);
-    else if (key === '_format' || key === '_pretty') continue;
-    else if (!options.lenient) {
+    else if (key !== '_format' && key !== '_pretty' && !options.lenient) {
       problems.push({ severity: 'error', code: 'not-supported', details: { text: `History parameter ${key} is not supported (only _since, _count, _offset)` }, expression: [key] });
-      continue;
-    } else continue;
-    kept.set(key, key === '_since' ? (since as string) : value);
+    }
   }
   if (problems.length > 0) throw new OperationOutcomeError({ resourceType: 'OperationOutcome', issue: problems });
-  if (!Number.isFinite(count)) throw new OperationOutcomeError(badRequestOutcome('_count is not a number', '_count'));
 
   const changes = repo.changesSince(since, { inclusive: true, resourceType: options.resourceType });
   const total = changes.length;
   // Newest first: the page starting `offset` from the end of the (oldest-first) log.
   const page: ChangeRecord[] = [];
   for (let i = total - 1 - offset; i >= 0 && page.length < count; i--) page.push(changes[i]);
-  kept.set('_count', String(count));
+  // Links carry only what the server honoured, `_since` normalised.
+  const kept = new URLSearchParams({ ...(since ? { _since: since } : {}), _count: String(count) });
   const paging: SearchPaging = { params: kept, count, offset, summaryCount: false };
   const path = options.resourceType ? `${options.baseUrl}/${options.resourceType}/_history` : `${options.baseUrl}/_history`;
   const entry: BundleEntry[] = page.map((c) => ({

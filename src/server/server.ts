@@ -101,7 +101,7 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
   const router = new FhirRouter();
   let baseUrl = trimBase(options.baseUrl ?? `http://localhost${FHIR_BASE_PATH}`);
   const base = (): string => baseUrl;
-  const exports = new BulkExports({ repo, baseUrl: base, requiresAccessToken: !!options.authorize, options: options.bulkExport ?? {} });
+  const exports = new BulkExports({ repo, logger, baseUrl: base, requiresAccessToken: !!options.authorize, options: options.bulkExport ?? {} });
 
   const app = express();
   app.disable('x-powered-by');
