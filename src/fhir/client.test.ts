@@ -4,6 +4,7 @@ import { AdapterError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import type { AuthProvider } from './auth/provider.js';
 import { FhirClient, parseRetryAfter, type ExchangeEvent, type FhirClientOptions, type SearchPage } from './client.js';
+import { caught } from './testing/assertions.js';
 import { recordingClock, searchset, sendJson, startPeer, type PeerHandler, type ScriptedPeer } from './testing/scripted-peer.js';
 
 const peers: ScriptedPeer[] = [];
@@ -20,16 +21,6 @@ function clientFor(p: ScriptedPeer, extra: Partial<FhirClientOptions> = {}) {
   const clock = recordingClock();
   const client = new FhirClient({ baseUrl: p.baseUrl, clock, random: () => 0.5, ...extra });
   return { client, clock };
-}
-
-async function caught(promise: Promise<unknown>): Promise<AdapterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AdapterError);
-    return err as AdapterError;
-  }
-  throw new Error('expected a rejection');
 }
 
 async function allPages<T extends import('fhir/r4.js').Resource>(gen: AsyncGenerator<SearchPage<T>>) {

@@ -103,10 +103,6 @@ export class Transport {
     this.logger = options.logger;
   }
 
-  get auth(): AuthProvider {
-    return this.options.auth;
-  }
-
   async execute<T>(exchange: Exchange<T>): Promise<T> {
     const { op } = exchange;
     const { clock, maxRetries } = this.options;

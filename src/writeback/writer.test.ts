@@ -18,6 +18,23 @@ const model: WritebackModel = {
 };
 const asOf = new Date('2025-03-01T00:00:00Z');
 
+function plans(deviceReference: string, ids: string[]): AssessmentPlan[] {
+  return ids.map((patientId, i) =>
+    planAssessment(
+      {
+        model,
+        prediction: { patientId, modelId: model.id, modelVersion: model.version, probability: 0.1 * (i + 1), band: 'low' },
+        patientId,
+        asOf,
+        basis: [`Patient/${patientId}`],
+        deviceReference,
+        identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
+      },
+      asOf,
+    ),
+  );
+}
+
 describe('FhirWriter (integration)', () => {
   let server: RunningFhirServer;
   let client: FhirClient;
@@ -35,23 +52,6 @@ describe('FhirWriter (integration)', () => {
     let n = 0;
     for await (const page of client.search(type, { _count: '1000' })) n += page.resources.length;
     return n;
-  }
-
-  function plans(deviceReference: string, ids: string[]): AssessmentPlan[] {
-    return ids.map((patientId, i) =>
-      planAssessment(
-        {
-          model,
-          prediction: { patientId, modelId: model.id, modelVersion: model.version, probability: 0.1 * (i + 1), band: 'low' },
-          patientId,
-          asOf,
-          basis: [`Patient/${patientId}`],
-          deviceReference,
-          identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
-        },
-        asOf,
-      ),
-    );
   }
 
   it('creates the Device once, writes each assessment once, and reports the rest as already present', async () => {
@@ -121,26 +121,9 @@ describe('FhirWriter with unknown-outcome faults (integration, fault proxy in fr
     return n;
   }
 
-  function plansFor(deviceReference: string, ids: string[]): AssessmentPlan[] {
-    return ids.map((patientId) =>
-      planAssessment(
-        {
-          model,
-          prediction: { patientId, modelId: model.id, modelVersion: model.version, probability: 0.2, band: 'low' },
-          patientId,
-          asOf,
-          basis: [`Patient/${patientId}`],
-          deviceReference,
-          identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
-        },
-        asOf,
-      ),
-    );
-  }
-
   it('recognises a transaction committed before its response was lost: counted as created, not sent again', async () => {
     const { client, posts } = await throughProxy(['lost-after-commit']);
-    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plansFor('Device/d1', ['a', 'b']));
+    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a', 'b']));
     expect(result).toMatchObject({ created: 2, alreadyPresent: 0 });
     expect(result.createdIdentifiers).toHaveLength(2);
     expect(posts().map((p) => [p.fault ?? 'ok', p.forwarded])).toEqual([['lost-after-commit', true]]);
@@ -154,7 +137,7 @@ describe('FhirWriter with unknown-outcome faults (integration, fault proxy in fr
     [['503-html', '429-seconds'], 3],
   ])('resends a transaction the read-back shows missing after %j, with the same result as a clean write', async (faults, attempts) => {
     const { client, posts } = await throughProxy(faults);
-    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plansFor('Device/d1', ['a', 'b']));
+    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a', 'b']));
     expect(result).toMatchObject({ created: 2, alreadyPresent: 0 });
     expect(posts()).toHaveLength(attempts);
     expect(await count('RiskAssessment')).toBe(2);
@@ -165,7 +148,7 @@ describe('FhirWriter with unknown-outcome faults (integration, fault proxy in fr
     const { client, posts } = await throughProxy(['500', 'reset', '500'], { maxRetries: 2 });
     let error: unknown;
     try {
-      await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plansFor('Device/d1', ['a']));
+      await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a']));
     } catch (err) {
       error = err;
     }

@@ -16,6 +16,7 @@ import { AdapterError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { createFhirServer, FHIR_BASE_PATH, type FhirServer } from '../../server/index.js';
 import { FhirClient, type FhirClientOptions } from '../client.js';
+import { caught } from '../testing/assertions.js';
 import { bearerGate, startSmartAuthServer, type BearerGateOptions, type SmartAuthServer } from '../testing/smart-auth-server.js';
 import { publicJwks } from './keys.js';
 import type { SmartAuthOptions } from './smart-options.js';
@@ -70,16 +71,6 @@ function smartClient(baseUrl: string, smart: Partial<SmartAuthOptions> = {}, ext
     random: () => 0,
     ...extra,
   });
-}
-
-async function caught(promise: Promise<unknown>): Promise<AdapterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AdapterError);
-    return err as AdapterError;
-  }
-  throw new Error('expected a rejection');
 }
 
 function capture(): { logger: Logger; text: () => string } {

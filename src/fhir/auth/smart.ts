@@ -64,8 +64,6 @@ export class SmartBackendAuth implements AuthProvider {
   private server?: Promise<ServerConfig>;
   private token?: CachedToken;
   private inflight?: Promise<string>;
-  /** Tokens obtained so far (for metrics and tests). */
-  tokensIssued = 0;
 
   constructor(
     private readonly options: SmartAuthOptions,
@@ -120,7 +118,6 @@ export class SmartBackendAuth implements AuthProvider {
     });
     const lifetimeMs = response.expiresInS * 1000;
     this.token = { value: response.accessToken, renewAt: requestedAt + lifetimeMs - Math.min(MAX_RENEW_AHEAD_MS, lifetimeMs / 5) };
-    this.tokensIssued += 1;
     const missing = response.grantedScopes ? this.scopes.filter((s) => !response.grantedScopes!.includes(s)) : [];
     this.logger.info({ expiresInS: response.expiresInS, scopesGranted: response.grantedScopes?.length, scopesNotGranted: missing.length ? missing : undefined }, 'smart access token obtained');
     if (missing.length) this.logger.warn({ scopesNotGranted: missing }, 'the token endpoint granted fewer scopes than requested; requests needing them will be refused');
