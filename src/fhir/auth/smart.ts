@@ -75,6 +75,9 @@ export class SmartBackendAuth implements AuthProvider {
     // The token endpoint's requests go through a transport of their own: no credentials of ours on them,
     // the same timeouts and backoff as FHIR calls.
     this.transport = new Transport({ ...context, logger: this.logger, auth: noAuth(), concurrency: 2 });
+    if (!isSecureOrLocal(context.fhirBaseUrl)) {
+      this.logger.warn('the FHIR base URL is plain http on another machine: access tokens will travel unencrypted');
+    }
   }
 
   async headers(): Promise<Record<string, string>> {
@@ -260,12 +263,16 @@ function checkTokenEndpoint(value: string, what: string): string {
   } catch {
     throw new AdapterError('config-invalid', `SMART ${what} is not an absolute URL`);
   }
-  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+  if (!isSecureOrLocal(url.href)) {
     throw new AdapterError('config-invalid', `SMART ${what} must be an https URL (client assertions must not travel in clear)`);
   }
   if (url.hash) throw new AdapterError('config-invalid', `SMART ${what} must not have a fragment`);
   return url.href;
+}
+
+function isSecureOrLocal(value: string): boolean {
+  const url = new URL(value);
+  return url.protocol === 'https:' || (url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname));
 }
 
 async function jsonBody(res: Response): Promise<unknown> {
