@@ -2,7 +2,9 @@ import { PassThrough } from 'node:stream';
 import type { Bundle, Observation } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
-import { FhirClient, parseRetryAfter, type FhirClientOptions, type SearchPage } from './client.js';
+import type { AuthProvider } from './auth/provider.js';
+import { FhirClient, parseRetryAfter, type ExchangeEvent, type FhirClientOptions, type SearchPage } from './client.js';
+import { caught } from './testing/assertions.js';
 import { recordingClock, searchset, sendJson, startPeer, type PeerHandler, type ScriptedPeer } from './testing/scripted-peer.js';
 
 const peers: ScriptedPeer[] = [];
@@ -19,16 +21,6 @@ function clientFor(p: ScriptedPeer, extra: Partial<FhirClientOptions> = {}) {
   const clock = recordingClock();
   const client = new FhirClient({ baseUrl: p.baseUrl, clock, random: () => 0.5, ...extra });
   return { client, clock };
-}
-
-async function caught(promise: Promise<unknown>): Promise<AdapterError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(AdapterError);
-    return err as AdapterError;
-  }
-  throw new Error('expected a rejection');
 }
 
 async function allPages<T extends import('fhir/r4.js').Resource>(gen: AsyncGenerator<SearchPage<T>>) {
@@ -182,6 +174,8 @@ describe('FhirClient retries', () => {
     expect(err.code).toBe('fhir-unavailable');
     expect(err.transient).toBe(true);
     expect(err.status).toBe(502);
+    expect(err.message).toMatch(/failed on all 5 attempts/);
+    expect(err.details).toMatchObject({ attempts: 5 });
     expect(p.requests).toHaveLength(5);
     expect(clock.sleeps).toEqual([99, 199, 399, 499]);
   });
@@ -240,6 +234,141 @@ describe('FhirClient.transaction', () => {
     const err = await caught(client.transaction(tx));
     expect(err.code).toBe('fhir-unavailable');
     expect(err.transient).toBe(true);
+    expect(err.message).toMatch(/after 1 attempt with its outcome unknown/);
+    expect(err.details).toMatchObject({ attempts: 1, outcome: 'unknown' });
+    expect(p.requests).toHaveLength(1);
+  });
+
+  it('with reconcile, reads back after an unknown outcome and resends only what it returns', async () => {
+    const p = await peer((_req, res, { index, socket }) => {
+      if (index === 0) return void socket.destroy();
+      sendJson(res, 200, ok);
+    });
+    const { client, clock } = clientFor(p);
+    const rest: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: 'Basic/x' } }] };
+    let readBacks = 0;
+    const response = await client.transaction(tx, {
+      reconcile: async () => {
+        readBacks++;
+        return rest;
+      },
+    });
+    expect(response?.type).toBe('transaction-response');
+    expect(readBacks).toBe(1);
+    expect(p.requests.map((r) => JSON.parse(r.body))).toEqual([tx, rest]);
+    // The backoff, and at least the settle time after a lost connection, before the read-back.
+    expect(clock.sleeps).toEqual([1000]);
+  });
+
+  it('with reconcile, resolves undefined when the read-back finds everything landed', async () => {
+    const p = await peer((_req, res) => sendJson(res, 500, {}));
+    const { client, clock } = clientFor(p);
+    expect(await client.transaction(tx, { reconcile: async () => undefined })).toBeUndefined();
+    expect(p.requests).toHaveLength(1);
+    expect(clock.sleeps).toEqual([125]); // a 500 came back: the server is done with it, only the backoff
+  });
+
+  it('with reconcile, resends after 429/503 without reading back (the server did nothing)', async () => {
+    const p = await peer((_req, res, { index }) => (index === 0 ? sendJson(res, 429, {}, { 'retry-after': '1' }) : sendJson(res, 200, ok)));
+    const { client } = clientFor(p);
+    let readBacks = 0;
+    await client.transaction(tx, { reconcile: async () => (readBacks++, tx) });
+    expect(readBacks).toBe(0);
+    expect(p.requests).toHaveLength(2);
+  });
+
+  it('with reconcile, reads back even when no retry is left, and says how many attempts were made', async () => {
+    const p = await peer((_req, res) => sendJson(res, 500, {}));
+    const { client } = clientFor(p, { maxRetries: 1 });
+    let readBacks = 0;
+    const err = await caught(client.transaction(tx, { reconcile: async () => (readBacks++, tx) }));
+    expect(readBacks).toBe(2);
+    expect(p.requests).toHaveLength(2);
+    expect(err.message).toMatch(/failed on all 2 attempts/);
+    // With no retries at all, the message says so rather than claiming retries.
+    const single = clientFor(p, { maxRetries: 0 }).client;
+    expect((await caught(single.transaction(tx, { reconcile: async () => tx }))).message).toMatch(/its only attempt/);
+  });
+});
+
+describe('FhirClient exchange events', () => {
+  it('reports every HTTP attempt once, with its outcome and status, and never a URL or id', async () => {
+    const p = await peer((_req, res, { index }) => {
+      if (index === 0) return sendJson(res, 503, {});
+      if (index === 1) return sendJson(res, 200, patient('secret-patient-7'));
+      sendJson(res, 404, {});
+    });
+    const events: ExchangeEvent[] = [];
+    const { client } = clientFor(p, { onExchange: (e) => events.push(e) });
+    await client.read('Patient', 'secret-patient-7');
+    await caught(client.read('Patient', 'gone'));
+    expect(events.map(({ durationMs: _d, ...e }) => e)).toEqual([
+      { op: 'read', resourceType: 'Patient', attempt: 1, status: 503, outcome: 'retry' },
+      { op: 'read', resourceType: 'Patient', attempt: 2, status: 200, outcome: 'ok' },
+      { op: 'read', resourceType: 'Patient', attempt: 1, status: 404, outcome: 'failed' },
+    ]);
+    for (const e of events) {
+      expect(Object.keys(e).sort()).toEqual(['attempt', 'durationMs', 'op', 'outcome', 'resourceType', 'status']);
+      expect(typeof e.durationMs).toBe('number');
+    }
+    expect(JSON.stringify(events)).not.toMatch(/secret|gone|http|\//);
+  });
+
+  it('keeps going when the observer throws', async () => {
+    const p = await peer((_req, res) => sendJson(res, 200, patient('p1')));
+    const { client } = clientFor(p, {
+      onExchange: () => {
+        throw new Error('metrics down');
+      },
+    });
+    expect((await client.read('Patient', 'p1')).id).toBe('p1');
+  });
+});
+
+describe('FhirClient auth seam', () => {
+  /** An AuthProvider whose token changes on each refresh. */
+  function rotating(): AuthProvider & { refreshes: number } {
+    let token = 1;
+    return {
+      kind: 'test',
+      refreshes: 0,
+      async headers() {
+        return { authorization: `Bearer t${token}` };
+      },
+      async refresh() {
+        this.refreshes++;
+        token++;
+        return true;
+      },
+    };
+  }
+
+  it('on a 401, asks the provider once for new credentials and replays the request once', async () => {
+    const p = await peer((req, res) => (req.headers.authorization === 'Bearer t1' ? sendJson(res, 401, {}) : sendJson(res, 200, patient('p1'))));
+    const auth = rotating();
+    const { client, clock } = clientFor(p, { auth });
+    expect((await client.read('Patient', 'p1')).id).toBe('p1');
+    expect(auth.refreshes).toBe(1);
+    expect(p.requests.map((r) => r.headers.authorization)).toEqual(['Bearer t1', 'Bearer t2']);
+    expect(clock.sleeps).toEqual([]); // a replay, not a backoff
+  });
+
+  it('lets a second 401 stand as a permanent fhir-auth error', async () => {
+    const p = await peer((_req, res) => sendJson(res, 401, {}));
+    const auth = rotating();
+    const { client } = clientFor(p, { auth });
+    const err = await caught(client.transaction({ resourceType: 'Bundle', type: 'transaction', entry: [] }));
+    expect(err.code).toBe('fhir-auth');
+    expect(err.transient).toBe(false);
+    expect(err.message).toMatch(/again with renewed test credentials/);
+    expect(auth.refreshes).toBe(1);
+    expect(p.requests).toHaveLength(2);
+  });
+
+  it('does not replay a 401 for static credentials', async () => {
+    const p = await peer((_req, res) => sendJson(res, 401, {}));
+    const { client } = clientFor(p, { auth: { type: 'bearer', token: 'static' } });
+    expect((await caught(client.read('Patient', 'p1'))).code).toBe('fhir-auth');
     expect(p.requests).toHaveLength(1);
   });
 });
@@ -311,6 +440,24 @@ describe('FhirClient requests', () => {
     expect(parseRetryAfter('Wed, 15 Jan 2025 12:00:30 GMT', now)).toBe(30_000);
     expect(parseRetryAfter('Wed, 15 Jan 2025 11:00:00 GMT', now)).toBe(0);
     expect(parseRetryAfter('soon', now)).toBeUndefined();
+  });
+});
+
+describe('FhirClient debug tracing warning', () => {
+  it.each([
+    ['fhir-kit-client:*', true],
+    ['*', true],
+    ['express:*,*', true],
+    ['express:*', false],
+    [undefined, false],
+  ])('DEBUG=%s warns: %s', (debugNamespaces, warns) => {
+    const stream = new PassThrough();
+    const lines: string[] = [];
+    stream.on('data', (chunk: Buffer) => lines.push(chunk.toString('utf8')));
+    const logger = createLogger({ level: 'warn', destination: stream });
+    new FhirClient({ baseUrl: 'http://127.0.0.1:1/fhir', logger, debugNamespaces });
+    logger.flush();
+    expect(lines.join('').includes('fhir-kit-client tracing')).toBe(warns);
   });
 });
 

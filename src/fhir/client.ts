@@ -1,42 +1,58 @@
-import { performance } from 'node:perf_hooks';
-import { Client } from 'fhir-kit-client';
+import { Client, RESPONSE_KEY } from 'fhir-kit-client';
 import type { Binary, Bundle, BundleEntry, CapabilityStatement, FhirResource, Resource } from 'fhir/r4.js';
 import { z } from 'zod';
 import { systemClock, type Clock } from '../core/clock.js';
-import { AdapterError, type ErrorCode } from '../core/errors.js';
+import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import { createAuthProvider, isAuthProvider, smartAuthSchema, type AuthProvider, type FhirAuth } from './auth/index.js';
+import type { Operation } from './classify.js';
+import { Transport, type AttemptInit, type Exchange, type ExchangeEvent } from './transport.js';
 
 /**
- * The adapter's one way to talk to a FHIR server: fhir-kit-client for the HTTP exchange, wrapped with
- * per-request timeouts, retries with capped exponential backoff and full jitter, Retry-After, a
- * concurrency limit, same-origin paging and error wrapping into AdapterError.
+ * The adapter's one way to make FHIR calls: read, search with same-origin paging, Binary, transaction,
+ * CapabilityStatement. fhir-kit-client builds the requests; the Transport (transport.ts) runs each one
+ * with a concurrency slot, auth headers, a timeout and retries; classify.ts turns failures into
+ * AdapterErrors.
  *
- * Log lines carry the operation, resource type, status, attempt and duration only: never URLs (search
- * query strings carry patient ids), bodies or credentials.
+ * The composition root builds one client per FHIR server from configuration, and passes what only it
+ * may read from the environment (`debugNamespaces`, the DEBUG variable).
  */
 
-export type FhirAuth =
-  | { type: 'none' }
-  | { type: 'bearer'; token: string }
-  | { type: 'basic'; username: string; password: string };
+export type { FhirAuth } from './auth/index.js';
+export type { ExchangeEvent } from './transport.js';
+export { parseRetryAfter } from './classify.js';
 
 export interface FhirClientOptions {
   baseUrl: string;
-  auth?: FhirAuth;
+  /** Configured credentials (none, bearer, basic, SMART Backend Services) or an AuthProvider. Default none. */
+  auth?: FhirAuth | AuthProvider;
   /** Per attempt, covering connect, headers and body. Default 30000. */
   timeoutMs?: number;
   /** Retries after the first attempt. Default 5. */
   maxRetries?: number;
-  /** Capped exponential backoff with full jitter: delay = random(0, min(maxMs, baseMs * 2^retry)). */
+  /** Capped exponential backoff with full jitter: delay = random(0, min(maxMs, baseMs * 2^(retry-1))). Default 250 / 10000. */
   backoff?: { baseMs?: number; maxMs?: number };
-  /** Upper bound on a server's Retry-After. Default 60000. */
+  /** Upper bound on a server's Retry-After (seconds or HTTP-date). Default 60000. */
   maxRetryAfterMs?: number;
+  /**
+   * Least wait before reading back a write whose connection timed out or was lost, so an attempt still
+   * committing on the server can finish first (see transport.ts). Default 1000.
+   */
+  unknownOutcomeSettleMs?: number;
   /** Requests in flight across this client. Default 4. */
   concurrency?: number;
   clock?: Clock;
   logger?: Logger;
   /** Source of jitter in [0, 1); tests inject a fixed one. Default Math.random. */
   random?: () => number;
+  /** Called once per HTTP attempt (request counts, metrics); never carries URLs. */
+  onExchange?: (event: ExchangeEvent) => void;
+  /**
+   * The value of the DEBUG environment variable, passed by the composition root (the only reader of the
+   * environment). fhir-kit-client's `debug` tracing prints full URLs, headers (Authorization included)
+   * and bodies to stderr and cannot be switched off from here: when DEBUG enables it, the client warns.
+   */
+  debugNamespaces?: string;
 }
 
 /** One page of a search: the matches, and the resources the server added for `_include`/`_revinclude`. */
@@ -49,8 +65,30 @@ export interface SearchPage<T extends Resource = Resource> {
 
 export type SearchParams = Record<string, string | string[]>;
 
+export interface TransactionOptions {
+  /**
+   * Makes a failure whose outcome is unknown (500, 502, 504, timeout, connection lost) retryable: after
+   * the backoff, `reconcile` reads back what the failed attempt may have committed and returns the
+   * Bundle still to send, or undefined when everything has landed (`transaction` then resolves
+   * undefined). Only for transactions whose every entry can be recognised on the server afterwards
+   * (conditional creates on identifiers, PUT under derived ids).
+   */
+  reconcile: () => Promise<Bundle | undefined>;
+}
+
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+
+const staticAuthSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('none') }),
+  z.object({ type: z.literal('bearer'), token: z.string().min(1, 'bearer token must not be empty') }),
+  z.object({
+    type: z.literal('basic'),
+    username: z.string().min(1).refine((u) => !u.includes(':'), 'basic username must not contain ":"'),
+    password: z.string(),
+  }),
+  smartAuthSchema,
+]);
 
 const optionsSchema = z.object({
   baseUrl: z
@@ -71,17 +109,7 @@ const optionsSchema = z.object({
         return true;
       }
     }, 'must not embed credentials; use auth'),
-  auth: z
-    .discriminatedUnion('type', [
-      z.object({ type: z.literal('none') }),
-      z.object({ type: z.literal('bearer'), token: z.string().min(1, 'bearer token must not be empty') }),
-      z.object({
-        type: z.literal('basic'),
-        username: z.string().min(1).refine((u) => !u.includes(':'), 'basic username must not contain ":"'),
-        password: z.string(),
-      }),
-    ])
-    .default({ type: 'none' }),
+  auth: z.union([z.custom<AuthProvider>(isAuthProvider), staticAuthSchema]).default({ type: 'none' }),
   timeoutMs: z.number().int().positive().max(600_000).default(30_000),
   maxRetries: z.number().int().min(0).max(20).default(5),
   backoff: z
@@ -89,62 +117,19 @@ const optionsSchema = z.object({
     .refine((b) => b.maxMs >= b.baseMs, 'backoff.maxMs must be >= backoff.baseMs')
     .default({ baseMs: 250, maxMs: 10_000 }),
   maxRetryAfterMs: z.number().int().min(0).default(60_000),
+  unknownOutcomeSettleMs: z.number().int().min(0).max(600_000).default(1000),
   concurrency: z.number().int().positive().max(256).default(4),
+  debugNamespaces: z.string().optional(),
 });
 
-/** What a request does, for logs, error messages and the retry policy. */
-interface Operation {
-  name: 'read' | 'search' | 'page' | 'transaction' | 'capabilities' | 'binary';
-  resourceType: string;
-  /**
-   * `idempotent`: safe to resend after any transient failure.
-   * `unsent-only`: resend only when the server certainly did not process the request (see transaction()).
-   */
-  retry: 'idempotent' | 'unsent-only';
-}
 
-/** A failed attempt, classified. */
-interface AttemptFailure {
-  error: AdapterError;
-  /** The server certainly did not act on the request (connection refused, 429, 503). */
-  unprocessed: boolean;
-}
-
-// Failures where no byte reached the server: safe to resend even a non-idempotent request.
-const NEVER_CONNECTED = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT',
-]);
-// The connection broke mid-exchange: the server may or may not have acted.
-const CONNECTION_LOST = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ECONNABORTED',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-]);
-const TLS_CODE = /CERT|TLS|SSL|SELF_SIGNED/;
-const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
 export class FhirClient {
   readonly baseUrl: string;
   private readonly origin: string;
   private readonly fhir: Client;
-  private readonly timeoutMs: number;
-  private readonly maxRetries: number;
-  private readonly backoff: { baseMs: number; maxMs: number };
-  private readonly maxRetryAfterMs: number;
-  private readonly clock: Clock;
+  private readonly transport: Transport;
   private readonly logger: Logger;
-  private readonly random: () => number;
-  private readonly slots: Semaphore;
 
   constructor(options: FhirClientOptions) {
     const parsed = optionsSchema.safeParse(options);
@@ -158,44 +143,40 @@ export class FhirClient {
     const o = parsed.data;
     this.baseUrl = o.baseUrl.replace(/\/+$/, '');
     this.origin = new URL(this.baseUrl).origin;
-    this.timeoutMs = o.timeoutMs;
-    this.maxRetries = o.maxRetries;
-    this.backoff = o.backoff;
-    this.maxRetryAfterMs = o.maxRetryAfterMs;
-    this.slots = new Semaphore(o.concurrency);
-    this.clock = options.clock ?? systemClock;
     this.logger = (options.logger ?? silentLogger).child({ component: 'fhir-client' });
-    this.random = options.random ?? Math.random;
+    const common = {
+      timeoutMs: o.timeoutMs,
+      maxRetries: o.maxRetries,
+      backoff: o.backoff,
+      maxRetryAfterMs: o.maxRetryAfterMs,
+      unknownOutcomeSettleMs: o.unknownOutcomeSettleMs,
+      clock: options.clock ?? systemClock,
+      logger: this.logger,
+      random: options.random ?? Math.random,
+      onExchange: options.onExchange,
+    };
+    const auth = isAuthProvider(o.auth) ? o.auth : createAuthProvider(o.auth as FhirAuth, { ...common, fhirBaseUrl: this.baseUrl });
+    this.transport = new Transport({ ...common, auth, concurrency: o.concurrency });
+    // Credentials travel per attempt (AttemptInit.headers), never in the fhir-kit-client instance.
+    this.fhir = new Client({ baseUrl: this.baseUrl });
 
-    const auth = o.auth;
-    this.fhir = new Client({
-      baseUrl: this.baseUrl,
-      bearerToken: auth.type === 'bearer' ? auth.token : undefined,
-      customHeaders:
-        auth.type === 'basic'
-          ? { authorization: `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}` }
-          : {},
-    });
-
-    // fhir-kit-client's `debug` output prints full URLs, headers (the Authorization header included)
-    // and bodies to stderr. We cannot switch it off from here, so say so loudly.
-    if (/fhir-kit-client|^\*$|,\*/.test(process.env.DEBUG ?? '')) {
+    if (o.debugNamespaces !== undefined && /fhir-kit-client|^\*$|,\*/.test(o.debugNamespaces)) {
       this.logger.warn('DEBUG enables fhir-kit-client tracing, which writes URLs, credentials and bodies to stderr');
     }
   }
 
   /** The server's CapabilityStatement (GET [base]/metadata). */
   async capabilities(): Promise<CapabilityStatement> {
-    const op: Operation = { name: 'capabilities', resourceType: 'CapabilityStatement', retry: 'idempotent' };
-    const result = await this.execute(op, (options) => this.fhir.capabilityStatement(options));
+    const op: Operation = { name: 'capabilities', resourceType: 'CapabilityStatement' };
+    const result = await this.run(op, 'idempotent', (options) => this.fhir.capabilityStatement(options));
     return expectResourceType<CapabilityStatement>(result, 'CapabilityStatement', op);
   }
 
   async read<T extends Resource = FhirResource>(resourceType: string, id: string): Promise<T> {
     assertResourceType(resourceType);
     if (!FHIR_ID.test(id)) throw new AdapterError('input-invalid', `Not a valid FHIR id for a ${resourceType} read`);
-    const op: Operation = { name: 'read', resourceType, retry: 'idempotent' };
-    const result = await this.execute(op, (options) => this.fhir.read({ resourceType, id, options }));
+    const op: Operation = { name: 'read', resourceType };
+    const result = await this.run(op, 'idempotent', (options) => this.fhir.read({ resourceType, id, options }));
     return expectResourceType<T>(result, resourceType, op);
   }
 
@@ -232,22 +213,35 @@ export class FhirClient {
   /**
    * POSTs a transaction Bundle to the base and returns the transaction-response.
    *
-   * Retry policy: only failures where the server certainly did not process the request are retried
-   * here (connection never established, 429, 503). A timeout, dropped connection, 500, 502 or 504 may
-   * come while the first attempt is still committing; resending then would run two conditional creates
-   * concurrently, which servers do not serialise, and could duplicate resources. Those failures are
-   * returned as transient `fhir-unavailable` so the batch is retried later, when the earlier attempt
-   * has settled and `ifNoneExist` makes the resend a no-op.
+   * Without options, the Bundle is resent only when the server certainly did not process it (connection
+   * never established, 401, 429, 503); a 500, 502, 504, timeout or lost connection is reported as a
+   * transient `fhir-unavailable` with its outcome unknown, because resending blindly could apply it
+   * twice. With `reconcile`, such a failure is read back and what is missing is resent, with the same
+   * backoff and retry budget as reads (see TransactionOptions and transport.ts for the race this leaves).
    */
-  async transaction(bundle: Bundle): Promise<Bundle> {
-    if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'transaction' && bundle.type !== 'batch')) {
-      throw new AdapterError('input-invalid', 'transaction() needs a Bundle of type transaction or batch');
-    }
-    const op: Operation = { name: 'transaction', resourceType: 'Bundle', retry: 'unsent-only' };
-    const result = await this.execute(op, (options) =>
-      this.fhir.transaction({ body: bundle as unknown as Record<string, unknown> & { resourceType: string }, options }),
-    );
-    return expectResourceType<Bundle>(result, 'Bundle', op);
+  transaction(bundle: Bundle): Promise<Bundle>;
+  transaction(bundle: Bundle, options: TransactionOptions): Promise<Bundle | undefined>;
+  async transaction(bundle: Bundle, options?: TransactionOptions): Promise<Bundle | undefined> {
+    assertTransaction(bundle);
+    const op: Operation = { name: 'transaction', resourceType: 'Bundle' };
+    let body = bundle;
+    const reconcile = options?.reconcile;
+    const exchange: Exchange<unknown> = {
+      op,
+      send: (attempt) => this.fhir.transaction({ body: body as unknown as Record<string, unknown> & { resourceType: string }, options: attempt }),
+      statusOf: fhirKitStatus,
+      retry: reconcile
+        ? async () => {
+            const remaining = await reconcile();
+            if (remaining === undefined) return { settled: undefined };
+            assertTransaction(remaining);
+            body = remaining;
+            return 'resend';
+          }
+        : 'unsent-only',
+    };
+    const result = await this.transport.execute(exchange);
+    return result === undefined ? undefined : expectResourceType<Bundle>(result, 'Bundle', op);
   }
 
   /**
@@ -262,10 +256,10 @@ export class FhirClient {
     params: SearchParams = {},
   ): AsyncGenerator<SearchPage<T>, void, undefined> {
     assertResourceType(resourceType);
-    const first: Operation = { name: 'search', resourceType, retry: 'idempotent' };
-    const next: Operation = { name: 'page', resourceType, retry: 'idempotent' };
+    const first: Operation = { name: 'search', resourceType };
+    const next: Operation = { name: 'page', resourceType };
     let bundle = expectResourceType<Bundle>(
-      await this.execute(first, (options) => this.fhir.resourceSearch({ resourceType, searchParams: params, options })),
+      await this.run(first, 'idempotent', (options) => this.fhir.resourceSearch({ resourceType, searchParams: params, options })),
       'Bundle',
       first,
     );
@@ -286,11 +280,15 @@ export class FhirClient {
       bundle = expectResourceType<Bundle>(
         // fhir-kit-client's nextPage() would glue a relative or path-absolute link onto the base as a
         // string; resolving it here with URL and handing request() an absolute URL avoids that.
-        await this.execute(next, (options) => this.fhir.request(url, { options })),
+        await this.run(next, 'idempotent', (options) => this.fhir.request(url, { options })),
         'Bundle',
         next,
       );
     }
+  }
+
+  private run(op: Operation, retry: 'idempotent', send: (options: AttemptInit) => Promise<unknown>): Promise<unknown> {
+    return this.transport.execute({ op, retry, send, statusOf: fhirKitStatus });
   }
 
   private sameOriginUrl(link: string, resourceType: string): string {
@@ -312,78 +310,18 @@ export class FhirClient {
     }
     return url.href;
   }
+}
 
-  /**
-   * Runs one request with timeout, concurrency slot and retries. `send` gets the fetch options for one
-   * attempt (its own abort signal).
-   */
-  private async execute(
-    op: Operation,
-    send: (options: { signal: AbortSignal; keepalive: false; redirect: 'manual' }) => Promise<unknown>,
-  ): Promise<unknown> {
-    for (let attempt = 1; ; attempt++) {
-      const started = performance.now();
-      let failure: AttemptFailure;
-      await this.slots.acquire();
-      const controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), this.timeoutMs);
-      try {
-        // keepalive: fhir-kit-client defaults it to true, which caps request bodies at 64 KiB (transactions
-        // exceed that). redirect: 'manual' so a redirect never carries the Authorization header elsewhere.
-        const result = await send({ signal: controller.signal, keepalive: false, redirect: 'manual' });
-        this.logger.debug(
-          { op: op.name, resourceType: op.resourceType, attempt, durationMs: Math.round(performance.now() - started) },
-          'fhir request ok',
-        );
-        return result;
-      } catch (raw) {
-        failure = classify(raw, controller.signal.aborted, op, this.timeoutMs, this.clock);
-      } finally {
-        clearTimeout(timer);
-        this.slots.release();
-      }
-
-      const { error } = failure;
-      const logFields = {
-        op: op.name,
-        resourceType: op.resourceType,
-        attempt,
-        status: error.status,
-        code: error.code,
-        kind: error.details?.kind,
-        durationMs: Math.round(performance.now() - started),
-      };
-      const retryable = error.transient && (op.retry === 'idempotent' || failure.unprocessed);
-      if (!retryable) {
-        this.logger.warn(logFields, 'fhir request failed');
-        throw error;
-      }
-      if (attempt > this.maxRetries) {
-        this.logger.warn(logFields, 'fhir request failed; retries exhausted');
-        throw new AdapterError(
-          'fhir-unavailable',
-          `FHIR server unavailable: ${op.name} ${op.resourceType} failed ${attempt === 1 ? 'once' : `${attempt} times`} (last: ${error.message})`,
-          {
-            transient: true,
-            cause: error,
-            status: error.status,
-            retryAfterMs: error.retryAfterMs,
-            details: { ...error.details, attempts: attempt },
-          },
-        );
-      }
-      const delayMs = this.delayBeforeRetry(attempt, error.retryAfterMs);
-      this.logger.warn({ ...logFields, delayMs }, 'fhir request failed; retrying');
-      await this.clock.sleep(delayMs);
-    }
+function assertTransaction(bundle: Bundle): void {
+  if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'transaction' && bundle.type !== 'batch')) {
+    throw new AdapterError('input-invalid', 'transaction() needs a Bundle of type transaction or batch');
   }
+}
 
-  /** Retry-After when the server sent one (capped), else capped exponential backoff with full jitter. */
-  private delayBeforeRetry(attempt: number, retryAfterMs: number | undefined): number {
-    if (retryAfterMs !== undefined) return Math.min(retryAfterMs, this.maxRetryAfterMs);
-    const ceiling = Math.min(this.backoff.maxMs, this.backoff.baseMs * 2 ** (attempt - 1));
-    return Math.floor(this.random() * ceiling);
-  }
+/** fhir-kit-client keeps the fetch Response on a hidden property of the parsed result. */
+function fhirKitStatus(result: unknown): number | undefined {
+  const response = (result as Record<string, unknown> | null)?.[RESPONSE_KEY] as { status?: unknown } | undefined;
+  return typeof response?.status === 'number' ? response.status : undefined;
 }
 
 /** Splits a searchset page into matches and includes; OperationOutcome entries (mode 'outcome') are dropped. */
@@ -418,180 +356,3 @@ function expectResourceType<T>(result: unknown, resourceType: string, op: Operat
   return result as T;
 }
 
-/**
- * Turns whatever fhir-kit-client or fetch threw into an AdapterError.
- *
- * fhir-kit-client's HTTP errors are `Error`s with `response: {status, data}` and `config: {headers, url}`;
- * fetch's network failures are `TypeError('fetch failed')` with a `cause` carrying the socket error code.
- * The original is not kept as `cause`: its message holds the full URL (query string with patient ids)
- * and its `response.data` the body, and pino serialises causes. A cause with the safe facts stands in.
- */
-function classify(raw: unknown, timedOut: boolean, op: Operation, timeoutMs: number, clock: Clock): AttemptFailure {
-  const what = `${op.name} ${op.resourceType}`;
-  if (timedOut) {
-    return {
-      error: new AdapterError('fhir-unavailable', `FHIR ${what} timed out after ${timeoutMs} ms`, {
-        transient: true,
-        cause: new Error(`timeout after ${timeoutMs} ms`),
-        details: { kind: 'timeout', op: op.name, resourceType: op.resourceType },
-      }),
-      unprocessed: false,
-    };
-  }
-
-  const status = httpStatusOf(raw);
-  if (status !== undefined) return classifyHttp(raw, status, op, clock);
-
-  const codes = errorCodesOf(raw);
-  const netCode = codes.find((c) => NEVER_CONNECTED.has(c) || CONNECTION_LOST.has(c));
-  const tlsCode = codes.find((c) => TLS_CODE.test(c));
-  const details = { kind: 'network', errorCode: netCode ?? tlsCode ?? null, op: op.name, resourceType: op.resourceType };
-  if (tlsCode && !netCode) {
-    return {
-      error: new AdapterError('fhir-unavailable', `TLS handshake with the FHIR server failed (${tlsCode}); check the certificate`, {
-        transient: false,
-        cause: new Error(`tls ${tlsCode}`),
-        details,
-      }),
-      unprocessed: true,
-    };
-  }
-  if (isFetchFailure(raw)) {
-    return {
-      error: new AdapterError('fhir-unavailable', `FHIR ${what}: network error${netCode ? ` (${netCode})` : ''}`, {
-        transient: true,
-        cause: new Error(`network ${netCode ?? 'error'}`),
-        details,
-      }),
-      unprocessed: netCode !== undefined && NEVER_CONNECTED.has(netCode),
-    };
-  }
-  // fhir-kit-client's own synchronous validation errors and anything else unexpected.
-  const rawName = (raw as { name?: unknown } | null)?.name;
-  const name = typeof rawName === 'string' ? rawName : typeof raw;
-  return {
-    error: new AdapterError('internal', `FHIR ${what} failed before reaching the server (${name})`, {
-      transient: false,
-      cause: new Error(name),
-      details: { kind: 'client', op: op.name, resourceType: op.resourceType },
-    }),
-    unprocessed: true,
-  };
-}
-
-function classifyHttp(raw: unknown, status: number, op: Operation, clock: Clock): AttemptFailure {
-  const what = `${op.name} ${op.resourceType}`;
-  const issueCodes = operationOutcomeIssueCodes(raw);
-  const details = { kind: 'http', status, op: op.name, resourceType: op.resourceType, issueCodes };
-  const cause = new Error(`HTTP ${status}`);
-  const make = (code: ErrorCode, message: string, transient: boolean, retryAfterMs?: number): AttemptFailure => ({
-    error: new AdapterError(code, message, { transient, status, retryAfterMs, cause, details }),
-    unprocessed: status === 429 || status === 503,
-  });
-
-  if (status >= 200 && status < 300) {
-    // fhir-kit-client throws with a 2xx status only when the body was not JSON.
-    return make('fhir-invalid-response', `FHIR server answered ${what} with a body that is not JSON`, false);
-  }
-  if (RETRYABLE_STATUS.has(status)) {
-    return make(
-      'fhir-unavailable',
-      `FHIR server answered ${what} with HTTP ${status}`,
-      true,
-      retryAfterMsOf(raw, clock),
-    );
-  }
-  if (status === 401 || status === 403) {
-    return make('fhir-auth', `FHIR server refused ${what} (HTTP ${status}); check the credentials and their scopes`, false);
-  }
-  if (status === 404 || status === 410) {
-    // A search or transaction answered 404 means the endpoint itself is missing: most often a wrong base URL.
-    const hint = op.name === 'read' ? '' : ' - is the base URL right (e.g. https://host/fhir/R4)?';
-    return make('fhir-not-found', `FHIR server has no such ${op.resourceType}${op.name === 'read' ? '' : ' endpoint'} (HTTP ${status})${hint}`, false);
-  }
-  if (status >= 300 && status < 400) {
-    return make('fhir-rejected', `FHIR server redirected ${what} (HTTP ${status}); set baseUrl to the final location`, false);
-  }
-  return make('fhir-rejected', `FHIR server rejected ${what} (HTTP ${status})`, false);
-}
-
-function httpStatusOf(raw: unknown): number | undefined {
-  const status = (raw as { response?: { status?: unknown } } | null)?.response?.status;
-  return typeof status === 'number' ? status : undefined;
-}
-
-function isFetchFailure(raw: unknown): boolean {
-  // undici: 'fetch failed' before/while receiving headers, 'terminated' when the body stream breaks.
-  // Duck-typed: fetch's TypeError may come from another realm (jest, vm), where instanceof fails.
-  const { name, message } = (raw ?? {}) as { name?: unknown; message?: unknown };
-  return name === 'TypeError' && typeof message === 'string' && /fetch failed|terminated/i.test(message);
-}
-
-function errorCodesOf(raw: unknown): string[] {
-  const codes: string[] = [];
-  let current: unknown = raw;
-  for (let depth = 0; depth < 5 && current && typeof current === 'object'; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string') codes.push(code);
-    const errors = (current as { errors?: unknown }).errors; // AggregateError from happy-eyeballs connects
-    if (Array.isArray(errors)) {
-      for (const e of errors) {
-        const c = (e as { code?: unknown } | null)?.code;
-        if (typeof c === 'string') codes.push(c);
-      }
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return codes;
-}
-
-/** Issue codes are a closed vocabulary, safe to log; diagnostics text may echo patient data and is not kept. */
-function operationOutcomeIssueCodes(raw: unknown): string[] {
-  const data = (raw as { response?: { data?: unknown } } | null)?.response?.data as
-    | { resourceType?: unknown; issue?: { code?: unknown }[] }
-    | undefined;
-  if (data?.resourceType !== 'OperationOutcome' || !Array.isArray(data.issue)) return [];
-  return data.issue.map((i) => i?.code).filter((c): c is string => typeof c === 'string' && /^[a-z-]{1,32}$/.test(c));
-}
-
-/** Retry-After as delta-seconds or HTTP-date (RFC 9110 §10.2.3), in ms from the clock's now. */
-function retryAfterMsOf(raw: unknown, clock: Clock): number | undefined {
-  const headers = (raw as { config?: { headers?: unknown } } | null)?.config?.headers;
-  const get = (headers as { get?: unknown } | undefined)?.get;
-  const value = typeof get === 'function' ? (get.call(headers, 'retry-after') as string | null) : null;
-  return parseRetryAfter(value, clock.now());
-}
-
-export function parseRetryAfter(value: string | null | undefined, now: Date): number | undefined {
-  if (!value) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const at = Date.parse(trimmed);
-  if (Number.isNaN(at)) return undefined;
-  return Math.max(0, at - now.getTime());
-}
-
-/** Counting semaphore: at most `limit` holders; waiters are served in arrival order. */
-class Semaphore {
-  private available: number;
-  private readonly waiters: (() => void)[] = [];
-
-  constructor(limit: number) {
-    this.available = limit;
-  }
-
-  acquire(): Promise<void> {
-    if (this.available > 0) {
-      this.available -= 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-
-  release(): void {
-    const next = this.waiters.shift();
-    // Hand the slot straight to the next waiter so a newcomer cannot overtake it.
-    if (next) next();
-    else this.available += 1;
-  }
-}

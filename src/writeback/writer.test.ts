@@ -1,6 +1,9 @@
 /** FhirWriter against the real embedded FHIR server (integration). */
 import type { RiskAssessment } from 'fhir/r4.js';
-import { FhirClient } from '../fhir/client.js';
+import { AdapterError } from '../core/errors.js';
+import { FhirClient, type FhirClientOptions } from '../fhir/client.js';
+import { startFaultProxy, type FaultKind, type FaultProxy } from '../fhir/testing/fault-proxy.js';
+import { recordingClock } from '../fhir/testing/scripted-peer.js';
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from './identifiers.js';
 import { planAssessment, type AssessmentPlan } from './plan.js';
@@ -14,6 +17,23 @@ const model: WritebackModel = {
   horizon: { value: 30, unit: 'd' },
 };
 const asOf = new Date('2025-03-01T00:00:00Z');
+
+function plans(deviceReference: string, ids: string[]): AssessmentPlan[] {
+  return ids.map((patientId, i) =>
+    planAssessment(
+      {
+        model,
+        prediction: { patientId, modelId: model.id, modelVersion: model.version, probability: 0.1 * (i + 1), band: 'low' },
+        patientId,
+        asOf,
+        basis: [`Patient/${patientId}`],
+        deviceReference,
+        identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
+      },
+      asOf,
+    ),
+  );
+}
 
 describe('FhirWriter (integration)', () => {
   let server: RunningFhirServer;
@@ -32,23 +52,6 @@ describe('FhirWriter (integration)', () => {
     let n = 0;
     for await (const page of client.search(type, { _count: '1000' })) n += page.resources.length;
     return n;
-  }
-
-  function plans(deviceReference: string, ids: string[]): AssessmentPlan[] {
-    return ids.map((patientId, i) =>
-      planAssessment(
-        {
-          model,
-          prediction: { patientId, modelId: model.id, modelVersion: model.version, probability: 0.1 * (i + 1), band: 'low' },
-          patientId,
-          asOf,
-          basis: [`Patient/${patientId}`],
-          deviceReference,
-          identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
-        },
-        asOf,
-      ),
-    );
   }
 
   it('creates the Device once, writes each assessment once, and reports the rest as already present', async () => {
@@ -87,3 +90,91 @@ describe('FhirWriter (integration)', () => {
     expect(ras).toHaveLength(1);
   });
 });
+
+describe('FhirWriter with unknown-outcome faults (integration, fault proxy in front of the embedded server)', () => {
+  let server: RunningFhirServer;
+  let direct: FhirClient;
+  const proxies: FaultProxy[] = [];
+
+  beforeEach(async () => {
+    server = await startFhirServer({ port: 0 });
+    direct = new FhirClient({ baseUrl: server.url });
+    await server.load(['a', 'b'].map((id) => ({ resourceType: 'Patient', id, gender: 'male' as const })) as Parameters<RunningFhirServer['load']>[0]);
+  });
+  afterEach(async () => {
+    await Promise.all(proxies.splice(0).map((p) => p.close()));
+    await server.close();
+  });
+
+  /** A client through a proxy that gives the transaction POSTs the scripted faults, in order. */
+  async function throughProxy(postFaults: FaultKind[], extra: Partial<FhirClientOptions> = {}) {
+    const origin = new URL(server.url).origin;
+    const proxy = await startFaultProxy({ target: origin, script: [{ match: (r) => r.method === 'POST', faults: postFaults }] });
+    proxies.push(proxy);
+    const client = new FhirClient({ baseUrl: server.url.replace(origin, proxy.origin), clock: recordingClock(), random: () => 0.5, ...extra });
+    return { proxy, client, posts: () => proxy.log.filter((e) => e.method === 'POST') };
+  }
+
+  async function count(type: string): Promise<number> {
+    let n = 0;
+    for await (const page of direct.search(type, { _count: '1000' })) n += page.resources.length;
+    return n;
+  }
+
+  it('recognises a transaction committed before its response was lost: counted as created, not sent again', async () => {
+    const { client, posts } = await throughProxy(['lost-after-commit']);
+    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a', 'b']));
+    expect(result).toMatchObject({ created: 2, alreadyPresent: 0 });
+    expect(result.createdIdentifiers).toHaveLength(2);
+    expect(posts().map((p) => [p.fault ?? 'ok', p.forwarded])).toEqual([['lost-after-commit', true]]);
+    expect(await count('RiskAssessment')).toBe(2);
+    expect(await count('Provenance')).toBe(2);
+  });
+
+  it.each<[FaultKind[], number]>([
+    [['500'], 2],
+    [['reset', '500'], 3],
+    [['503-html', '429-seconds'], 3],
+  ])('resends a transaction the read-back shows missing after %j, with the same result as a clean write', async (faults, attempts) => {
+    const { client, posts } = await throughProxy(faults);
+    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a', 'b']));
+    expect(result).toMatchObject({ created: 2, alreadyPresent: 0 });
+    expect(posts()).toHaveLength(attempts);
+    expect(await count('RiskAssessment')).toBe(2);
+    expect(await count('Provenance')).toBe(2);
+  });
+
+  it('says truthfully how many attempts a write that never got through made, and writes nothing', async () => {
+    const { client, posts } = await throughProxy(['500', 'reset', '500'], { maxRetries: 2 });
+    let error: unknown;
+    try {
+      await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a']));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(AdapterError);
+    expect((error as AdapterError).code).toBe('fhir-unavailable');
+    expect((error as AdapterError).transient).toBe(true);
+    expect((error as AdapterError).message).toMatch(/failed on all 3 attempts/);
+    expect((error as AdapterError).details).toMatchObject({ attempts: 3 });
+    expect(posts()).toHaveLength(3);
+    expect(await count('RiskAssessment')).toBe(0);
+  });
+
+  it.each<{ faults: FaultKind[] }>([
+    { faults: ['500'] },
+    { faults: ['reset'] },
+    { faults: ['lost-after-commit'] },
+    { faults: ['stall-after-commit'] },
+    { faults: ['500', 'lost-after-commit'] },
+  ])('registers the Device exactly once after $faults on its create', async ({ faults }) => {
+    const { client, posts } = await throughProxy(faults, { timeoutMs: 1500 });
+    const reference = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).ensureDevice(model);
+    expect(reference).toMatch(/^Device\/[A-Za-z0-9\-.]+$/);
+    expect(await count('Device')).toBe(1);
+    // Sent again only while the read-back found nothing.
+    const committed = posts().findIndex((p) => p.forwarded);
+    expect(committed).toBe(posts().length - 1);
+  });
+});
+

@@ -27,6 +27,15 @@ export type WriteClient = Pick<FhirClient, 'search' | 'transaction'>;
  * 2. the transaction's RiskAssessments are conditional creates, so even a racing writer cannot duplicate one.
  * A transaction is all or nothing; its response is checked entry by entry, and anything unexpected is an
  * error rather than a silently partial success.
+ *
+ * Unknown outcomes. When a transaction (or the Device create) fails in a way that leaves its outcome
+ * unknown (500, 502, 504, timeout, connection lost: the server may have committed it and the answer got
+ * lost), the client's transport waits its backoff and the writer reads back by identifier what landed:
+ * plans found are counted as created by this write (the batch is never in flight twice, so nobody else
+ * wrote them), and only the rest is sent again, within the same retry budget as reads. Failures where
+ * the server certainly did nothing (429, 503, connection refused) are resent as they are. The race with
+ * an attempt still committing while the read-back runs is described in fhir/transport.ts; should it
+ * ever let a second copy in, the identifier pre-check logs the duplicate.
  */
 export class FhirWriter {
   private readonly devices = new Map<string, string>();
@@ -37,71 +46,107 @@ export class FhirWriter {
     private readonly logger: Logger = silentLogger,
   ) {}
 
-  /** The model's Device reference, created once (conditional create on its identifier). */
+  /** The model's Device reference, created once (conditional create on its identifier, read back when its outcome is unknown). */
   async ensureDevice(model: WritebackModel): Promise<string> {
     const device = buildDevice(model, this.identifierSystem);
     const identifier = device.identifier![0];
     const key = `${identifier.system}|${identifier.value}`;
     const cached = this.devices.get(key);
     if (cached) return cached;
-    let reference: string | undefined;
-    for await (const page of this.client.search<Device>('Device', { identifier: key })) {
-      const found = page.resources.find((d) => d.id);
-      if (found) {
-        reference = `Device/${found.id}`;
-        break;
-      }
-    }
+    let reference = await this.findDevice(key);
     if (!reference) {
-      const response = await this.client.transaction({
+      const bundle: Bundle = {
         resourceType: 'Bundle',
         type: 'transaction',
         entry: [{ resource: device, request: { method: 'POST', url: 'Device', ifNoneExist: `identifier=${key}` } }],
+      };
+      let found: string | undefined;
+      const response = await this.client.transaction(bundle, {
+        reconcile: async () => {
+          found = await this.findDevice(key);
+          return found ? undefined : bundle;
+        },
       });
-      reference = locationOf(response, 0, 'Device');
-      this.logger.info({ model: model.id, version: model.version }, 'model Device registered');
+      reference = response ? locationOf(response, 0, 'Device') : found!;
+      this.logger.info({ model: model.id, version: model.version, readBack: !response }, 'model Device registered');
     }
     this.devices.set(key, reference);
     return reference;
+  }
+
+  private async findDevice(key: string): Promise<string | undefined> {
+    for await (const page of this.client.search<Device>('Device', { identifier: key })) {
+      const found = page.resources.find((d) => d.id);
+      if (found) return `Device/${found.id}`;
+    }
+    return undefined;
   }
 
   /** Identifier values (of `values`) that already have a RiskAssessment on the server. */
   async existingAssessments(values: string[], onRequest: () => void = () => undefined): Promise<Set<string>> {
     const present = new Set<string>();
     const wanted = new Set(values);
+    let duplicates = 0;
     for (const part of chunk(values, 50)) {
       const params = { identifier: part.map((v) => `${this.identifierSystem}|${v}`).join(','), _count: String(part.length * 2), _elements: 'identifier' };
       for await (const page of this.client.search<RiskAssessment>('RiskAssessment', params)) {
         onRequest();
         for (const ra of page.resources) {
           for (const id of ra.identifier ?? []) {
-            if (id.system === this.identifierSystem && id.value && wanted.has(id.value)) present.add(id.value);
+            if (id.system !== this.identifierSystem || !id.value || !wanted.has(id.value)) continue;
+            if (present.has(id.value)) duplicates++;
+            present.add(id.value);
           }
         }
       }
     }
+    // Counts only: identifiers are derived from patient references.
+    if (duplicates) this.logger.warn({ duplicates }, 'RiskAssessments found more than once under the same identifier');
     return present;
   }
 
   async write(plans: AssessmentPlan[]): Promise<WriteResult> {
     const result: WriteResult = { created: 0, alreadyPresent: 0, createdIdentifiers: [], presentIdentifiers: [], requests: 0 };
     if (plans.length === 0) return result;
+    const countRequest = () => result.requests++;
     const present = await this.existingAssessments(
       plans.map((p) => p.identifier.value),
-      () => result.requests++,
+      countRequest,
     );
-    const toWrite = plans.filter((p) => !present.has(p.identifier.value));
-    result.alreadyPresent = plans.length - toWrite.length;
+    let pending = plans.filter((p) => !present.has(p.identifier.value));
+    result.alreadyPresent = plans.length - pending.length;
     result.presentIdentifiers = plans.filter((p) => present.has(p.identifier.value)).map((p) => p.identifier.value);
-    if (toWrite.length === 0) return result;
+    if (pending.length === 0) return result;
 
-    const response = await this.client.transaction(buildTransactionBundle(toWrite));
-    result.requests++;
+    const sent = () => {
+      result.requests++;
+    };
+    sent();
+    const response = await this.client.transaction(buildTransactionBundle(pending), {
+      // After an attempt whose outcome is unknown: what of it landed is this write's; send the rest.
+      reconcile: async () => {
+        const landed = await this.existingAssessments(
+          pending.map((p) => p.identifier.value),
+          countRequest,
+        );
+        for (const plan of pending) {
+          if (!landed.has(plan.identifier.value)) continue;
+          result.created++;
+          result.createdIdentifiers.push(plan.identifier.value);
+        }
+        pending = pending.filter((p) => !landed.has(p.identifier.value));
+        if (pending.length === 0) return undefined;
+        sent();
+        return buildTransactionBundle(pending);
+      },
+    });
+    if (!response) return result;
+
     const entries = response.entry ?? [];
-    if (response.type !== 'transaction-response' || entries.length !== toWrite.length * 2) {
-      throw new AdapterError('fhir-invalid-response', `transaction response has ${entries.length} entries for ${toWrite.length * 2} requests`);
+    if (response.type !== 'transaction-response' || entries.length !== pending.length * 2) {
+      throw new AdapterError('fhir-invalid-response', `transaction response has ${entries.length} entries for ${pending.length * 2} requests`);
     }
-    toWrite.forEach((plan, i) => {
+    pending.forEach((plan, i) => {
       const status = entries[2 * i].response?.status ?? '';
       const provenanceStatus = entries[2 * i + 1].response?.status ?? '';
       if (!provenanceStatus.startsWith('200') && !provenanceStatus.startsWith('201')) {
