@@ -65,6 +65,8 @@ describe('sync with SMART Backend Services (integration)', () => {
       const s = app.listen(0, '127.0.0.1', () => resolve(s));
     });
     const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}${FHIR_BASE_PATH}`;
+    // The server builds paging links from its own base URL: here, the gate's.
+    fhir.setBaseUrl(baseUrl);
 
     const events: ExchangeEvent[] = [];
     const client = new FhirClient({
