@@ -93,7 +93,6 @@ export function trainAutoencoder(rows: number[][], spec: AutoencoderSpec): { net
   const v = net.layers.map((l) => ({ w: new Float64Array(l.weights.length), b: new Float64Array(l.bias.length) }));
   const rand = mulberry32((spec.seed ^ 0x5bd1e995) >>> 0);
   const order = rows.map((_, i) => i);
-  let step = 0;
   let beta1t = 1;
   let beta2t = 1;
   let finalLoss = NaN;
@@ -136,7 +135,6 @@ export function trainAutoencoder(rows: number[][], spec: AutoencoderSpec): { net
           delta = prev;
         }
       }
-      step++;
       beta1t *= BETA1;
       beta2t *= BETA2;
       const lr = (spec.learningRate * Math.sqrt(1 - beta2t)) / (1 - beta1t);
