@@ -88,7 +88,7 @@ describe('assessApplicability with the diabetes-progression policy', () => {
       const rows = [row('held-out'), row('mmol-read-as-mg-dl')];
       const ood = await runner.run(rows);
       const decide = (i: number) =>
-        assessApplicability(diabetes, { values: rows[i], imputed: rows[i].map(() => false) as unknown as boolean[], ood: { error: ood.error[i], flagged: ood.flagged[i], threshold: ood.threshold } });
+        assessApplicability(diabetes, { values: rows[i], imputed: Array.from(rows[i], () => false), ood: { error: ood.error[i], flagged: ood.flagged[i], threshold: ood.threshold } });
       expect(decide(0).decision).not.toBe('skip');
       expect(decide(1)).toMatchObject({ decision: 'skip', skipReason: 'out-of-distribution' });
     } finally {
