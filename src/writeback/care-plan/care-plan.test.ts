@@ -1,5 +1,6 @@
 import type { Resource } from '@medplum/fhirtypes';
 import type { CarePlan, PlanDefinition } from 'fhir/r4.js';
+import { haveSynthea, syntheaFiles, syntheaPatient } from '../../clinical/testing/synthea.js';
 import { ensureR4Definitions } from '../../server/definitions.js';
 import { validationIssues } from '../../server/repository.js';
 import { CAREPLAN_PROPOSAL_EXTENSION_URL } from '../extensions.js';
@@ -215,5 +216,36 @@ describe('content hash', () => {
     expect(carePlanContentHash({ ...fromServer, note: [...fromServer.note!, { text: 'Discussed with patient' }] })).not.toBe(stored);
     expect(carePlanContentHash({ ...fromServer, activity: fromServer.activity!.slice(1) })).not.toBe(stored);
     expect(carePlanContentHash({ ...fromServer, period: { start: '2025-07-02' } })).not.toBe(stored);
+  });
+});
+
+const synthea = haveSynthea();
+(synthea ? describe : describe.skip)('behaviour-aware proposals on Synthea records', () => {
+  it('an HbA1c within 3 months of as-of is not proposed again; one older than that is', () => {
+    const DAY = 86_400_000;
+    // a patient with an HbA1c followed by none for 120 days
+    const found = syntheaFiles()
+      .flatMap((f) => syntheaPatient(f) ?? [])
+      .map((p) => {
+        const a1c = p.byType('Observation').filter((o) => o.code.coding?.some((c) => c.code === '4548-4'));
+        const times = a1c.map((o) => Date.parse(o.effectiveDateTime!)).sort((x, y) => x - y);
+        const i = times.findIndex((t, k) => times[k + 1] === undefined || times[k + 1] - t > 120 * DAY);
+        return i < 0 ? undefined : { p, at: times[i], a1c };
+      })
+      .find((x) => x !== undefined)!;
+    expect(found).toBeDefined();
+    const { p, at } = found;
+    const existing = { observations: p.byType('Observation'), procedures: p.byType('Procedure'), carePlans: p.byType('CarePlan') };
+    const apply = (asOf: Date) =>
+      applyPlanDefinition(diabetes.planDefinitions[0], diabetes.activityDefinitions, diabetesContext({ asOf: asOf.toISOString() }), options({ patientId: p.patient.id!, asOf, existing }));
+    const soon = apply(new Date(at + 30 * DAY));
+    const hba1c = soon.omitted.find((o) => o.actionId === 'hba1c')!;
+    expect(hba1c.reason).toBe('recent-result');
+    expect(p.byType('Observation').find((o) => `Observation/${o.id}` === hba1c.evidence)!.code.coding![0].code).toBe('4548-4');
+    expect(activityUrls(soon)).not.toContain('hba1c-every-3-months');
+    const later = apply(new Date(at + 120 * DAY));
+    expect(later.omitted.find((o) => o.actionId === 'hba1c')).toBeUndefined();
+    expect(activityUrls(later)).toContain('hba1c-every-3-months');
+    expect(errors(later.carePlan)).toEqual([]);
   });
 });
