@@ -27,12 +27,15 @@ if (args[0] === '--import-fixture') {
     console.error(`not reproducible, differs from a rebuild: ${differ.map((f) => relative(root, f)).join(', ')}`);
     process.exit(1);
   }
-  console.log('diabetes-progression: committed model.onnx and model-card.json match a rebuild');
+  console.log('diabetes-progression: committed model.onnx, model-card.json, ood.onnx and its evaluation rows match a rebuild');
 } else {
   const built = buildDiabetesArtifacts(readFileSync(paths.csv, 'utf8'));
   mkdirSync(dirname(paths.onnx), { recursive: true });
   writeFileSync(paths.onnx, built.onnx);
   writeFileSync(paths.card, built.card);
-  console.log(`wrote ${relative(root, paths.onnx)} and ${relative(root, paths.card)}`);
+  writeFileSync(paths.ood, built.oodOnnx);
+  mkdirSync(dirname(paths.oodEvaluation), { recursive: true });
+  writeFileSync(paths.oodEvaluation, built.oodEvaluation);
+  console.log(`wrote ${[paths.onnx, paths.card, paths.ood, paths.oodEvaluation].map((f) => relative(root, f)).join(', ')}`);
   console.log(JSON.stringify(built.metrics));
 }

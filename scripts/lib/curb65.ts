@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { modelCardSchema, type ModelCardInput } from '../../src/models/model-card.js';
 import { differingFiles } from './artifacts.js';
+import { curb65SafetySections, OOD_EVALUATION_FILE } from './curb65-safety.js';
 import { sig, stableJson } from './numfmt.js';
 import { buildModel, FLOAT, floatTensor, int64Tensor, intAttr, node, valueInfo } from './onnx-build.js';
 
@@ -92,8 +93,9 @@ export const GOLDEN_INPUTS: { note: string; input: number[] }[] = [
   { note: 'score 5: every criterion', input: [1, 15, 35, 85, 50, 90] },
 ];
 
-export function buildCurb65Artifacts(): { onnx: Uint8Array; card: string } {
+export function buildCurb65Artifacts(): { onnx: Uint8Array; card: string; oodOnnx: Uint8Array; oodEvaluation: string } {
   const onnx = buildCurb65Onnx();
+  const safety = curb65SafetySections({ modelId: MODEL_ID, modelVersion: MODEL_VERSION, featureIds: FEATURE_IDS });
   const card: ModelCardInput = {
     id: MODEL_ID,
     version: MODEL_VERSION,
@@ -155,6 +157,7 @@ export function buildCurb65Artifacts(): { onnx: Uint8Array; card: string } {
     intendedUse:
       'Severity assessment of adults presenting to hospital with community-acquired pneumonia, to support (not replace) the ' +
       'decision on site of care. The score, not the probability, is what guidelines act on.',
+    ...safety.sections,
     limitations: [
       'Derived in 2003 in three countries; mortality per score varies between populations and eras.',
       'Only for community-acquired pneumonia confirmed by the clinician; the mapping gates on it.',
@@ -174,11 +177,16 @@ export function buildCurb65Artifacts(): { onnx: Uint8Array; card: string } {
     },
   };
   modelCardSchema.parse(card);
-  return { onnx, card: stableJson(card) };
+  return { onnx, card: stableJson(card), oodOnnx: safety.oodOnnx, oodEvaluation: safety.oodEvaluationJson };
 }
 
 export function curb65Paths(root: string) {
-  return { onnx: join(root, 'models', MODEL_ID, 'model.onnx'), card: join(root, 'models', MODEL_ID, 'model-card.json') };
+  return {
+    onnx: join(root, 'models', MODEL_ID, 'model.onnx'),
+    card: join(root, 'models', MODEL_ID, 'model-card.json'),
+    ood: join(root, 'models', MODEL_ID, 'ood.onnx'),
+    oodEvaluation: join(root, OOD_EVALUATION_FILE),
+  };
 }
 
 export function checkCurb65Artifacts(root: string): string[] {
@@ -187,5 +195,7 @@ export function checkCurb65Artifacts(root: string): string[] {
   return differingFiles([
     [p.onnx, built.onnx],
     [p.card, built.card],
+    [p.ood, built.oodOnnx],
+    [p.oodEvaluation, built.oodEvaluation],
   ]);
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { modelCardSchema, type ModelCardInput } from '../../src/models/model-card.js';
 import { differingFiles } from './artifacts.js';
+import { diabetesSafetySections, OOD_EVALUATION_FILE } from './diabetes-safety.js';
 import { fitLogistic, sigmoid } from './logreg.js';
 import { auroc, brier, calibrationTable } from './metrics.js';
 import { dec, sig, stableJson } from './numfmt.js';
@@ -67,6 +68,9 @@ export function rawFeatures(r: DiabetesRow): number[] {
 export interface DiabetesArtifacts {
   onnx: Uint8Array;
   card: string;
+  /** Out-of-distribution autoencoder (ood.onnx) and the rows behind its card flag rates. */
+  oodOnnx: Uint8Array;
+  oodEvaluation: string;
   metrics: { auroc: number; brier: number; nTrain: number; nTest: number; prevalence: number };
 }
 
@@ -139,6 +143,17 @@ export function buildDiabetesArtifacts(csvText: string): DiabetesArtifacts {
   const goldenVectors = goldenInputs.map((g) => ({ ...g, expected: { probability: [sig(predict(g.input), 7)] } }));
 
   const sexMale = train.reduce((s, i) => s + x[i][1], 0) / train.length;
+  const safety = diabetesSafetySections({
+    modelId: MODEL_ID,
+    modelVersion: MODEL_VERSION,
+    featureIds: FEATURE_IDS,
+    x,
+    z,
+    train,
+    test,
+    standardize,
+    ages: rows.map((r) => r.age),
+  });
   const card: ModelCardInput = {
     id: MODEL_ID,
     version: MODEL_VERSION,
@@ -201,6 +216,7 @@ export function buildDiabetesArtifacts(csvText: string): DiabetesArtifacts {
     intendedUse:
       'Demonstration and integration testing of the adapter pipeline (FHIR data -> features -> ONNX -> RiskAssessment). ' +
       'Not for clinical decision making.',
+    ...safety.sections,
     limitations: [
       'Trained on 442 patients from a single 2004 research data set; no external validation.',
       'The outcome is a data-set-specific quantitative progression measure dichotomised at its median, not a clinical event.',
@@ -218,7 +234,7 @@ export function buildDiabetesArtifacts(csvText: string): DiabetesArtifacts {
     },
   };
   modelCardSchema.parse(card); // never write a card the loader would reject
-  return { onnx, card: stableJson(card), metrics };
+  return { onnx, card: stableJson(card), metrics, oodOnnx: safety.oodOnnx, oodEvaluation: safety.oodEvaluationJson };
 }
 
 export function diabetesPaths(root: string) {
@@ -226,6 +242,8 @@ export function diabetesPaths(root: string) {
     csv: join(root, 'fixtures', 'diabetes', 'diabetes.csv'),
     onnx: join(root, 'models', MODEL_ID, 'model.onnx'),
     card: join(root, 'models', MODEL_ID, 'model-card.json'),
+    ood: join(root, 'models', MODEL_ID, 'ood.onnx'),
+    oodEvaluation: join(root, OOD_EVALUATION_FILE),
   };
 }
 
@@ -236,5 +254,7 @@ export function checkDiabetesArtifacts(root: string): string[] {
   return differingFiles([
     [p.onnx, built.onnx],
     [p.card, built.card],
+    [p.ood, built.oodOnnx],
+    [p.oodEvaluation, built.oodEvaluation],
   ]);
 }
