@@ -76,7 +76,7 @@ describe('reportText', () => {
   it('bad base64 is a bad-attachment, not a throw', () => {
     const r = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: 'not*base64!' }] }));
     expect(r).toMatchObject({ excluded: 'bad-attachment', detail: 'presentedForm[0]: data is not valid base64' });
-    const bin = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: Buffer.from([0xff, 0xfe, 0x00, 0x41]).toString('base64') }] }));
+    const bin = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46]).toString('base64') }] }));
     expect(isExcluded(bin) && bin.excluded).toBe('bad-attachment');
   });
 

@@ -52,3 +52,42 @@ function expand(phrase: string): string[] {
   for (const alt of phrase.slice(open + 1, close).split('|')) for (const rest of rests) out.push(head + alt + rest);
   return out;
 }
+
+/**
+ * Longest phrase starting at `start`, where a phrase token may also be a token class (`<year>`)
+ * matching `classes[i]`. Exact tokens and classes are both tried (depth-first; phrases are short).
+ */
+export function trieLongestClassed<T>(
+  root: TrieNode<T>,
+  tokens: readonly string[],
+  classes: readonly (string | undefined)[],
+  start: number,
+  limit: number,
+  skip?: Uint8Array,
+): [number, T] | undefined {
+  let bestEnd = -1;
+  let bestValue: T | undefined;
+  const walk = (node: TrieNode<T>, i: number) => {
+    if (node.value !== undefined && i > bestEnd) {
+      bestEnd = i;
+      bestValue = node.value;
+    }
+    if (i >= limit || (skip && skip[i])) return;
+    const child = node.next.get(tokens[i]);
+    if (child) walk(child, i + 1);
+    const c = classes[i];
+    if (c !== undefined) {
+      const byClass = node.next.get(c);
+      if (byClass) walk(byClass, i + 1);
+    }
+  };
+  if (skip && skip[start]) return undefined;
+  const first = root.next.get(tokens[start]);
+  if (first) walk(first, start + 1);
+  const c0 = classes[start];
+  if (c0 !== undefined) {
+    const byClass = root.next.get(c0);
+    if (byClass) walk(byClass, start + 1);
+  }
+  return bestEnd > start ? [bestEnd, bestValue as T] : undefined;
+}
