@@ -8,7 +8,7 @@ export { analyzeText, summaryAssertion } from './analyze.js';
 export type { AnalyzeOptions, Cue, Mention, Sentence, TextAnalysis } from './analyze.js';
 export { reportText, isExcluded, isBase64 } from './report-text.js';
 export type { ReportText, ReportTextOk, ReportTextExcluded, ReportTextOptions, PartIssue, TextSource } from './report-text.js';
-export { decodeReportBytes, decodeCharacters, textOfCharacters, isDecodeProblem, parseContentType, SUPPORTED_CONTENT_TYPES } from './text-decode.js';
+export { decodeReportBytes, decodeCharacters, textOfCharacters, isDecodeProblem, parseContentType, checkContentType, sniffBom, SUPPORTED_CONTENT_TYPES } from './text-decode.js';
 export type { DecodedText, DecodeProblem } from './text-decode.js';
 export { htmlToText } from './html.js';
 export { nlpRules, loadNlpRules, defaultRulesDir, ASSERTIONS, DIMENSIONS, DIMENSION_NAMES } from './rules.js';
