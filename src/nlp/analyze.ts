@@ -1,4 +1,4 @@
-import { decide, findTriggers, scopeTriggers, type Trig } from './context.js';
+import { decide, findTriggers, newScopeScratch, scopeTriggers, type Trig } from './context.js';
 import {
   CATEGORY_EFFECT,
   DIMENSION_NAMES,
@@ -124,10 +124,12 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
     sentences.push(sentence(text, t, st.section, u.start, u.end, u.start));
   }
 
-  // Triggers of every unit first: a header's triggers reach the units of its slot.
-  const unitTrigs = st.units.map((u) => findTriggers(rules, t, u.start, u.end, st.skip));
+  // Triggers per unit, found when first needed (a unit with mentions, or the header of its slot).
+  const unitTrigs: (Trig[] | undefined)[] = new Array(st.units.length);
+  const trigsOf = (ui: number): Trig[] => (unitTrigs[ui] ??= findTriggers(rules, t, st.units[ui].start, st.units[ui].end, st.skip));
   const labelUnit = new Map<Unit['label'], number>();
   st.units.forEach((u, i) => u.label && labelUnit.set(u.label, i));
+  const scratch = newScopeScratch(t.length);
 
   const mentions: Mention[] = [];
   for (let ui = 0; ui < st.units.length; ui++) {
@@ -137,11 +139,11 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
     let inherited: Trig[] = [];
     if (u.slot && u.slotHead) {
       const li = labelUnit.get(u.slot);
-      if (li !== undefined) inherited = unitTrigs[li].filter((tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0);
+      if (li !== undefined) inherited = trigsOf(li).filter((tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0);
     }
-    const scoped = scopeTriggers(t, unitTrigs[ui], u.start, u.end, st.skip, inherited);
+    const scoped = scopeTriggers(t, trigsOf(ui), u.start, u.end, st.skip, scratch, inherited);
     // A header's own words take the answer given in its slot ("COMPLICATIONS: none").
-    const answer = u.label ? slotAnswer(rules, t, st.units, ui, unitTrigs, st.skip, targetTrie) : undefined;
+    const answer = u.label ? slotAnswer(rules, t, st.units, ui, trigsOf, st.skip, targetTrie) : undefined;
     for (const m of found) {
       const decided = decide(scoped, m.start, m.end, rules.precedence);
       const values: { negation: Negation; temporality: Temporality; experiencer: Experiencer } = { ...DEFAULTS };
@@ -204,7 +206,7 @@ function slotAnswer(
   t: Tokens,
   units: Unit[],
   ui: number,
-  unitTrigs: Trig[][],
+  trigsOf: (ui: number) => Trig[],
   skip: Uint8Array,
   targets: TrieNode<string> | undefined,
 ): { value: Negation; cue: Cue } | undefined {
@@ -219,7 +221,7 @@ function slotAnswer(
     end = ans[0];
     value = ans[1];
   } else {
-    const first = unitTrigs[ci][0];
+    const first = trigsOf(ci)[0];
     if (first && first.start === c.start && first.entry.kind === 'trigger' && first.entry.dimension === 'negation' && first.entry.backward > 0) {
       end = first.end;
       value = CATEGORY_EFFECT[first.entry.category].value as Negation;

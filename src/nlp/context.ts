@@ -14,9 +14,10 @@ import { trieLongestClassed } from './trie.js';
  *   - a trigger of another category of the same dimension ("no fever, possible pneumonia"), except
  *     that a negation reaches through an uncertainty trigger that does not begin a new list item:
  *     "no findings suggestive of pneumonia" is negated (see `precedence` for when both reach);
- *   - a clause break (a verb that starts a new clause: "has", "was", "reports") once the scope has
- *     covered some words ("no fever, has cough": cough is affirmed; "does not have fever": the verb
- *     right after the trigger does not end it);
+ *   - forward only: a clause break (a verb that starts a new clause: "has", "was", "reports") of the
+ *     trigger's dimension once the scope has covered some words ("no fever, has cough": cough is
+ *     affirmed; "does not have fever": the verb right after the trigger does not end it). Backward
+ *     scopes run over verbs ("the nodule described on the prior CT is no longer seen");
  *   - its window: a number of tokens counted from the trigger or from the last list joiner (",", "and",
  *     "or", "nor", ...), so a coordinated list of any length stays in scope ("denies A, B, C, D, or E");
  *   - backward only: a comma, unless the words between it and the trigger contain a coordinator
@@ -56,28 +57,65 @@ export function findTriggers(rules: CompiledRules, t: Tokens, a: number, b: numb
 const WORD = /[a-z0-9]/;
 
 /**
+ * Per-text scratch space: for each token, 1 + the index of the trigger starting / ending there in the
+ * current unit (0: none). Allocated once per text, cleared after each unit.
+ */
+export interface ScopeScratch {
+  startAt: Int32Array;
+  endAt: Int32Array;
+}
+
+export function newScopeScratch(tokens: number): ScopeScratch {
+  return { startAt: new Int32Array(tokens), endAt: new Int32Array(tokens) };
+}
+
+/**
  * Scopes of the unit's triggers. `inherited` are triggers of a header label that reach into this
  * unit from its start (forward only).
  */
-export function scopeTriggers(t: Tokens, trigs: Trig[], a: number, b: number, skip: Uint8Array, inherited: Trig[] = []): ScopedTrig[] {
-  const startAt = new Map<number, Trig>();
-  const endAt = new Map<number, Trig>();
-  for (const tr of trigs) {
-    startAt.set(tr.start, tr);
-    endAt.set(tr.end - 1, tr);
+export function scopeTriggers(
+  t: Tokens,
+  trigs: Trig[],
+  a: number,
+  b: number,
+  skip: Uint8Array,
+  scratch: ScopeScratch,
+  inherited: Trig[] = [],
+): ScopedTrig[] {
+  const { startAt, endAt } = scratch;
+  for (let k = 0; k < trigs.length; k++) {
+    startAt[trigs[k].start] = k + 1;
+    endAt[trigs[k].end - 1] = k + 1;
   }
   const out: ScopedTrig[] = [];
-  const scoped = (tr: Trig, from: number, forwardOnly: boolean) => {
-    const e = tr.entry;
-    if (e.kind !== 'trigger') return;
-    const s: ScopedTrig = { trig: tr, category: e.category, dimension: e.dimension, fLo: from, fHi: from, bLo: tr.start, bHi: tr.start };
-    if (e.forward > 0) s.fHi = forwardEnd(t, e, from, b, skip, startAt, endAt);
-    if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(t, e, tr.start - 1, a, skip, endAt);
-    out.push(s);
-  };
-  for (const tr of trigs) scoped(tr, tr.end, false);
-  for (const tr of inherited) scoped(tr, a, true);
+  for (const tr of trigs) addScope(out, t, tr, tr.end, false, a, b, skip, trigs, startAt, endAt);
+  for (const tr of inherited) addScope(out, t, tr, a, true, a, b, skip, trigs, startAt, endAt);
+  for (const tr of trigs) {
+    startAt[tr.start] = 0;
+    endAt[tr.end - 1] = 0;
+  }
   return out;
+}
+
+function addScope(
+  out: ScopedTrig[],
+  t: Tokens,
+  tr: Trig,
+  from: number,
+  forwardOnly: boolean,
+  a: number,
+  b: number,
+  skip: Uint8Array,
+  trigs: Trig[],
+  startAt: Int32Array,
+  endAt: Int32Array,
+): void {
+  const e = tr.entry;
+  if (e.kind !== 'trigger') return;
+  const s: ScopedTrig = { trig: tr, category: e.category, dimension: e.dimension, fLo: from, fHi: from, bLo: tr.start, bHi: tr.start };
+  if (e.forward > 0) s.fHi = forwardEnd(t, e, from, b, skip, trigs, startAt, endAt);
+  if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(e, tr.start - 1, a, skip, trigs, endAt);
+  out.push(s);
 }
 
 function blocks(e: Extract<TriggerEntry, { kind: 'trigger' }>, o: TriggerEntry): boolean {
@@ -91,8 +129,9 @@ function forwardEnd(
   from: number,
   b: number,
   skip: Uint8Array,
-  startAt: Map<number, Trig>,
-  endAt: Map<number, Trig>,
+  trigs: Trig[],
+  startAt: Int32Array,
+  endAt: Int32Array,
 ): number {
   let count = 0;
   let content = false;
@@ -102,15 +141,18 @@ function forwardEnd(
       j++;
       continue;
     }
-    const o = startAt.get(j);
-    if (o) {
+    const oi = startAt[j];
+    if (oi > 0) {
+      const o = trigs[oi - 1];
       const k = o.entry.kind;
       if (blocks(e, o.entry)) {
         // Negation over uncertainty ("no findings suggestive of X") unless it starts a new list item.
-        const over = e.category === 'negated' && o.entry.kind === 'trigger' && o.entry.category === 'possible' && !joinerBefore(j, endAt);
+        const before = j > 0 ? endAt[j - 1] : 0;
+        const afterJoiner = before > 0 && trigs[before - 1].entry.kind === 'joiner';
+        const over = e.category === 'negated' && o.entry.kind === 'trigger' && o.entry.category === 'possible' && !afterJoiner;
         if (!over) break;
       }
-      if (k === 'clause' && content) break;
+      if (o.entry.kind === 'clause' && content && o.entry.dimensions.has(e.dimension)) break;
       if (k === 'joiner') {
         if (e.lists) count = 0;
         else count += o.end - o.start;
@@ -123,20 +165,14 @@ function forwardEnd(
       continue;
     }
     if (++count > e.forward) break;
-    if (WORD.test(t.norm[j])) content = true;
+    if (!content && WORD.test(t.norm[j])) content = true;
     j++;
   }
   return j;
 }
 
-function joinerBefore(j: number, endAt: Map<number, Trig>): boolean {
-  const p = endAt.get(j - 1);
-  return p !== undefined && p.entry.kind === 'joiner';
-}
-
-function backwardStart(t: Tokens, e: Extract<TriggerEntry, { kind: 'trigger' }>, from: number, a: number, skip: Uint8Array, endAt: Map<number, Trig>): number {
+function backwardStart(e: Extract<TriggerEntry, { kind: 'trigger' }>, from: number, a: number, skip: Uint8Array, trigs: Trig[], endAt: Int32Array): number {
   let count = 0;
-  let content = false;
   let coordinated = false;
   let crossedComma = false;
   let j = from;
@@ -145,11 +181,11 @@ function backwardStart(t: Tokens, e: Extract<TriggerEntry, { kind: 'trigger' }>,
       j--;
       continue;
     }
-    const o = endAt.get(j);
-    if (o) {
+    const oi = endAt[j];
+    if (oi > 0) {
+      const o = trigs[oi - 1];
       const k = o.entry.kind;
       if (blocks(e, o.entry)) break;
-      if (k === 'clause' && content) break;
       if (k === 'joiner') {
         if (o.entry.phrase === ',') {
           if (!coordinated && !crossedComma) break;
@@ -165,7 +201,6 @@ function backwardStart(t: Tokens, e: Extract<TriggerEntry, { kind: 'trigger' }>,
       continue;
     }
     if (++count > e.backward) break;
-    if (WORD.test(t.norm[j])) content = true;
     j--;
   }
   return j + 1;

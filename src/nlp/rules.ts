@@ -90,7 +90,7 @@ const contextSchema = z.strictObject({
     .refine((p) => new Set(p).size === CATEGORIES.length && p.length === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
   window: z.strictObject({ forward: z.number().int().min(1), backward: z.number().int().min(1) }),
   listJoiners: z.array(phrase).min(1),
-  clauseBreaks: z.array(phrase),
+  clauseBreaks: z.array(terminatorEntry),
   terminators: z.array(terminatorEntry),
   triggers: z.strictObject({
     negated: directional,
@@ -145,7 +145,7 @@ export type TriggerEntry =
   | { kind: 'pseudo'; phrase: string }
   | { kind: 'terminator'; phrase: string; dimensions: ReadonlySet<Dimension> }
   | { kind: 'joiner'; phrase: string }
-  | { kind: 'clause'; phrase: string };
+  | { kind: 'clause'; phrase: string; dimensions: ReadonlySet<Dimension> };
 
 export interface SectionRule {
   name: string;
@@ -242,7 +242,14 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   });
   context.pseudo.forEach((p, i) => put(`pseudo.${i}`, p, (phrase) => ({ kind: 'pseudo', phrase })));
   context.listJoiners.forEach((p, i) => put(`listJoiners.${i}`, p, (phrase) => ({ kind: 'joiner', phrase })));
-  context.clauseBreaks.forEach((p, i) => put(`clauseBreaks.${i}`, p, (phrase) => ({ kind: 'clause', phrase })));
+  // A clause break ends certainty and time scopes by default; an experiencer is the subject of the
+  // new verb ("her roommate at the home has pneumonia") and is not ended by it.
+  const CLAUSE_DIMENSIONS: ReadonlySet<Dimension> = new Set(['negation', 'temporality']);
+  context.clauseBreaks.forEach((t, i) => {
+    const text = typeof t === 'string' ? t : t.phrase;
+    const dims = typeof t === 'string' ? CLAUSE_DIMENSIONS : new Set(t.dimensions);
+    put(`clauseBreaks.${i}`, text, (phrase) => ({ kind: 'clause', phrase, dimensions: dims }));
+  });
   for (const category of CATEGORIES) {
     const d = context.triggers[category];
     for (const direction of ['forward', 'backward', 'bidirectional'] as const) {

@@ -264,18 +264,20 @@ function headerBefore(
   const first = boundary >= 0 ? boundary : k + 1;
   if (first >= colon) return undefined;
   const contentStart = colon + 1;
-  // Known heading: the longest label that is a heading, at a boundary or in capitals.
+  // The longest run of upper-case words (and symbols such as "/" or "&") before the colon.
+  let up = colon;
+  while (up > first && (wordCase(raw(up - 1)) === 'upper' || LABEL_SYMBOLS.has(t.norm[up - 1]))) up--;
+  while (up < colon && LABEL_SYMBOLS.has(t.norm[up])) up++;
+  const upperRun = up < colon && /[A-Z]{2}/.test(text.slice(t.start[up], t.end[colon - 1]));
+  // Known heading: the longest label that is a heading, at a boundary or in capitals (then the whole
+  // upper-case run is the label: "PHYSICAL EXAM:" is EXAMINATION even if only "exam" is listed).
   for (let s = first; s < colon; s++) {
     const rule = rules.sectionByHeading.get(headingKey(t.norm.slice(s, colon)));
     if (!rule) continue;
-    const h = { labelStart: s, labelEnd: colon, contentStart, section: rule };
-    if (s === boundary || upperLabel(text, t, h)) return h;
+    if (s === boundary) return { labelStart: s, labelEnd: colon, contentStart, section: rule };
+    if (upperRun && s >= up) return { labelStart: up, labelEnd: colon, contentStart, section: rule };
   }
-  // Upper-case label: the longest run of upper-case words (and symbols such as "/" or "&") before the colon.
-  let s = colon;
-  while (s > first && (wordCase(raw(s - 1)) === 'upper' || LABEL_SYMBOLS.has(t.norm[s - 1]))) s--;
-  while (s < colon && LABEL_SYMBOLS.has(t.norm[s])) s++;
-  if (s < colon && /[A-Z]{2}/.test(text.slice(t.start[s], t.end[colon - 1]))) return { labelStart: s, labelEnd: colon, contentStart };
+  if (upperRun) return { labelStart: up, labelEnd: colon, contentStart };
   // Title-case label at a line or sentence boundary: every word capitalised but connectors.
   if (boundary >= 0) {
     let ok = wordCase(raw(boundary)) === 'title' || wordCase(raw(boundary)) === 'upper';

@@ -56,6 +56,7 @@ function expand(phrase: string): string[] {
 /**
  * Longest phrase starting at `start`, where a phrase token may also be a token class (`<year>`)
  * matching `classes[i]`. Exact tokens and classes are both tried (depth-first; phrases are short).
+ * Tokens flagged in `skip` end a match. Module-level functions only: this runs for every token.
  */
 export function trieLongestClassed<T>(
   root: TrieNode<T>,
@@ -65,29 +66,39 @@ export function trieLongestClassed<T>(
   limit: number,
   skip?: Uint8Array,
 ): [number, T] | undefined {
-  let bestEnd = -1;
-  let bestValue: T | undefined;
-  const walk = (node: TrieNode<T>, i: number) => {
-    if (node.value !== undefined && i > bestEnd) {
-      bestEnd = i;
-      bestValue = node.value;
+  const best: Best<T> = { end: -1, value: undefined };
+  walkClassed(root, tokens, classes, start, limit, skip, best);
+  return best.end > start ? [best.end, best.value as T] : undefined;
+}
+
+interface Best<T> {
+  end: number;
+  value: T | undefined;
+}
+
+function walkClassed<T>(
+  node: TrieNode<T>,
+  tokens: readonly string[],
+  classes: readonly (string | undefined)[],
+  i: number,
+  limit: number,
+  skip: Uint8Array | undefined,
+  best: Best<T>,
+): void {
+  for (;;) {
+    if (node.value !== undefined && i > best.end) {
+      best.end = i;
+      best.value = node.value;
     }
-    if (i >= limit || (skip && skip[i])) return;
-    const child = node.next.get(tokens[i]);
-    if (child) walk(child, i + 1);
+    if (i >= limit || (skip !== undefined && skip[i] === 1)) return;
     const c = classes[i];
     if (c !== undefined) {
       const byClass = node.next.get(c);
-      if (byClass) walk(byClass, i + 1);
+      if (byClass) walkClassed(byClass, tokens, classes, i + 1, limit, skip, best);
     }
-  };
-  if (skip && skip[start]) return undefined;
-  const first = root.next.get(tokens[start]);
-  if (first) walk(first, start + 1);
-  const c0 = classes[start];
-  if (c0 !== undefined) {
-    const byClass = root.next.get(c0);
-    if (byClass) walk(byClass, start + 1);
+    const child = node.next.get(tokens[i]);
+    if (!child) return;
+    node = child;
+    i++;
   }
-  return bestEnd > start ? [bestEnd, bestValue as T] : undefined;
 }
