@@ -132,18 +132,26 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
   const scratch = newScopeScratch(t.length);
 
   const mentions: Mention[] = [];
+  let coveredUntil = 0; // a mention may run on into the label of a header that follows on its line
   for (let ui = 0; ui < st.units.length; ui++) {
     const u = st.units[ui];
-    const found = findMentions(rules, targetTrie, t, u.start, u.end, st.skip);
+    const next = st.units[ui + 1];
+    const runOn = next?.label && next.start === u.end && t.gap[next.start] < Gap.Newline ? next.end : u.end;
+    let found = findMentions(rules, targetTrie, t, u.start, runOn, st.skip);
+    if (runOn !== u.end || coveredUntil > u.start) found = found.filter((m) => m.start < u.end && m.start >= coveredUntil);
+    for (const m of found) coveredUntil = Math.max(coveredUntil, m.end);
     if (found.length === 0) continue;
     let inherited: Trig[] = [];
-    if (u.slot && u.slotHead) {
+    // A slot header's own cue words reach the slot's first unit and its list items ("Denies: fever,
+    // chills", "Rule out: PE"); a known section's heading does not (its section default does that,
+    // and radiology "HISTORY:" is the clinical question, not a history cue).
+    if (u.slot && u.slotHead && !u.slot.section) {
       const li = labelUnit.get(u.slot);
       if (li !== undefined) inherited = trigsOf(li).filter((tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0);
     }
-    const scoped = scopeTriggers(t, trigsOf(ui), u.start, u.end, st.skip, scratch, inherited);
+    const scoped = scopeTriggers(t, trigsOf(ui), u.start, u.end, st.skip, scratch, rules, inherited);
     // A header's own words take the answer given in its slot ("COMPLICATIONS: none").
-    const answer = u.label ? slotAnswer(rules, t, st.units, ui, trigsOf, st.skip, targetTrie) : undefined;
+    const answer = u.label ? slotAnswer(rules, t, st.units, ui, trigsOf, st.skip) : undefined;
     for (const m of found) {
       const decided = decide(scoped, m.start, m.end, rules.precedence);
       const values: { negation: Negation; temporality: Temporality; experiencer: Experiencer } = { ...DEFAULTS };
@@ -208,7 +216,6 @@ function slotAnswer(
   ui: number,
   trigsOf: (ui: number) => Trig[],
   skip: Uint8Array,
-  targets: TrieNode<string> | undefined,
 ): { value: Negation; cue: Cue } | undefined {
   const label = units[ui].label!;
   const ci = units.findIndex((u, k) => k > ui && u.slot === label);
@@ -222,14 +229,16 @@ function slotAnswer(
     value = ans[1];
   } else {
     const first = trigsOf(ci)[0];
-    if (first && first.start === c.start && first.entry.kind === 'trigger' && first.entry.dimension === 'negation' && first.entry.backward > 0) {
+    const e = first?.entry.kind === 'trigger' ? [first.entry, ...(first.entry.also ?? [])].find((x) => x.dimension === 'negation') : undefined;
+    if (first && e && first.start === c.start && e.backward > 0) {
       end = first.end;
-      value = CATEGORY_EFFECT[first.entry.category].value as Negation;
+      value = CATEGORY_EFFECT[e.category].value as Negation;
     }
   }
   if (value === undefined) return undefined;
-  const alone = end >= c.end || [',', ';', '.', 'and', 'or'].includes(t.norm[end]);
-  if (!alone && findMentions(rules, targets, t, end, c.end, skip).length > 0) return undefined;
+  // The answer must stand alone: "none." / "no," / "negative;" but not "no evidence of X".
+  const alone = end >= c.end || [',', ';', '.', ')', '('].includes(t.norm[end]);
+  if (!alone) return undefined;
   return { value, cue: { trigger: t.norm.slice(c.start, end).join(' '), start: t.start[c.start], end: t.end[end - 1] } };
 }
 

@@ -10,19 +10,30 @@ import { trieLongestClassed } from './trie.js';
  *
  * A trigger's scope runs from the trigger forward and/or backward, and ends at:
  *   - the unit boundary (sentence, header, list item, line break; see structure.ts);
- *   - a terminator of the trigger's dimension ("but", "however", "which", "due to", ...);
+ *   - the parenthesis the trigger stands in ("CMV positive (recipient CMV negative)");
+ *   - a terminator of the trigger's dimension ("but", "however", "which", "due to", "given", ...);
  *   - a trigger of another category of the same dimension ("no fever, possible pneumonia"), except
- *     that a negation reaches through an uncertainty trigger that does not begin a new list item:
- *     "no findings suggestive of pneumonia" is negated (see `precedence` for when both reach);
- *   - forward only: a clause break (a verb that starts a new clause: "has", "was", "reports") of the
- *     trigger's dimension once the scope has covered some words ("no fever, has cough": cough is
- *     affirmed; "does not have fever": the verb right after the trigger does not end it). Backward
- *     scopes run over verbs ("the nodule described on the prior CT is no longer seen");
+ *     that a negation reaches through an uncertainty trigger that follows it within two tokens without
+ *     starting a new list item: "no findings suggestive of X", "not suspicious for X" are negated, and
+ *     that uncertainty trigger is governed by the negation (it modifies nothing itself);
+ *   - forward only: a clause break (a verb that starts a new clause: "has", "presents", "reports") for
+ *     the categories in `clauseBreakCategories`. For negation it needs some words in scope first ("no
+ *     fever, has cough": cough is affirmed; "does not have fever": a verb right after the trigger
+ *     does not end it); a historical scope ends at any clause break ("PMH of asthma presents with
+ *     wheeze"). Hypothetical scopes run over verbs ("if you have X"), and experiencer scopes too
+ *     ("her roommate at the home has X");
  *   - its window: a number of tokens counted from the trigger or from the last list joiner (",", "and",
  *     "or", "nor", ...), so a coordinated list of any length stays in scope ("denies A, B, C, D, or E");
- *   - backward only: a comma, unless the words between it and the trigger contain a coordinator
- *     ("fever, chills and cough are absent" reaches fever; "CXR shows pneumonia, cultures are
- *     negative" stops at the comma).
+ *   - backward, for negation and experiencer: a comma, unless the words between it and the trigger
+ *     contain a coordinator ("fever, chills and cough are absent" reaches fever; "CXR shows pneumonia,
+ *     cultures are negative" stops at the comma) or the comma stands right before the trigger ("AKI,
+ *     resolved").
+ *
+ * When several triggers of one dimension reach a mention: for negation the nearest wins (a negation
+ * and an uncertainty both reaching a mention are in different clauses: "branches are not evaluated
+ * and X cannot be excluded"); for temporality the category first in `precedence` wins (hypothetical),
+ * then the nearest. A forward trigger that overlaps the start of the mention ("[no new] lesions",
+ * "[Old] infarct" when the cue was included in the target) applies to it.
  */
 
 export interface Trig {
@@ -58,15 +69,24 @@ const WORD = /[a-z0-9]/;
 
 /**
  * Per-text scratch space: for each token, 1 + the index of the trigger starting / ending there in the
- * current unit (0: none). Allocated once per text, cleared after each unit.
+ * current unit (0: none), and whether that trigger is governed. Allocated once per text, cleared after
+ * each unit.
  */
 export interface ScopeScratch {
   startAt: Int32Array;
   endAt: Int32Array;
+  governed: Uint8Array;
 }
 
 export function newScopeScratch(tokens: number): ScopeScratch {
-  return { startAt: new Int32Array(tokens), endAt: new Int32Array(tokens) };
+  return { startAt: new Int32Array(tokens), endAt: new Int32Array(tokens), governed: new Uint8Array(tokens) };
+}
+
+type TriggerOf = Extract<TriggerEntry, { kind: 'trigger' }>;
+
+/** Scope-ending rules from the rule file: categories whose forward scopes clause breaks end. */
+export interface ScopeRules {
+  clauseBreakCategories: ReadonlySet<ModifierCategory>;
 }
 
 /**
@@ -80,61 +100,71 @@ export function scopeTriggers(
   b: number,
   skip: Uint8Array,
   scratch: ScopeScratch,
+  rules: ScopeRules,
   inherited: Trig[] = [],
 ): ScopedTrig[] {
-  const { startAt, endAt } = scratch;
+  const { startAt, endAt, governed } = scratch;
   for (let k = 0; k < trigs.length; k++) {
     startAt[trigs[k].start] = k + 1;
     endAt[trigs[k].end - 1] = k + 1;
   }
   const out: ScopedTrig[] = [];
-  for (const tr of trigs) addScope(out, t, tr, tr.end, false, a, b, skip, trigs, startAt, endAt);
-  for (const tr of inherited) addScope(out, t, tr, a, true, a, b, skip, trigs, startAt, endAt);
+  const w: Walk = { t, b, a, skip, trigs, startAt, endAt, governed, rules };
+  for (const tr of trigs) addScope(out, w, tr, tr.end, false);
+  for (const tr of inherited) addScope(out, w, tr, a, true);
+  const kept = out.filter((s) => !(governed[s.trig.start] && s.dimension === 'negation' && s.category === 'possible'));
   for (const tr of trigs) {
     startAt[tr.start] = 0;
     endAt[tr.end - 1] = 0;
+    governed[tr.start] = 0;
   }
-  return out;
+  return kept;
 }
 
-function addScope(
-  out: ScopedTrig[],
-  t: Tokens,
-  tr: Trig,
-  from: number,
-  forwardOnly: boolean,
-  a: number,
-  b: number,
-  skip: Uint8Array,
-  trigs: Trig[],
-  startAt: Int32Array,
-  endAt: Int32Array,
-): void {
-  const e = tr.entry;
-  if (e.kind !== 'trigger') return;
-  const s: ScopedTrig = { trig: tr, category: e.category, dimension: e.dimension, fLo: from, fHi: from, bLo: tr.start, bHi: tr.start };
-  if (e.forward > 0) s.fHi = forwardEnd(t, e, from, b, skip, trigs, startAt, endAt);
-  if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(e, tr.start - 1, a, skip, trigs, endAt);
-  out.push(s);
+interface Walk {
+  t: Tokens;
+  a: number;
+  b: number;
+  skip: Uint8Array;
+  trigs: Trig[];
+  startAt: Int32Array;
+  endAt: Int32Array;
+  governed: Uint8Array;
+  rules: ScopeRules;
 }
 
-function blocks(e: Extract<TriggerEntry, { kind: 'trigger' }>, o: TriggerEntry): boolean {
+function addScope(out: ScopedTrig[], w: Walk, tr: Trig, from: number, forwardOnly: boolean): void {
+  const first = tr.entry;
+  if (first.kind !== 'trigger') return;
+  // A trigger may set several dimensions ("rule out": hypothetical and possible): one scope each.
+  for (const e of first.also ? [first, ...first.also] : [first]) {
+    const s: ScopedTrig = { trig: tr, category: e.category, dimension: e.dimension, fLo: from, fHi: from, bLo: tr.start, bHi: tr.start };
+    if (e.forward > 0) s.fHi = forwardEnd(w, e, from);
+    if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(w, e, tr.start - 1);
+    out.push(s);
+  }
+}
+
+/** The category `o` sets in a dimension, if it is a trigger with an effect there. */
+function categoryIn(o: TriggerEntry, dimension: Dimension): ModifierCategory | undefined {
+  if (o.kind !== 'trigger') return undefined;
+  if (o.dimension === dimension) return o.category;
+  return o.also?.find((x) => x.dimension === dimension)?.category;
+}
+
+function blocks(e: TriggerOf, o: TriggerEntry): boolean {
   if (o.kind === 'terminator') return o.dimensions.has(e.dimension);
-  return o.kind === 'trigger' && o.dimension === e.dimension && o.category !== e.category;
+  const c = categoryIn(o, e.dimension);
+  return c !== undefined && c !== e.category;
 }
 
-function forwardEnd(
-  t: Tokens,
-  e: Extract<TriggerEntry, { kind: 'trigger' }>,
-  from: number,
-  b: number,
-  skip: Uint8Array,
-  trigs: Trig[],
-  startAt: Int32Array,
-  endAt: Int32Array,
-): number {
+function forwardEnd(w: Walk, e: TriggerOf, from: number): number {
+  const { t, b, skip, trigs, startAt, endAt } = w;
+  const clauses = w.rules.clauseBreakCategories.has(e.category);
+  const needContent = e.dimension === 'negation';
   let count = 0;
   let content = false;
+  let depth = 0;
   let j = from;
   while (j < b) {
     if (skip[j]) {
@@ -149,10 +179,11 @@ function forwardEnd(
         // Negation over uncertainty ("no findings suggestive of X") unless it starts a new list item.
         const before = j > 0 ? endAt[j - 1] : 0;
         const afterJoiner = before > 0 && trigs[before - 1].entry.kind === 'joiner';
-        const over = e.category === 'negated' && o.entry.kind === 'trigger' && o.entry.category === 'possible' && !afterJoiner;
+        const over = e.category === 'negated' && categoryIn(o.entry, 'negation') === 'possible' && !afterJoiner && j - from <= 2;
         if (!over) break;
+        w.governed[o.start] = 1;
       }
-      if (o.entry.kind === 'clause' && content && o.entry.dimensions.has(e.dimension)) break;
+      if (k === 'clause' && clauses && (content || !needContent)) break;
       if (k === 'joiner') {
         if (e.lists) count = 0;
         else count += o.end - o.start;
@@ -161,20 +192,27 @@ function forwardEnd(
       }
       count += o.end - o.start;
       if (count > e.forward) break;
+      if (k !== 'pseudo') content = true;
       j = o.end;
       continue;
     }
+    const v = t.norm[j];
+    if (v === '(') depth++;
+    else if (v === ')' && depth-- === 0) break;
     if (++count > e.forward) break;
-    if (!content && WORD.test(t.norm[j])) content = true;
+    if (!content && WORD.test(v)) content = true;
     j++;
   }
   return j;
 }
 
-function backwardStart(e: Extract<TriggerEntry, { kind: 'trigger' }>, from: number, a: number, skip: Uint8Array, trigs: Trig[], endAt: Int32Array): number {
+function backwardStart(w: Walk, e: TriggerOf, from: number): number {
+  const { t, a, skip, trigs, endAt } = w;
+  const commas = e.dimension !== 'temporality';
   let count = 0;
   let coordinated = false;
   let crossedComma = false;
+  let depth = 0;
   let j = from;
   while (j >= a) {
     if (skip[j]) {
@@ -187,10 +225,10 @@ function backwardStart(e: Extract<TriggerEntry, { kind: 'trigger' }>, from: numb
       const k = o.entry.kind;
       if (blocks(e, o.entry)) break;
       if (k === 'joiner') {
-        if (o.entry.phrase === ',') {
-          if (!coordinated && !crossedComma) break;
+        if (o.entry.phrase === ',' && commas) {
+          if (!coordinated && !crossedComma && j !== from) break;
           crossedComma = true;
-        } else coordinated = true;
+        } else if (o.entry.phrase !== ',') coordinated = true;
         if (e.lists) count = 0;
         j = o.start - 1;
         continue;
@@ -200,6 +238,9 @@ function backwardStart(e: Extract<TriggerEntry, { kind: 'trigger' }>, from: numb
       j = o.start - 1;
       continue;
     }
+    const v = t.norm[j];
+    if (v === ')') depth++;
+    else if (v === '(' && depth-- === 0) break;
     if (++count > e.backward) break;
     j--;
   }
@@ -213,22 +254,31 @@ export interface Decision {
 
 /**
  * The category each dimension takes for a mention [ms, me): among the triggers of that dimension whose
- * scope holds the mention (its first token forward, its last token backward), the one first in
- * `precedence`, then the nearest. A trigger overlapping the mention modifies nothing.
+ * scope holds the mention (its first token forward, its last token backward), see the module comment.
  */
-export function decide(scoped: ScopedTrig[], ms: number, me: number, precedence: Record<ModifierCategory, number>): Partial<Record<Dimension, Decision>> {
+export function decide(
+  scoped: ScopedTrig[],
+  ms: number,
+  me: number,
+  precedence: Record<ModifierCategory, number>,
+): Partial<Record<Dimension, Decision>> {
   const best: Partial<Record<Dimension, { s: ScopedTrig; dist: number }>> = {};
   for (const s of scoped) {
     const tr = s.trig;
-    if (tr.start < me && ms < tr.end) continue;
     let dist = -1;
-    if (ms >= s.fLo && ms < s.fHi) dist = ms - s.fLo;
+    if (tr.start < me && ms < tr.end) {
+      // Overlap: a forward trigger that covers the mention's first token and ends inside it.
+      if (s.fHi > s.fLo && tr.start <= ms && tr.end < me) dist = 0;
+    } else if (ms >= s.fLo && ms < s.fHi) dist = ms - s.fLo;
     else if (me <= tr.start && me - 1 >= s.bLo && me - 1 < s.bHi) dist = tr.start - me;
     if (dist < 0) continue;
     const cur = best[s.dimension];
-    if (!cur || precedence[s.category] < precedence[cur.s.category] || (s.category === cur.s.category && dist < cur.dist)) {
-      best[s.dimension] = { s, dist };
-    }
+    const better =
+      !cur ||
+      (s.dimension === 'negation'
+        ? dist < cur.dist || (dist === cur.dist && precedence[s.category] < precedence[cur.s.category])
+        : precedence[s.category] < precedence[cur.s.category] || (s.category === cur.s.category && dist < cur.dist));
+    if (better) best[s.dimension] = { s, dist };
   }
   const out: Partial<Record<Dimension, Decision>> = {};
   for (const d of Object.keys(best) as Dimension[]) out[d] = { category: best[d]!.s.category, trig: best[d]!.s.trig };

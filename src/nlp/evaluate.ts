@@ -61,7 +61,10 @@ export interface SplitReport {
   mentions: number;
   notFound: number;
   dimensions: Record<Scored, ScoredDimension>;
-  /** Misclassified mentions (only when asked: `errors: true`), for tuning on the development split. */
+  /**
+   * Misclassified mentions, for tuning: only when asked (`errors: true`) and only ever for the
+   * development split, so that held-out text is never shown while rules are being written.
+   */
   errors?: { item: LabelledMention; predicted: Record<Scored, string>; cues?: Mention['cues'] }[];
 }
 
@@ -159,10 +162,10 @@ export function evaluate(items: LabelledMention[], options: { rules?: CompiledRu
         row[pred[s]] = (row[pred[s]] ?? 0) + 1;
         if (s !== 'assertion' && gold[s] !== pred[s]) wrong = true;
       }
-      if (options.errors && wrong) errors.push({ item: it, predicted: pred, cues: m?.cues });
+      if (options.errors && split === 'dev' && wrong) errors.push({ item: it, predicted: pred, cues: m?.cues });
     }
     const dimensions = Object.fromEntries(SCORED.map((s) => [s, score(confusion[s], CLASSES[s], idx.length)])) as Record<Scored, ScoredDimension>;
-    report[split] = { mentions: idx.length, notFound, dimensions, ...(options.errors ? { errors } : {}) };
+    report[split] = { mentions: idx.length, notFound, dimensions, ...(options.errors && split === 'dev' ? { errors } : {}) };
   }
   return report;
 }

@@ -70,6 +70,8 @@ const triggerEntry = z.union([
     window: z.number().int().min(1).max(60).optional(),
     /** false: the scope ends at the window even inside a coordinated list. Default true. */
     lists: z.boolean().optional(),
+    /** Categories of other dimensions the trigger also sets ("rule out": hypothetical and possible). */
+    also: z.array(z.enum(['negated', 'possible', 'historical', 'hypothetical', 'other-subject'])).min(1).optional(),
   }),
 ]);
 const directional = z.strictObject({
@@ -90,7 +92,8 @@ const contextSchema = z.strictObject({
     .refine((p) => new Set(p).size === CATEGORIES.length && p.length === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
   window: z.strictObject({ forward: z.number().int().min(1), backward: z.number().int().min(1) }),
   listJoiners: z.array(phrase).min(1),
-  clauseBreaks: z.array(terminatorEntry),
+  clauseBreaks: z.array(phrase),
+  clauseBreakCategories: z.array(z.enum(CATEGORIES)),
   terminators: z.array(terminatorEntry),
   triggers: z.strictObject({
     negated: directional,
@@ -141,11 +144,13 @@ export type TriggerEntry =
       /** Whether a coordinated list extends the scope past the window. */
       lists: boolean;
       phrase: string;
+      /** The same trigger's effect on other dimensions, if any (same windows). */
+      also?: Extract<TriggerEntry, { kind: 'trigger' }>[];
     }
   | { kind: 'pseudo'; phrase: string }
   | { kind: 'terminator'; phrase: string; dimensions: ReadonlySet<Dimension> }
   | { kind: 'joiner'; phrase: string }
-  | { kind: 'clause'; phrase: string; dimensions: ReadonlySet<Dimension> };
+  | { kind: 'clause'; phrase: string };
 
 export interface SectionRule {
   name: string;
@@ -160,6 +165,8 @@ export interface CompiledRules {
   answerTrie: TrieNode<Negation>;
   /** Rank per category inside its dimension: lower wins. */
   precedence: Record<ModifierCategory, number>;
+  /** Categories whose forward scopes end at a clause break. */
+  clauseBreakCategories: ReadonlySet<ModifierCategory>;
   /** Categories in the order that derives the summary assertion (first non-default wins). */
   assertionOrder: ModifierCategory[];
   sectionByHeading: Map<string, SectionRule>;
@@ -223,8 +230,10 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
         const a = prev.entry;
         // The same phrase listed forward and backward in one category becomes bidirectional.
         if (a.kind === 'trigger' && entry.kind === 'trigger' && a.category === entry.category) {
-          a.forward = Math.max(a.forward, entry.forward);
-          a.backward = Math.max(a.backward, entry.backward);
+          for (const x of [a, ...(a.also ?? [])]) {
+            x.forward = Math.max(x.forward, entry.forward);
+            x.backward = Math.max(x.backward, entry.backward);
+          }
           continue;
         }
         if (a.kind === entry.kind && a.kind !== 'trigger') continue;
@@ -242,14 +251,7 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   });
   context.pseudo.forEach((p, i) => put(`pseudo.${i}`, p, (phrase) => ({ kind: 'pseudo', phrase })));
   context.listJoiners.forEach((p, i) => put(`listJoiners.${i}`, p, (phrase) => ({ kind: 'joiner', phrase })));
-  // A clause break ends certainty and time scopes by default; an experiencer is the subject of the
-  // new verb ("her roommate at the home has pneumonia") and is not ended by it.
-  const CLAUSE_DIMENSIONS: ReadonlySet<Dimension> = new Set(['negation', 'temporality']);
-  context.clauseBreaks.forEach((t, i) => {
-    const text = typeof t === 'string' ? t : t.phrase;
-    const dims = typeof t === 'string' ? CLAUSE_DIMENSIONS : new Set(t.dimensions);
-    put(`clauseBreaks.${i}`, text, (phrase) => ({ kind: 'clause', phrase, dimensions: dims }));
-  });
+  context.clauseBreaks.forEach((p, i) => put(`clauseBreaks.${i}`, p, (phrase) => ({ kind: 'clause', phrase })));
   for (const category of CATEGORIES) {
     const d = context.triggers[category];
     for (const direction of ['forward', 'backward', 'bidirectional'] as const) {
@@ -258,15 +260,21 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
         const fw = (typeof t === 'string' ? undefined : t.window) ?? context.window.forward;
         const bw = (typeof t === 'string' ? undefined : t.window) ?? context.window.backward;
         const lists = typeof t === 'string' ? true : t.lists !== false;
-        put(`triggers.${category}.${direction}.${i}`, text, (phrase) => ({
+        const also = typeof t === 'string' ? [] : (t.also ?? []);
+        const where = `triggers.${category}.${direction}.${i}`;
+        for (const other of also) {
+          if (CATEGORY_EFFECT[other].dimension === CATEGORY_EFFECT[category].dimension) fail(files.context, `${where}.also`, `${other} is in the same dimension as ${category}`);
+        }
+        const make = (c: ModifierCategory, phrase: string): Extract<TriggerEntry, { kind: 'trigger' }> => ({
           kind: 'trigger',
-          category,
-          dimension: CATEGORY_EFFECT[category].dimension,
+          category: c,
+          dimension: CATEGORY_EFFECT[c].dimension,
           phrase,
           lists,
           forward: direction === 'backward' ? 0 : fw,
           backward: direction === 'forward' ? 0 : bw,
-        }));
+        });
+        put(where, text, (phrase) => ({ ...make(category, phrase), ...(also.length ? { also: also.map((c) => make(c, phrase)) } : {}) }));
       });
     }
   }
@@ -297,7 +305,18 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
     }),
   );
 
-  return { concepts, conceptTrie, triggerTrie, answerTrie, precedence, assertionOrder: context.assertion, sectionByHeading, maxHeadingTokens, files };
+  return {
+    concepts,
+    conceptTrie,
+    triggerTrie,
+    answerTrie,
+    precedence,
+    clauseBreakCategories: new Set(context.clauseBreakCategories),
+    assertionOrder: context.assertion,
+    sectionByHeading,
+    maxHeadingTokens,
+    files,
+  };
 }
 
 /** Lookup key of a heading from its normalized tokens. */

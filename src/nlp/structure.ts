@@ -61,6 +61,7 @@ const BULLETS = new Set(['-', '*', '\u2022', '\u25aa', '\u25cf', '\u00b7', '\u20
 const LABEL_SYMBOLS = new Set(['&', '/', '-', '(', ')', "'s"]);
 const LABEL_CONNECTORS = new Set([...LABEL_SYMBOLS, 'of', 'and', 'or', 'the', 'to', 'for', 'in', 'on', 'with', 'at', 'by', 'a']);
 const MAX_LABEL_TOKENS = 7;
+const MAX_SENTENCE_CASE_LABEL = 5;
 
 export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules): Structure {
   const n = t.length;
@@ -205,7 +206,10 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
       continue;
     }
     let starts = u0 < 0;
-    if (!starts && t.winkSentence[i]) starts = true;
+    // wink ends a sentence after a leading "?" ("? torsion."): the question mark belongs to what follows.
+    if (!starts && t.winkSentence[i] && !(i - u0 === 1 && t.norm[u0] === '?')) starts = true;
+    // "hepatitis C. Possible X": a sentence ends after a one-letter abbreviation before a capitalised word.
+    if (!starts && i > 0 && /^[A-Z]\.$/.test(raw(i - 1)) && /^[A-Z][a-z]{2,}/.test(raw(i)) && t.start[i] > t.end[i - 1]) starts = true;
     if (!starts && t.gap[i] >= Gap.SpaceRun) {
       const prev = t.norm[i - 1];
       starts = t.gap[i] === Gap.Blank || /^[A-Z0-9\u2022*-]/.test(raw(i)) || SENTENCE_END.has(prev);
@@ -278,13 +282,11 @@ function headerBefore(
     if (upperRun && s >= up) return { labelStart: up, labelEnd: colon, contentStart, section: rule };
   }
   if (upperRun) return { labelStart: up, labelEnd: colon, contentStart };
-  // Title-case label at a line or sentence boundary: every word capitalised but connectors.
-  if (boundary >= 0) {
+  // A label in title or sentence case at a line or sentence boundary ("Lungs:", "Hepatic
+  // encephalopathy:", "Chest pain:"): its first word capitalised, then words and connectors only.
+  if (boundary >= 0 && colon - boundary <= MAX_SENTENCE_CASE_LABEL) {
     let ok = wordCase(raw(boundary)) === 'title' || wordCase(raw(boundary)) === 'upper';
-    for (let q = boundary + 1; q < colon && ok; q++) {
-      const c = wordCase(raw(q));
-      ok = c === 'title' || c === 'upper' || LABEL_CONNECTORS.has(t.norm[q]);
-    }
+    for (let q = boundary + 1; q < colon && ok; q++) ok = wordCase(raw(q)) !== 'other' || LABEL_CONNECTORS.has(t.norm[q]);
     if (ok && /[A-Za-z]{2}/.test(text.slice(t.start[boundary], t.end[colon - 1]))) return { labelStart: boundary, labelEnd: colon, contentStart };
   }
   return undefined;
