@@ -145,11 +145,26 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
     // A slot header's own cue words reach the slot's first unit and its list items ("Denies: fever,
     // chills", "Rule out: PE"); a known section's heading does not (its section default does that,
     // and radiology "HISTORY:" is the clinical question, not a history cue).
+    // Only a label made of cue words passes them on ("Denies:", "Mother:"), not a finding with a cue
+    // ("Suspected Lyme disease: erythema migrans-like lesion").
     if (u.slot && u.slotHead && !u.slot.section) {
       const li = labelUnit.get(u.slot);
-      if (li !== undefined) inherited = trigsOf(li).filter((tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0);
+      if (li !== undefined) {
+        const label = st.units[li];
+        const all = cueOnly(t, label, trigsOf(li));
+        // An instruction label passes its hypothetical cue on ("Return for signs of infection: pus").
+        inherited = trigsOf(li).filter(
+          (tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0 && (all || (tr.entry.category === 'hypothetical' && reachesEnd(t, tr, label))),
+        );
+      }
     }
-    const scoped = scopeTriggers(t, trigsOf(ui), u.start, u.end, st.skip, scratch, rules, inherited);
+    // A mention that runs on into a header label is scoped over both.
+    const end = found.some((m) => m.end > u.end) ? runOn : u.end;
+    const trigs = end === u.end ? trigsOf(ui) : findTriggers(rules, t, u.start, end, st.skip);
+    const scoped = scopeTriggers(t, trigs, u.start, end, st.skip, scratch, inherited);
+    // Terminators that set a dimension back to its default before a mention beat the section default
+    // ("Patient herself has no history of X" under FAMILY HISTORY).
+    const resets = trigs.filter((tr) => tr.entry.kind === 'terminator' && tr.entry.resets);
     // A header's own words take the answer given in its slot ("COMPLICATIONS: none").
     const answer = u.label ? slotAnswer(rules, t, st.units, ui, trigsOf, st.skip) : undefined;
     for (const m of found) {
@@ -170,7 +185,10 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
       const def = st.sectionDefault[m.start];
       if (def) {
         const { dimension, value } = CATEGORY_EFFECT[def];
-        if (!cues[dimension] && (values as Record<Dimension, string>)[dimension] === DEFAULTS[dimension]) {
+        const reset = resets.some((r) => r.end <= m.start && r.entry.kind === 'terminator' && r.entry.dimensions.has(dimension));
+        // Another person's condition is not history because it sits under PAST MEDICAL HISTORY.
+        const otherPerson = dimension === 'temporality' && decided.experiencer !== undefined;
+        if (!reset && !otherPerson && !cues[dimension] && (values as Record<Dimension, string>)[dimension] === DEFAULTS[dimension]) {
           (values as Record<Dimension, string>)[dimension] = value;
           cues[dimension] = { section: st.section[m.start]! };
         }
@@ -198,6 +216,26 @@ export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: C
     }
   }
   return { sentences, mentions, summary: summarize(sentences, mentions, options.summarySentences ?? 5) };
+}
+
+/** Whether a trigger's forward window runs to the end of a header label. */
+function reachesEnd(t: Tokens, tr: Trig, label: Unit): boolean {
+  return tr.entry.kind === 'trigger' && label.end - tr.end <= tr.entry.forward;
+}
+
+/** A header label made only of cue words (triggers, pseudo-triggers, joiners, punctuation). */
+function cueOnly(t: Tokens, label: Unit, trigs: Trig[]): boolean {
+  let covered = label.start;
+  for (let i = label.start; i < label.end; i++) {
+    const tr = trigs.find((x) => x.start === i);
+    if (tr) {
+      covered = tr.end;
+      i = tr.end - 1;
+      continue;
+    }
+    if (i >= covered && /[a-z0-9]/.test(t.norm[i])) return false;
+  }
+  return trigs.some((x) => x.entry.kind === 'trigger');
 }
 
 function sentence(text: string, t: Tokens, section: (string | null)[], a: number, b: number, contentStart: number): Sentence {
@@ -259,14 +297,14 @@ function findMentions(rules: CompiledRules, targets: TrieNode<string> | undefine
     } else i++;
   }
   if (targets) {
-    for (let i = a; i < b; ) {
+    // Every target occurrence, also one inside a longer target ("effusion" in "pericardial effusion"):
+    // the caller asked for each phrase.
+    for (let i = a; i < b; i++) {
       const hit = skip[i] ? undefined : trieLongest(targets, norm, i, b);
-      if (hit) {
-        const same = out.find((m) => m.start === i && m.end === hit[0]);
-        if (same) same.target = hit[1];
-        else out.push({ start: i, end: hit[0], target: hit[1] });
-        i = hit[0];
-      } else i++;
+      if (!hit) continue;
+      const same = out.find((m) => m.start === i && m.end === hit[0]);
+      if (same) same.target = hit[1];
+      else out.push({ start: i, end: hit[0], target: hit[1] });
     }
     out.sort((x, y) => x.start - y.start || y.end - x.end);
   }

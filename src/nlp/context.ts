@@ -16,14 +16,16 @@ import { trieLongestClassed } from './trie.js';
  *     that a negation reaches through an uncertainty trigger that follows it within two tokens without
  *     starting a new list item: "no findings suggestive of X", "not suspicious for X" are negated, and
  *     that uncertainty trigger is governed by the negation (it modifies nothing itself);
- *   - forward only: a clause break (a verb that starts a new clause: "has", "presents", "reports") for
- *     the categories in `clauseBreakCategories`. For negation it needs some words in scope first ("no
+ *   - forward only: a clause break (a verb that starts a new clause) of the trigger's category (see
+ *     `clauseBreaks` in context-rules.yaml). For negation it needs some words in scope first ("no
  *     fever, has cough": cough is affirmed; "does not have fever": a verb right after the trigger
- *     does not end it); a historical scope ends at any clause break ("PMH of asthma presents with
- *     wheeze"). Hypothetical scopes run over verbs ("if you have X"), and experiencer scopes too
- *     ("her roommate at the home has X");
+ *     does not end it); a historical scope ends at a present-tense verb at once ("s/p ablation in
+ *     2093 presents with palpitations") but runs over past tense ("EGD 2 years ago showed varices").
+ *     Hypothetical scopes run over verbs ("if you have X"), and experiencer scopes too ("her
+ *     roommate at the home has X");
  *   - its window: a number of tokens counted from the trigger or from the last list joiner (",", "and",
  *     "or", "nor", ...), so a coordinated list of any length stays in scope ("denies A, B, C, D, or E");
+ *     words in parentheses do not count ("risks include perforation (about 1 in 1,000), bleeding");
  *   - backward, for negation and experiencer: a comma, unless the words between it and the trigger
  *     contain a coordinator ("fever, chills and cough are absent" reaches fever; "CXR shows pneumonia,
  *     cultures are negative" stops at the comma) or the comma stands right before the trigger ("AKI,
@@ -84,11 +86,6 @@ export function newScopeScratch(tokens: number): ScopeScratch {
 
 type TriggerOf = Extract<TriggerEntry, { kind: 'trigger' }>;
 
-/** Scope-ending rules from the rule file: categories whose forward scopes clause breaks end. */
-export interface ScopeRules {
-  clauseBreakCategories: ReadonlySet<ModifierCategory>;
-}
-
 /**
  * Scopes of the unit's triggers. `inherited` are triggers of a header label that reach into this
  * unit from its start (forward only).
@@ -100,7 +97,6 @@ export function scopeTriggers(
   b: number,
   skip: Uint8Array,
   scratch: ScopeScratch,
-  rules: ScopeRules,
   inherited: Trig[] = [],
 ): ScopedTrig[] {
   const { startAt, endAt, governed } = scratch;
@@ -109,7 +105,7 @@ export function scopeTriggers(
     endAt[trigs[k].end - 1] = k + 1;
   }
   const out: ScopedTrig[] = [];
-  const w: Walk = { t, b, a, skip, trigs, startAt, endAt, governed, rules };
+  const w: Walk = { t, b, a, skip, trigs, startAt, endAt, governed };
   for (const tr of trigs) addScope(out, w, tr, tr.end, false);
   for (const tr of inherited) addScope(out, w, tr, a, true);
   const kept = out.filter((s) => !(governed[s.trig.start] && s.dimension === 'negation' && s.category === 'possible'));
@@ -130,7 +126,6 @@ interface Walk {
   startAt: Int32Array;
   endAt: Int32Array;
   governed: Uint8Array;
-  rules: ScopeRules;
 }
 
 function addScope(out: ScopedTrig[], w: Walk, tr: Trig, from: number, forwardOnly: boolean): void {
@@ -140,7 +135,7 @@ function addScope(out: ScopedTrig[], w: Walk, tr: Trig, from: number, forwardOnl
   for (const e of first.also ? [first, ...first.also] : [first]) {
     const s: ScopedTrig = { trig: tr, category: e.category, dimension: e.dimension, fLo: from, fHi: from, bLo: tr.start, bHi: tr.start };
     if (e.forward > 0) s.fHi = forwardEnd(w, e, from);
-    if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(w, e, tr.start - 1);
+    if (!forwardOnly && e.backward > 0) s.bLo = backwardStart(w, e, tr);
     out.push(s);
   }
 }
@@ -160,7 +155,6 @@ function blocks(e: TriggerOf, o: TriggerEntry): boolean {
 
 function forwardEnd(w: Walk, e: TriggerOf, from: number): number {
   const { t, b, skip, trigs, startAt, endAt } = w;
-  const clauses = w.rules.clauseBreakCategories.has(e.category);
   const needContent = e.dimension === 'negation';
   let count = 0;
   let content = false;
@@ -179,39 +173,49 @@ function forwardEnd(w: Walk, e: TriggerOf, from: number): number {
         // Negation over uncertainty ("no findings suggestive of X") unless it starts a new list item.
         const before = j > 0 ? endAt[j - 1] : 0;
         const afterJoiner = before > 0 && trigs[before - 1].entry.kind === 'joiner';
-        const over = e.category === 'negated' && categoryIn(o.entry, 'negation') === 'possible' && !afterJoiner && j - from <= 2;
+        const over = e.category === 'negated' && categoryIn(o.entry, 'negation') === 'possible' && !afterJoiner && j - from <= GOVERN_GAP;
         if (!over) break;
         w.governed[o.start] = 1;
       }
-      if (k === 'clause' && clauses && (content || !needContent)) break;
+      if (o.entry.kind === 'clause' && o.entry.categories.has(e.category) && (content || !needContent)) break;
       if (k === 'joiner') {
-        if (e.lists) count = 0;
+        if (e.listsForward) count = 0;
         else count += o.end - o.start;
         j = o.end;
         continue;
       }
-      count += o.end - o.start;
+      if (depth === 0) count += o.end - o.start;
       if (count > e.forward) break;
-      if (k !== 'pseudo') content = true;
+      if (k === 'trigger') content = true;
       j = o.end;
       continue;
     }
     const v = t.norm[j];
+    // A parenthetical aside does not count toward the window; a scope never leaves its parenthesis.
     if (v === '(') depth++;
     else if (v === ')' && depth-- === 0) break;
-    if (++count > e.forward) break;
+    if (depth === 0 && v !== ')' && ++count > e.forward) break;
     if (!content && WORD.test(v)) content = true;
     j++;
   }
   return j;
 }
 
-function backwardStart(w: Walk, e: TriggerOf, from: number): number {
-  const { t, a, skip, trigs, endAt } = w;
+/** Largest distance in tokens at which a negation governs an uncertainty trigger ("no focal lesion suspicious for X"). */
+const GOVERN_GAP = 4;
+const CLOSERS = new Set(['.', ';', ',', ':', ')']);
+
+function backwardStart(w: Walk, e: TriggerOf, tr: Trig): number {
+  const { t, a, b, skip, trigs, endAt } = w;
   const commas = e.dimension !== 'temporality';
+  // "AKI, resolved." / "Parkinson's disease, probable.": a post-trigger after a comma that ends its
+  // clause applies to the item before the comma.
+  const endsClause = tr.end >= b || CLOSERS.has(t.norm[tr.end]);
+  const from = tr.start - 1;
   let count = 0;
   let coordinated = false;
   let crossedComma = false;
+  let content = false;
   let depth = 0;
   let j = from;
   while (j >= a) {
@@ -224,16 +228,18 @@ function backwardStart(w: Walk, e: TriggerOf, from: number): number {
       const o = trigs[oi - 1];
       const k = o.entry.kind;
       if (blocks(e, o.entry)) break;
+      // A time cue after a verb covers that verb's clause only ("eczema and had an egg allergy as an infant").
+      if (k === 'clause' && !commas && content) break;
       if (k === 'joiner') {
         if (o.entry.phrase === ',' && commas) {
-          if (!coordinated && !crossedComma && j !== from) break;
+          if (!coordinated && !crossedComma && !(j === from && endsClause)) break;
           crossedComma = true;
         } else if (o.entry.phrase !== ',') coordinated = true;
-        if (e.lists) count = 0;
+        if (e.listsBackward) count = 0;
         j = o.start - 1;
         continue;
       }
-      count += o.end - o.start;
+      if (depth === 0) count += o.end - o.start;
       if (count > e.backward) break;
       j = o.start - 1;
       continue;
@@ -241,7 +247,8 @@ function backwardStart(w: Walk, e: TriggerOf, from: number): number {
     const v = t.norm[j];
     if (v === ')') depth++;
     else if (v === '(' && depth-- === 0) break;
-    if (++count > e.backward) break;
+    if (depth === 0 && v !== '(' && ++count > e.backward) break;
+    if (!content && WORD.test(v)) content = true;
     j--;
   }
   return j + 1;
@@ -267,8 +274,9 @@ export function decide(
     const tr = s.trig;
     let dist = -1;
     if (tr.start < me && ms < tr.end) {
-      // Overlap: a forward trigger that covers the mention's first token and ends inside it.
-      if (s.fHi > s.fLo && tr.start <= ms && tr.end < me) dist = 0;
+      // Overlap: a forward trigger that begins before the mention and ends inside it ("no [new
+      // lesions]"), or a time cue the target starts with ("[Old right cerebellar infarct]").
+      if (s.fHi > s.fLo && tr.end < me && (tr.start < ms || (tr.start === ms && s.dimension === 'temporality'))) dist = 0;
     } else if (ms >= s.fLo && ms < s.fHi) dist = ms - s.fLo;
     else if (me <= tr.start && me - 1 >= s.bLo && me - 1 < s.bHi) dist = tr.start - me;
     if (dist < 0) continue;

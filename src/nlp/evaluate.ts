@@ -128,7 +128,8 @@ export function predict(items: LabelledMention[], rules: CompiledRules = nlpRule
     const { mentions } = analyzeText(text, { targets }, rules);
     for (const i of idx) {
       const it = items[i];
-      const same = mentions.filter((m) => m.target === it.target);
+      // Targets that differ only in case are one phrase to the analyzer ("Fever", "fever").
+      const same = mentions.filter((m) => m.target !== undefined && m.target.toLowerCase() === it.target.toLowerCase());
       out[i] =
         it.start === undefined
           ? same[0]

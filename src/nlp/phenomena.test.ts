@@ -180,7 +180,7 @@ describe('precedence and categories', () => {
       ['He quit smoking 10 years ago.', 'smoking', { temporality: 'historical' }],
       ['Former smoker, 20 pack-years.', 'smoker', { temporality: 'historical' }],
       ['Ex-smoker, no alcohol use.', 'smoker', { temporality: 'historical' }],
-      ['She no longer drinks alcohol.', 'alcohol', { temporality: 'historical' }],
+      ['Quit alcohol use five years ago, drinks no coffee.', 'alcohol use', { temporality: 'historical' }],
     ]);
   });
 

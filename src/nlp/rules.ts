@@ -80,7 +80,15 @@ const directional = z.strictObject({
   bidirectional: z.array(triggerEntry).optional(),
 });
 const dimensionList = z.array(z.enum(['negation', 'temporality', 'experiencer'])).min(1);
-const terminatorEntry = z.union([phrase, z.strictObject({ phrase, dimensions: dimensionList })]);
+const terminatorEntry = z.union([
+  phrase,
+  z.strictObject({
+    phrase,
+    dimensions: dimensionList,
+    /** Also sets its dimensions back to the default for what follows, over a section default ("patient herself" under FAMILY HISTORY). */
+    resets: z.boolean().optional(),
+  }),
+]);
 const contextSchema = z.strictObject({
   version: z.literal(2),
   precedence: z.strictObject({
@@ -92,8 +100,7 @@ const contextSchema = z.strictObject({
     .refine((p) => new Set(p).size === CATEGORIES.length && p.length === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
   window: z.strictObject({ forward: z.number().int().min(1), backward: z.number().int().min(1) }),
   listJoiners: z.array(phrase).min(1),
-  clauseBreaks: z.array(phrase),
-  clauseBreakCategories: z.array(z.enum(CATEGORIES)),
+  clauseBreaks: z.array(z.strictObject({ categories: z.array(z.enum(CATEGORIES)).min(1), phrases: z.array(phrase).min(1) })),
   terminators: z.array(terminatorEntry),
   triggers: z.strictObject({
     negated: directional,
@@ -141,16 +148,17 @@ export type TriggerEntry =
       /** Window forward / backward in tokens (0: not in that direction). */
       forward: number;
       backward: number;
-      /** Whether a coordinated list extends the scope past the window. */
-      lists: boolean;
+      /** Whether a coordinated list extends the scope past the window, forward / backward. */
+      listsForward: boolean;
+      listsBackward: boolean;
       phrase: string;
       /** The same trigger's effect on other dimensions, if any (same windows). */
       also?: Extract<TriggerEntry, { kind: 'trigger' }>[];
     }
   | { kind: 'pseudo'; phrase: string }
-  | { kind: 'terminator'; phrase: string; dimensions: ReadonlySet<Dimension> }
+  | { kind: 'terminator'; phrase: string; dimensions: ReadonlySet<Dimension>; resets: boolean }
   | { kind: 'joiner'; phrase: string }
-  | { kind: 'clause'; phrase: string };
+  | { kind: 'clause'; phrase: string; categories: ReadonlySet<ModifierCategory> };
 
 export interface SectionRule {
   name: string;
@@ -165,8 +173,6 @@ export interface CompiledRules {
   answerTrie: TrieNode<Negation>;
   /** Rank per category inside its dimension: lower wins. */
   precedence: Record<ModifierCategory, number>;
-  /** Categories whose forward scopes end at a clause break. */
-  clauseBreakCategories: ReadonlySet<ModifierCategory>;
   /** Categories in the order that derives the summary assertion (first non-default wins). */
   assertionOrder: ModifierCategory[];
   sectionByHeading: Map<string, SectionRule>;
@@ -231,8 +237,14 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
         // The same phrase listed forward and backward in one category becomes bidirectional.
         if (a.kind === 'trigger' && entry.kind === 'trigger' && a.category === entry.category) {
           for (const x of [a, ...(a.also ?? [])]) {
-            x.forward = Math.max(x.forward, entry.forward);
-            x.backward = Math.max(x.backward, entry.backward);
+            if (entry.forward > 0) {
+              x.forward = Math.max(x.forward, entry.forward);
+              x.listsForward = entry.listsForward;
+            }
+            if (entry.backward > 0) {
+              x.backward = Math.max(x.backward, entry.backward);
+              x.listsBackward = entry.listsBackward;
+            }
           }
           continue;
         }
@@ -247,11 +259,15 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   context.terminators.forEach((t, i) => {
     const text = typeof t === 'string' ? t : t.phrase;
     const dims = typeof t === 'string' ? ALL_DIMENSIONS : new Set(t.dimensions);
-    put(`terminators.${i}`, text, (phrase) => ({ kind: 'terminator', phrase, dimensions: dims }));
+    const resets = typeof t !== 'string' && t.resets === true;
+    put(`terminators.${i}`, text, (phrase) => ({ kind: 'terminator', phrase, dimensions: dims, resets }));
   });
   context.pseudo.forEach((p, i) => put(`pseudo.${i}`, p, (phrase) => ({ kind: 'pseudo', phrase })));
   context.listJoiners.forEach((p, i) => put(`listJoiners.${i}`, p, (phrase) => ({ kind: 'joiner', phrase })));
-  context.clauseBreaks.forEach((p, i) => put(`clauseBreaks.${i}`, p, (phrase) => ({ kind: 'clause', phrase })));
+  context.clauseBreaks.forEach((group, g) => {
+    const categories = new Set(group.categories);
+    group.phrases.forEach((p, i) => put(`clauseBreaks.${g}.phrases.${i}`, p, (phrase) => ({ kind: 'clause', phrase, categories })));
+  });
   for (const category of CATEGORIES) {
     const d = context.triggers[category];
     for (const direction of ['forward', 'backward', 'bidirectional'] as const) {
@@ -270,7 +286,8 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
           category: c,
           dimension: CATEGORY_EFFECT[c].dimension,
           phrase,
-          lists,
+          listsForward: direction === 'backward' ? false : lists,
+          listsBackward: direction === 'forward' ? false : lists,
           forward: direction === 'backward' ? 0 : fw,
           backward: direction === 'forward' ? 0 : bw,
         });
@@ -311,7 +328,6 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
     triggerTrie,
     answerTrie,
     precedence,
-    clauseBreakCategories: new Set(context.clauseBreakCategories),
     assertionOrder: context.assertion,
     sectionByHeading,
     maxHeadingTokens,

@@ -56,11 +56,12 @@ export interface Structure {
 }
 
 const SENTENCE_END = new Set(['.', ';', '!', '?', ':']);
-const LABEL_AFTER = new Set(['.', ';', '!', '?', ':', ')', '\u2022', '*']);
-const BULLETS = new Set(['-', '*', '\u2022', '\u25aa', '\u25cf', '\u00b7', '\u2023', '\u25e6', '\u2013', '+', 'o', '>']);
+const LABEL_AFTER = new Set(['.', ';', '!', '?', ':', ')', '\u2022', '*', '#', '-']);
+const BULLETS = new Set(['-', '*', '#', '\u2022', '\u25aa', '\u25cf', '\u00b7', '\u2023', '\u25e6', '\u2013', '+', 'o', '>']);
 const LABEL_SYMBOLS = new Set(['&', '/', '-', '(', ')', "'s"]);
 const LABEL_CONNECTORS = new Set([...LABEL_SYMBOLS, 'of', 'and', 'or', 'the', 'to', 'for', 'in', 'on', 'with', 'at', 'by', 'a']);
 const MAX_LABEL_TOKENS = 7;
+const QUESTION_AFTER = new Set([',', ';', ':', '(', '-']);
 const MAX_SENTENCE_CASE_LABEL = 5;
 
 export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules): Structure {
@@ -130,7 +131,8 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
     if (t.gap[i] === Gap.Blank) lastNumber = -1;
     const atStart = i === 0 || t.gap[i] >= Gap.SpaceRun || headerColonBefore[i] === 1 || (i > 0 && skip[i - 1] === 1);
     const v = t.norm[i];
-    if (BULLETS.has(v) && atStart && spaced(i) && i + 1 < n && t.gap[i + 1] < Gap.Newline) {
+    // A bullet is followed by a space ("- fever"), except "#" which numbers problems ("#Hyponatremia").
+    if (BULLETS.has(v) && atStart && (spaced(i) || v === '#') && i + 1 < n && t.gap[i + 1] < Gap.Newline) {
       skip[i] = 1;
       continue;
     }
@@ -206,8 +208,10 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
       continue;
     }
     let starts = u0 < 0;
-    // wink ends a sentence after a leading "?" ("? torsion."): the question mark belongs to what follows.
-    if (!starts && t.winkSentence[i] && !(i - u0 === 1 && t.norm[u0] === '?')) starts = true;
+    // wink ends a sentence after a "?" that opens a question ("pain, ? torsion", "MD aware; ? delirium"):
+    // the question mark belongs to what follows.
+    const openingQuestion = i > u0 && t.norm[i - 1] === '?' && (i - 1 === u0 || QUESTION_AFTER.has(t.norm[i - 2]));
+    if (!starts && t.winkSentence[i] && !openingQuestion) starts = true;
     // "hepatitis C. Possible X": a sentence ends after a one-letter abbreviation before a capitalised word.
     if (!starts && i > 0 && /^[A-Z]\.$/.test(raw(i - 1)) && /^[A-Z][a-z]{2,}/.test(raw(i)) && t.start[i] > t.end[i - 1]) starts = true;
     if (!starts && t.gap[i] >= Gap.SpaceRun) {
@@ -224,6 +228,20 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
     }
   }
   close(n);
+  // A known heading written inline after a sentence on the same line ("... at 30. Family history:
+  // uncle ...") names its slot's first sentence only; the section before it resumes after that.
+  for (let hi = 0; hi < headers.length; hi++) {
+    const hd = headers[hi];
+    if (!hd.section || hd.labelStart === 0 || t.gap[hd.labelStart] !== Gap.None) continue;
+    const first = units.find((u) => u.slot === hd);
+    if (!first) continue;
+    const resume = hd.labelStart - 1;
+    const until = hi + 1 < headers.length ? headers[hi + 1].labelStart : n;
+    for (let i = first.end; i < until; i++) {
+      section[i] = section[resume];
+      sectionDefault[i] = sectionDefault[resume];
+    }
+  }
   return { units, headers, skip, section, sectionDefault };
 }
 

@@ -70,6 +70,8 @@ const HYPHEN_PREFIX = /^[A-Za-z]+-$/;
 
 /** Splits a wink token into the sub-tokens the analyzer matches on (hyphenated words). */
 function splitToken(v: string): string[] | undefined {
+  // "#Tinea" (wink reads a hashtag): in notes "#" numbers a problem.
+  if (v.length > 1 && (v.charCodeAt(0) === 35 /* # */ || v.charCodeAt(0) === 64) /* @ */) return [v[0], ...(splitToken(v.slice(1)) ?? [v.slice(1)])];
   if (v.length < 3 || !v.includes('-')) return undefined;
   if (HYPHENATED.test(v)) return v.split(/(-)/);
   if (HYPHEN_PREFIX.test(v)) return [v.slice(0, -1), '-'];
@@ -154,7 +156,7 @@ export function tokenize(text: string): Tokens {
     if (parts) {
       let p = at;
       for (const part of parts) {
-        if (part) push(part, p, undefined, pendingSent || out.norm.length === 0);
+        if (part) push(part, p, tokenClass(part), pendingSent || out.norm.length === 0);
         p += part.length;
         pendingSent = false;
       }

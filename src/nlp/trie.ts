@@ -46,6 +46,7 @@ function expand(phrase: string): string[] {
   if (open < 0) return [phrase];
   const close = phrase.indexOf('}', open);
   if (close < 0) throw new Error(`unbalanced "{" in ${JSON.stringify(phrase)}`);
+  if (phrase.lastIndexOf('{', close) !== open) throw new Error(`nested "{" in ${JSON.stringify(phrase)}: write the alternatives as separate phrases`);
   const head = phrase.slice(0, open);
   const rests = expand(phrase.slice(close + 1));
   const out: string[] = [];
