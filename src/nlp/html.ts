@@ -74,13 +74,16 @@ export function htmlToText(html: string): HtmlToTextResult {
   return { text: tidyHtmlText(parts.join('')), removedActive: [...removed] };
 }
 
-/** Placeholders until the end: a table cell boundary, and a run of spaces inside <pre>; both become three spaces (a slot break). */
-const CELL_BREAK = '\u0001';
-const PRE_SPACES = '\u0002';
+/**
+ * Placeholders (private-use characters) until the end: a table cell boundary, and a run of spaces
+ * inside <pre>; both become three spaces (a slot break).
+ */
+const CELL_BREAK = '\ue000';
+const PRE_SPACES = '\ue001';
 
 /** Spaces collapsed as a browser renders them; cell boundaries and space runs in <pre> stay runs of three spaces. */
 function tidyHtmlText(s: string): string {
-  return tidyLines(s.replace(/ *[\u0001\u0002][ \u0001\u0002]*/g, '\u0001').replace(/ {2,}/g, ' ').replace(/\u0001/g, '   '));
+  return tidyLines(s.replace(/ *[\ue000\ue001][ \ue000\ue001]*/g, '\ue000').replace(/ {2,}/g, ' ').replace(/\ue000/g, '   '));
 }
 
 /**

@@ -190,6 +190,9 @@ describe('precedence and categories', () => {
       ['His father was recently treated for pneumonia.', 'pneumonia', { experiencer: 'other', assertion: 'other-subject' }],
       ['Brother possibly had a seizure disorder.', 'seizure disorder', { experiencer: 'other', negation: 'possible', assertion: 'other-subject' }],
       ['Sister without any history of cancer.', 'cancer', { experiencer: 'other', negation: 'negated' }],
+      ['Mother and two of her sisters were diagnosed with breast cancer, ovarian cancer, and melanoma in their forties.', 'melanoma', { experiencer: 'other' }],
+      ['Sick contacts: daughter with fever and a productive cough; pt herself reports sore throat.', 'cough', { experiencer: 'other' }],
+      ['Sick contacts: daughter with fever and a productive cough; pt herself reports sore throat.', 'sore throat', { experiencer: 'patient' }],
     ]);
   });
 });

@@ -62,6 +62,7 @@ const LABEL_SYMBOLS = new Set(['&', '/', '-', '(', ')', "'s"]);
 const LABEL_CONNECTORS = new Set([...LABEL_SYMBOLS, 'of', 'and', 'or', 'the', 'to', 'for', 'in', 'on', 'with', 'at', 'by', 'a']);
 const MAX_LABEL_TOKENS = 7;
 const QUESTION_AFTER = new Set([',', ';', ':', '(', '-']);
+const MARKERS = new Set(['#', '-', '*', '\u2022', ')']);
 const MAX_SENTENCE_CASE_LABEL = 5;
 
 export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules): Structure {
@@ -136,7 +137,10 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
       skip[i] = 1;
       continue;
     }
-    // "3." "3)" "(3)" "c)"
+    // "3." "3)" "(3)" "c)" (cheap first-character test: this runs for every token)
+    const c0 = v.charCodeAt(0);
+    const digit = c0 >= 48 && c0 <= 57;
+    if (!digit && v !== '(' && !(v.length === 1 && c0 >= 97 && c0 <= 104)) continue;
     let num = -1;
     let last = -1;
     if (/^\d{1,2}$/.test(v) && i + 1 < n && (t.norm[i + 1] === '.' || t.norm[i + 1] === ')') && t.start[i + 1] === t.end[i] && spaced(i + 1)) {
@@ -213,7 +217,9 @@ export function analyzeStructure(text: string, t: Tokens, rules: CompiledRules):
     const openingQuestion = i > u0 && t.norm[i - 1] === '?' && (i - 1 === u0 || QUESTION_AFTER.has(t.norm[i - 2]));
     if (!starts && t.winkSentence[i] && !openingQuestion) starts = true;
     // "hepatitis C. Possible X": a sentence ends after a one-letter abbreviation before a capitalised word.
-    if (!starts && i > 0 && /^[A-Z]\.$/.test(raw(i - 1)) && /^[A-Z][a-z]{2,}/.test(raw(i)) && t.start[i] > t.end[i - 1]) starts = true;
+    if (!starts && i > 0 && t.end[i - 1] - t.start[i - 1] === 2 && t.norm[i - 1].length === 1 && /^[A-Z]\.$/.test(raw(i - 1)) && /^[A-Z][a-z]{2,}/.test(raw(i)) && t.start[i] > t.end[i - 1]) {
+      starts = true;
+    }
     if (!starts && t.gap[i] >= Gap.SpaceRun) {
       const prev = t.norm[i - 1];
       starts = t.gap[i] === Gap.Blank || /^[A-Z0-9\u2022*-]/.test(raw(i)) || SENTENCE_END.has(prev);
@@ -299,13 +305,15 @@ function headerBefore(
     if (s === boundary) return { labelStart: s, labelEnd: colon, contentStart, section: rule };
     if (upperRun && s >= up) return { labelStart: up, labelEnd: colon, contentStart, section: rule };
   }
-  if (upperRun) return { labelStart: up, labelEnd: colon, contentStart };
   // A label in title or sentence case at a line or sentence boundary ("Lungs:", "Hepatic
   // encephalopathy:", "Chest pain:"): its first word capitalised, then words and connectors only.
+  // At a line start or after a list marker the first word may be lower case too ("#h/o DVT:").
   if (boundary >= 0 && colon - boundary <= MAX_SENTENCE_CASE_LABEL) {
-    let ok = wordCase(raw(boundary)) === 'title' || wordCase(raw(boundary)) === 'upper';
+    const lineOrMarker = boundary === 0 || t.gap[boundary] >= Gap.SpaceRun || MARKERS.has(t.norm[boundary - 1]);
+    let ok = wordCase(raw(boundary)) === 'title' || wordCase(raw(boundary)) === 'upper' || (lineOrMarker && wordCase(raw(boundary)) === 'lower');
     for (let q = boundary + 1; q < colon && ok; q++) ok = wordCase(raw(q)) !== 'other' || LABEL_CONNECTORS.has(t.norm[q]);
     if (ok && /[A-Za-z]{2}/.test(text.slice(t.start[boundary], t.end[colon - 1]))) return { labelStart: boundary, labelEnd: colon, contentStart };
   }
+  if (upperRun) return { labelStart: up, labelEnd: colon, contentStart };
   return undefined;
 }

@@ -266,7 +266,7 @@ async function* splitLines(input: AsyncIterable<Uint8Array> | Iterable<Uint8Arra
     } catch (err) {
       throw new AdapterError('input-invalid', `input: not valid UTF-16 text`, { cause: err });
     }
-    if (text) yield { line: ++line, bytes: text };
+    if (text) yield { line: line + 1, bytes: text };
     return;
   }
   if (dropping) yield { line: line + 1, bytes: new Uint8Array(), tooLong: true };
