@@ -16,9 +16,10 @@ describe('labelled sets', () => {
         for (const v of values) expect([split, dimension, v, part.some((i) => i[dimension as keyof typeof DIMENSIONS] === v)]).toEqual([split, dimension, v, true]);
       }
     }
-    // A document belongs to one split (its texts are never in both).
-    const splitOf = new Map<string, string>();
-    for (const i of items) expect(splitOf.get(i.text) ?? i.split).toBe((splitOf.set(i.text, i.split), i.split));
+    // A document belongs to one split (its text is never in both).
+    const splitsOf = new Map<string, Set<string>>();
+    for (const i of items) splitsOf.set(i.text, (splitsOf.get(i.text) ?? new Set()).add(i.split));
+    expect([...splitsOf.values()].filter((s) => s.size > 1)).toEqual([]);
   });
 
   it('the original assertion set is development data with valid labels', () => {
@@ -51,6 +52,20 @@ describe('evaluation (prints per split, dimension and class P/R/F1 and confusion
       expect([name, c.precision >= 0.95, c.recall >= 0.95]).toEqual([name, true, true]);
     }
     expect(report.dev!.notFound).toBe(0);
+  });
+});
+
+describe('held-out split (reported, never tuned on)', () => {
+  // The acceptance figures of the NLP work: the rules were frozen before the held-out part was first
+  // scored. A regression below them fails here.
+  it('negation precision >= 0.95 and recall >= 0.96; historical and hypothetical precision >= 0.80 and recall >= 0.75', () => {
+    const h = evaluate(loadLabelledFile(CORPUS), { splits: ['heldout'] }).heldout!.dimensions;
+    const neg = h.negation.classes.negated;
+    const hist = h.temporality.classes.historical;
+    const hyp = h.temporality.classes.hypothetical;
+    expect({ negatedP: neg.precision >= 0.95, negatedR: neg.recall >= 0.96 }).toEqual({ negatedP: true, negatedR: true });
+    expect({ historicalP: hist.precision >= 0.8, historicalR: hist.recall >= 0.75 }).toEqual({ historicalP: true, historicalR: true });
+    expect({ hypotheticalP: hyp.precision >= 0.8, hypotheticalR: hyp.recall >= 0.75 }).toEqual({ hypotheticalP: true, hypotheticalR: true });
   });
 });
 

@@ -14,6 +14,9 @@ export function wink(): Wink {
   return instance;
 }
 
+/** A whitespace token (wink keeps runs of spaces and line breaks as tokens). */
 export function isSpace(token: string): boolean {
-  return token.length > 0 && token.trim().length === 0;
+  const c = token.charCodeAt(0);
+  if (!(c === 32 || c === 10 || c === 13 || c === 9 || c === 12 || c === 11 || c === 160 || c > 0x2000)) return false;
+  return token.trim().length === 0;
 }
