@@ -1,13 +1,27 @@
-import { normalizeToken, wink, tokenizePhrase } from './wink.js';
-import { nlpRules, headingKey, type Assertion, type CompiledRules, type Concept, type ModifierCategory, type TriggerEntry } from './rules.js';
-import { newTrie, trieInsert, trieLongest, type TrieNode } from './trie.js';
+import { decide, findTriggers, newScopeScratch, scopeTriggers, type Trig } from './context.js';
+import {
+  CATEGORY_EFFECT,
+  DIMENSION_NAMES,
+  nlpRules,
+  type Assertion,
+  type CompiledRules,
+  type Concept,
+  type Dimension,
+  type Experiencer,
+  type ModifierCategory,
+  type Negation,
+  type Temporality,
+} from './rules.js';
+import { analyzeStructure, type Unit } from './structure.js';
+import { Gap, tokenize, tokenizePhrase, type Tokens } from './tokens.js';
+import { newTrie, trieInsert, trieLongest, trieLongestClassed, type TrieNode } from './trie.js';
 
 /**
  * The clinical NLP pipeline for one text:
- *   wink `readDoc` once (tokens + sentence boundaries) → char offsets → section headings (regex over
- *   lines, compiled once) → extra sentence breaks at headings, list items and line breaks →
- *   per sentence: longest-match trie lookup of triggers, lexicon concepts and caller targets →
- *   ConText scopes → one assertion per mention (category precedence from context-rules.yaml).
+ *   tokens (wink-nlp, de-identification tags kept whole, hyphenated words split; tokens.ts) ->
+ *   document structure (headings, slot headers, list markers, clinical sentence units; structure.ts) ->
+ *   per unit: longest-match trie lookup of triggers, lexicon concepts and caller targets ->
+ *   ConText scopes and one value per dimension (context.ts) -> section defaults -> summary assertion.
  */
 
 export interface Sentence {
@@ -16,6 +30,9 @@ export interface Sentence {
   end: number;
   section: string | null;
 }
+
+/** Why a dimension has its value: a trigger in the text, or the default of the section. */
+export type Cue = { trigger: string; start: number; end: number } | { section: string };
 
 export interface Mention {
   /** The matched text as written. */
@@ -29,8 +46,21 @@ export interface Mention {
   concept?: Concept;
   /** The caller's target phrase this mention matched, as given. */
   target?: string;
+  /** ConText certainty: affirmed, negated or possible. */
+  negation: Negation;
+  /** ConText temporality: recent (current), historical or hypothetical. */
+  temporality: Temporality;
+  /** ConText experiencer: the patient, or another person (family history, a donor, ...). */
+  experiencer: Experiencer;
+  /** What decided each non-default dimension. */
+  cues: Partial<Record<Dimension, Cue>>;
+  /**
+   * One summary value, kept for callers of the single-assertion API: the first of other-subject,
+   * hypothetical, negated, possible, historical (order in context-rules.yaml `assertion`) that the
+   * dimensions show, else affirmed. See `summaryAssertion`.
+   */
   assertion: Assertion;
-  /** The trigger text that decided the assertion (absent when affirmed, or set by a section default). */
+  /** The trigger text that decided `assertion` (absent when affirmed or set by a section default). */
   trigger?: string;
 }
 
@@ -47,214 +77,18 @@ export interface TextAnalysis {
   summary: string[];
 }
 
-interface Heading {
-  start: number;
-  contentStart: number;
-  name: string;
-  assertion?: ModifierCategory;
-}
+const DEFAULTS = { negation: 'affirmed', temporality: 'recent', experiencer: 'patient' } as const;
 
-interface Trig {
-  start: number;
-  end: number;
-  entry: TriggerEntry;
-}
-
-const BULLET = /^(?:[-*\u2022\u25aa\u25cf]|\d{1,2}[.)]?|[a-z][.)])$/;
-
-export function analyzeText(text: string, options: AnalyzeOptions = {}): TextAnalysis {
-  const rules = nlpRules();
-  const nlp = wink();
-  const its = nlp.its;
-  const doc = nlp.readDoc(text);
-  const tokens = doc.tokens();
-  const values = tokens.out(its.value) as string[];
-  const spaces = tokens.out(its.precedingSpaces) as string[];
-  const spans = doc.sentences().out(its.span) as unknown as [number, number][];
-
-  // Kept (non-whitespace) tokens with char offsets and break hints.
-  const n0 = values.length;
-  const norm: string[] = [];
-  const starts: number[] = [];
-  const ends: number[] = [];
-  const lineStart: boolean[] = [];
-  const blankBefore: boolean[] = [];
-  const sentStartOrig = new Uint8Array(n0 + 1);
-  for (const [s] of spans) sentStartOrig[s] = 1;
-  let cursor = 0;
-  let pendingBreak = false;
-  let pendingBlank = false;
-  let pendingSent = false;
-  let lastNewline = -1;
-  const sentStart: boolean[] = [];
-  for (let i = 0; i < n0; i++) {
-    const v = values[i];
-    const expected = cursor + spaces[i].length;
-    let at = text.startsWith(v, expected) ? expected : text.indexOf(v, cursor);
-    if (at < 0 || at - cursor > 64 + spaces[i].length) at = expected;
-    // Newlines in the gap before the token (or in a whitespace token) are line breaks; two make a blank line.
-    const c0 = v.charCodeAt(0);
-    const space = c0 === 10 || c0 === 13 || c0 === 9 || c0 === 32 || c0 === 12 || c0 === 11;
-    const scanEnd = space ? at + v.length : at;
-    for (let p = cursor; p < scanEnd; p++) {
-      if (text.charCodeAt(p) === 10) {
-        if (pendingBreak && newlinesOnlyBetween(text, lastNewline, p)) pendingBlank = true;
-        pendingBreak = true;
-        lastNewline = p;
-      }
-    }
-    cursor = at + v.length;
-    if (sentStartOrig[i]) pendingSent = true;
-    if (space) continue;
-    norm.push(normalizeToken(v));
-    starts.push(at);
-    ends.push(at + v.length);
-    lineStart.push(pendingBreak || norm.length === 1);
-    blankBefore.push(pendingBlank);
-    sentStart.push(pendingSent || norm.length === 1);
-    pendingBreak = pendingBlank = pendingSent = false;
+/** The summary assertion of three dimension values, in the rules' order (see `Mention.assertion`). */
+export function summaryAssertion(
+  dims: { negation: Negation; temporality: Temporality; experiencer: Experiencer },
+  order: readonly ModifierCategory[] = nlpRules().assertionOrder,
+): Assertion {
+  for (const category of order) {
+    const { dimension, value } = CATEGORY_EFFECT[category];
+    if (dims[dimension] === value) return category;
   }
-  const n = norm.length;
-
-  // Section headings.
-  const headings = findHeadings(text, rules);
-  const headingTok = new Uint8Array(n); // tokens inside a heading label
-  const sectionOf: (string | null)[] = new Array(n);
-  const sectionAssertion: (ModifierCategory | undefined)[] = new Array(n);
-  {
-    let h = -1;
-    for (let i = 0; i < n; i++) {
-      while (h + 1 < headings.length && headings[h + 1].start <= starts[i]) h++;
-      if (h >= 0) {
-        const hd = headings[h];
-        sectionOf[i] = hd.name;
-        sectionAssertion[i] = hd.assertion;
-        if (starts[i] < hd.contentStart) {
-          if (i === 0 || !headingTok[i - 1] || starts[i - 1] < hd.start) sentStart[i] = true;
-          headingTok[i] = 1;
-        } else if (i > 0 && headingTok[i - 1]) sentStart[i] = true;
-      } else sectionOf[i] = null;
-    }
-  }
-
-  // Extra sentence breaks: blank lines, list items, and a new line that starts with a capital or
-  // digit (hard-wrapped lines usually continue in lower case). List markers are skipped.
-  const skip = new Uint8Array(n);
-  for (let i = 0; i < n; i++) {
-    if (headingTok[i]) {
-      skip[i] = 1;
-      continue;
-    }
-    if (!lineStart[i]) continue;
-    const v = text.slice(starts[i], ends[i]);
-    if (blankBefore[i] || /^[A-Z0-9\u2022*-]/.test(v) || (i > 0 && norm[i - 1] === ':')) sentStart[i] = true;
-    if (BULLET.test(v) || BULLET.test(v.replace(/[.)]$/, ''))) {
-      // "1." / "1)" / "-" / "•" at line start: a list marker, not text.
-      let j = i;
-      if (/^\d{1,2}$|^[a-z]$/.test(v) && i + 1 < n && (norm[i + 1] === '.' || norm[i + 1] === ')') && ends[i] === starts[i + 1]) j = i + 1;
-      if (BULLET.test(v) || j > i) {
-        for (let k = i; k <= j; k++) skip[k] = 1;
-        sentStart[i] = true;
-        if (j + 1 < n) sentStart[j + 1] = true;
-      }
-    }
-  }
-
-  // Assemble sentences (token ranges over kept tokens, skipping markers and headings).
-  const sentences: Sentence[] = [];
-  const sentRanges: [number, number][] = [];
-  let s0 = -1;
-  const close = (end: number) => {
-    if (s0 < 0) return;
-    let a = s0;
-    let b = end;
-    while (a < b && skip[a]) a++;
-    while (b > a && skip[b - 1]) b--;
-    if (a < b) {
-      sentRanges.push([a, b]);
-      sentences.push({ text: text.slice(starts[a], ends[b - 1]), start: starts[a], end: ends[b - 1], section: sectionOf[a] });
-    }
-    s0 = -1;
-  };
-  for (let i = 0; i < n; i++) {
-    if (sentStart[i] || skip[i] !== (i > 0 ? skip[i - 1] : skip[i])) close(i);
-    if (s0 < 0) s0 = i;
-  }
-  close(n);
-
-  // Mentions and assertions per sentence.
-  const targetTrie = options.targets?.length ? compileTargets(options.targets) : undefined;
-  const mentions: Mention[] = [];
-  for (let si = 0; si < sentRanges.length; si++) {
-    const [a, b] = sentRanges[si];
-    const trigs = findTriggers(rules.triggerTrie, norm, a, b);
-    const found = findMentions(rules, targetTrie, norm, a, b);
-    for (const m of found) {
-      const { assertion, trigger } = assertMention(m.start, m.end, trigs, a, b, rules.precedence, rules.scopeGroup);
-      let final: Assertion = assertion;
-      let trig = trigger;
-      if (final === 'affirmed' && sectionAssertion[m.start]) {
-        final = sectionAssertion[m.start]!;
-        trig = undefined;
-      }
-      const mention: Mention = {
-        text: text.slice(starts[m.start], ends[m.end - 1]),
-        start: starts[m.start],
-        end: ends[m.end - 1],
-        section: sectionOf[m.start],
-        sentence: si,
-        assertion: final,
-      };
-      if (m.concept) mention.concept = m.concept;
-      if (m.target !== undefined) mention.target = m.target;
-      if (trig) mention.trigger = text.slice(starts[trig.start], ends[trig.end - 1]);
-      mentions.push(mention);
-    }
-  }
-
-  return { sentences, mentions, summary: summarize(sentences, mentions, options.summarySentences ?? 5) };
-}
-
-export function findHeadings(text: string, rules: CompiledRules): Heading[] {
-  const out: Heading[] = [];
-  const re = rules.headingPattern;
-  re.lastIndex = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) {
-    if (m[0].length === 0) {
-      re.lastIndex++;
-      continue;
-    }
-    const rule = rules.sectionByHeading.get(headingKey(m[1]));
-    if (!rule) continue;
-    // A heading without a colon must be alone on its line ("Impression" as a line) — the regex
-    // ensures it by ending at `$` in that case.
-    const start = m.index + m[0].indexOf(m[1]);
-    out.push({ start, contentStart: m.index + m[0].length, name: rule.name, assertion: rule.assertion });
-  }
-  return out;
-}
-
-/** True when only spaces/tabs/CR lie strictly between two newline positions (a blank line). */
-function newlinesOnlyBetween(text: string, a: number, b: number): boolean {
-  if (a < 0) return false;
-  for (let p = a + 1; p < b; p++) {
-    const c = text.charCodeAt(p);
-    if (c !== 32 && c !== 9 && c !== 13) return false;
-  }
-  return true;
-}
-
-function findTriggers(trie: TrieNode<TriggerEntry>, norm: string[], a: number, b: number): Trig[] {
-  const out: Trig[] = [];
-  for (let i = a; i < b; ) {
-    const hit = trieLongest(trie, norm, i, b);
-    if (hit) {
-      out.push({ start: i, end: hit[0], entry: hit[1] });
-      i = hit[0];
-    } else i++;
-  }
-  return out;
+  return 'affirmed';
 }
 
 interface RawMention {
@@ -264,17 +98,198 @@ interface RawMention {
   target?: string;
 }
 
+export function analyzeText(text: string, options: AnalyzeOptions = {}, rules: CompiledRules = nlpRules()): TextAnalysis {
+  const t = tokenize(text);
+  const st = analyzeStructure(text, t, rules);
+  const targetTrie = options.targets?.length ? compileTargets(options.targets) : undefined;
+
+  // Output sentences: a known heading's words are not a sentence; a slot header's words are shown with
+  // the content that follows it on the same line ("Lungs: clear").
+  const sentences: Sentence[] = [];
+  const sentenceOf: number[] = new Array(st.units.length);
+  for (let ui = 0; ui < st.units.length; ui++) {
+    const u = st.units[ui];
+    const next = st.units[ui + 1];
+    if (u.label?.section && next && next.slot === u.label) {
+      sentenceOf[ui] = sentences.length; // shares the next unit's sentence
+      continue;
+    }
+    if (u.label && next && next.slot === u.label && next.slotHead && t.gap[next.start] < Gap.Newline) {
+      sentenceOf[ui] = sentenceOf[ui + 1] = sentences.length;
+      sentences.push(sentence(text, t, st.section, u.start, next.end, next.start));
+      ui++;
+      continue;
+    }
+    sentenceOf[ui] = sentences.length;
+    sentences.push(sentence(text, t, st.section, u.start, u.end, u.start));
+  }
+
+  // Triggers per unit, found when first needed (a unit with mentions, or the header of its slot).
+  const unitTrigs: (Trig[] | undefined)[] = new Array(st.units.length);
+  const trigsOf = (ui: number): Trig[] => (unitTrigs[ui] ??= findTriggers(rules, t, st.units[ui].start, st.units[ui].end, st.skip));
+  const labelUnit = new Map<Unit['label'], number>();
+  st.units.forEach((u, i) => u.label && labelUnit.set(u.label, i));
+  const scratch = newScopeScratch(t.length);
+
+  const mentions: Mention[] = [];
+  let coveredUntil = 0; // a mention may run on into the label of a header that follows on its line
+  for (let ui = 0; ui < st.units.length; ui++) {
+    const u = st.units[ui];
+    const next = st.units[ui + 1];
+    const runOn = next?.label && next.start === u.end && t.gap[next.start] < Gap.Newline ? next.end : u.end;
+    let found = findMentions(rules, targetTrie, t, u.start, runOn, st.skip);
+    if (runOn !== u.end || coveredUntil > u.start) found = found.filter((m) => m.start < u.end && m.start >= coveredUntil);
+    for (const m of found) coveredUntil = Math.max(coveredUntil, m.end);
+    if (found.length === 0) continue;
+    let inherited: Trig[] = [];
+    // A slot header's own cue words reach the slot's first unit and its list items ("Denies: fever,
+    // chills", "Rule out: PE"); a known section's heading does not (its section default does that,
+    // and radiology "HISTORY:" is the clinical question, not a history cue).
+    // Only a label made of cue words passes them on ("Denies:", "Mother:"), not a finding with a cue
+    // ("Suspected Lyme disease: erythema migrans-like lesion").
+    if (u.slot && u.slotHead && !u.slot.section) {
+      const li = labelUnit.get(u.slot);
+      if (li !== undefined) {
+        const label = st.units[li];
+        const all = cueOnly(t, label, trigsOf(li));
+        // An instruction label passes its hypothetical cue on ("Return for signs of infection: pus").
+        inherited = trigsOf(li).filter(
+          (tr) => tr.entry.kind === 'trigger' && tr.entry.forward > 0 && (all || (tr.entry.category === 'hypothetical' && reachesEnd(t, tr, label))),
+        );
+      }
+    }
+    // A mention that runs on into a header label is scoped over both.
+    const end = found.some((m) => m.end > u.end) ? runOn : u.end;
+    const trigs = end === u.end ? trigsOf(ui) : findTriggers(rules, t, u.start, end, st.skip);
+    const scoped = scopeTriggers(t, trigs, u.start, end, st.skip, scratch, inherited);
+    // Terminators that set a dimension back to its default before a mention beat the section default
+    // ("Patient herself has no history of X" under FAMILY HISTORY).
+    const resets = trigs.filter((tr) => tr.entry.kind === 'terminator' && tr.entry.resets);
+    // A header's own words take the answer given in its slot ("COMPLICATIONS: none").
+    const answer = u.label ? slotAnswer(rules, t, st.units, ui, trigsOf, st.skip) : undefined;
+    for (const m of found) {
+      const decided = decide(scoped, m.start, m.end, rules.precedence);
+      const values: { negation: Negation; temporality: Temporality; experiencer: Experiencer } = { ...DEFAULTS };
+      const cues: Partial<Record<Dimension, Cue>> = {};
+      for (const d of DIMENSION_NAMES) {
+        const dec = decided[d];
+        if (dec) {
+          (values as Record<Dimension, string>)[d] = CATEGORY_EFFECT[dec.category].value;
+          cues[d] = { trigger: text.slice(t.start[dec.trig.start], t.end[dec.trig.end - 1]), start: t.start[dec.trig.start], end: t.end[dec.trig.end - 1] };
+        }
+      }
+      if (answer && !decided.negation) {
+        values.negation = answer.value;
+        if (answer.value !== 'affirmed') cues.negation = answer.cue;
+      }
+      const def = st.sectionDefault[m.start];
+      if (def) {
+        const { dimension, value } = CATEGORY_EFFECT[def];
+        const reset = resets.some((r) => r.end <= m.start && r.entry.kind === 'terminator' && r.entry.dimensions.has(dimension));
+        // Another person's condition is not history because it sits under PAST MEDICAL HISTORY.
+        const otherPerson = dimension === 'temporality' && decided.experiencer !== undefined;
+        if (!reset && !otherPerson && !cues[dimension] && (values as Record<Dimension, string>)[dimension] === DEFAULTS[dimension]) {
+          (values as Record<Dimension, string>)[dimension] = value;
+          cues[dimension] = { section: st.section[m.start]! };
+        }
+      }
+      const assertion = summaryAssertion(values, rules.assertionOrder);
+      const mention: Mention = {
+        text: text.slice(t.start[m.start], t.end[m.end - 1]),
+        start: t.start[m.start],
+        end: t.end[m.end - 1],
+        section: st.section[m.start],
+        sentence: sentenceOf[ui],
+        negation: values.negation,
+        temporality: values.temporality,
+        experiencer: values.experiencer,
+        cues,
+        assertion,
+      };
+      if (m.concept) mention.concept = m.concept;
+      if (m.target !== undefined) mention.target = m.target;
+      if (assertion !== 'affirmed') {
+        const cue = cues[CATEGORY_EFFECT[assertion].dimension];
+        if (cue && 'trigger' in cue) mention.trigger = cue.trigger;
+      }
+      mentions.push(mention);
+    }
+  }
+  return { sentences, mentions, summary: summarize(sentences, mentions, options.summarySentences ?? 5) };
+}
+
+/** Whether a trigger's forward window runs to the end of a header label. */
+function reachesEnd(t: Tokens, tr: Trig, label: Unit): boolean {
+  return tr.entry.kind === 'trigger' && label.end - tr.end <= tr.entry.forward;
+}
+
+/** A header label made only of cue words (triggers, pseudo-triggers, joiners, punctuation). */
+function cueOnly(t: Tokens, label: Unit, trigs: Trig[]): boolean {
+  let covered = label.start;
+  for (let i = label.start; i < label.end; i++) {
+    const tr = trigs.find((x) => x.start === i);
+    if (tr) {
+      covered = tr.end;
+      i = tr.end - 1;
+      continue;
+    }
+    if (i >= covered && /[a-z0-9]/.test(t.norm[i])) return false;
+  }
+  return trigs.some((x) => x.entry.kind === 'trigger');
+}
+
+function sentence(text: string, t: Tokens, section: (string | null)[], a: number, b: number, contentStart: number): Sentence {
+  return { text: text.slice(t.start[a], t.end[b - 1]), start: t.start[a], end: t.end[b - 1], section: section[contentStart] ?? null };
+}
+
+/**
+ * The answer a header's slot gives the header's own words: the slot's first unit starts with an
+ * answer ("none", "no", "negative", "yes") or with a trigger that reaches backward ("not seen",
+ * "absent"), and either mentions nothing itself or the answer stands alone before a list joiner.
+ */
+function slotAnswer(
+  rules: CompiledRules,
+  t: Tokens,
+  units: Unit[],
+  ui: number,
+  trigsOf: (ui: number) => Trig[],
+  skip: Uint8Array,
+): { value: Negation; cue: Cue } | undefined {
+  const label = units[ui].label!;
+  const ci = units.findIndex((u, k) => k > ui && u.slot === label);
+  if (ci < 0 || ci > ui + 1) return undefined;
+  const c = units[ci];
+  let end = -1;
+  let value: Negation | undefined;
+  const ans = trieLongestClassed(rules.answerTrie, t.norm, t.cls, c.start, c.end, skip);
+  if (ans) {
+    end = ans[0];
+    value = ans[1];
+  } else {
+    const first = trigsOf(ci)[0];
+    const e = first?.entry.kind === 'trigger' ? [first.entry, ...(first.entry.also ?? [])].find((x) => x.dimension === 'negation') : undefined;
+    if (first && e && first.start === c.start && e.backward > 0) {
+      end = first.end;
+      value = CATEGORY_EFFECT[e.category].value as Negation;
+    }
+  }
+  if (value === undefined) return undefined;
+  // The answer must stand alone: "none." / "no," / "negative;" but not "no evidence of X".
+  const alone = end >= c.end || [',', ';', '.', ')', '('].includes(t.norm[end]);
+  if (!alone) return undefined;
+  return { value, cue: { trigger: t.norm.slice(c.start, end).join(' '), start: t.start[c.start], end: t.end[end - 1] } };
+}
+
 type ConceptOrExclude = { concept: Concept } | { exclude: true };
 
-function findMentions(
-  rules: CompiledRules,
-  targets: TrieNode<string> | undefined,
-  norm: string[],
-  a: number,
-  b: number,
-): RawMention[] {
+function findMentions(rules: CompiledRules, targets: TrieNode<string> | undefined, t: Tokens, a: number, b: number, skip: Uint8Array): RawMention[] {
   const out: RawMention[] = [];
+  const norm = t.norm;
   for (let i = a; i < b; ) {
+    if (skip[i]) {
+      i++;
+      continue;
+    }
     const hit = trieLongest<ConceptOrExclude>(rules.conceptTrie, norm, i, b);
     if (hit) {
       if ('concept' in hit[1]) out.push({ start: i, end: hit[0], concept: hit[1].concept });
@@ -282,14 +297,14 @@ function findMentions(
     } else i++;
   }
   if (targets) {
-    for (let i = a; i < b; ) {
-      const hit = trieLongest(targets, norm, i, b);
-      if (hit) {
-        const same = out.find((m) => m.start === i && m.end === hit[0]);
-        if (same) same.target = hit[1];
-        else out.push({ start: i, end: hit[0], target: hit[1] });
-        i = hit[0];
-      } else i++;
+    // Every target occurrence, also one inside a longer target ("effusion" in "pericardial effusion"):
+    // the caller asked for each phrase.
+    for (let i = a; i < b; i++) {
+      const hit = skip[i] ? undefined : trieLongest(targets, norm, i, b);
+      if (!hit) continue;
+      const same = out.find((m) => m.start === i && m.end === hit[0]);
+      if (same) same.target = hit[1];
+      else out.push({ start: i, end: hit[0], target: hit[1] });
     }
     out.sort((x, y) => x.start - y.start || y.end - x.end);
   }
@@ -303,80 +318,13 @@ function compileTargets(targets: string[]): TrieNode<string> {
   if (!trie) {
     trie = newTrie<string>();
     for (const t of targets) {
-      const tokens = tokenizePhrase(t).map(normalizeToken);
+      const tokens = tokenizePhrase(t);
       if (tokens.length > 0) trieInsert(trie, tokens, t);
     }
     if (targetCache.size >= 64) targetCache.delete(targetCache.keys().next().value!);
     targetCache.set(key, trie);
   }
   return trie;
-}
-
-/**
- * ConText: a trigger's scope runs from the trigger (forward and/or backward) until the sentence
- * boundary, a terminator, a trigger of another category in the same scope group (see
- * context-rules.yaml), or its window. Pseudo-triggers modify
- * nothing and do not end scopes. Among the categories reaching the mention, precedence decides;
- * the nearest trigger of the winning category is reported.
- */
-function assertMention(
-  mStart: number,
-  mEnd: number,
-  trigs: Trig[],
-  a: number,
-  b: number,
-  precedence: Record<ModifierCategory, number>,
-  group: Record<ModifierCategory, number>,
-): { assertion: Assertion; trigger?: Trig } {
-  let best: ModifierCategory | undefined;
-  let bestTrig: Trig | undefined;
-  let bestDist = Infinity;
-  for (let k = 0; k < trigs.length; k++) {
-    const t = trigs[k];
-    if (t.entry.kind !== 'trigger') continue;
-    // A trigger overlapping the mention itself modifies nothing.
-    if (t.start < mEnd && mStart < t.end) continue;
-    const cat = t.entry.category;
-    let inScope = false;
-    let dist = 0;
-    if (t.entry.forward > 0 && mStart >= t.end) {
-      let limit = Math.min(b, t.end + t.entry.forward);
-      for (let j = k + 1; j < trigs.length; j++) {
-        const o = trigs[j];
-        if (o.start >= limit) break;
-        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat && group[o.entry.category] === group[cat])) {
-          limit = o.start;
-          break;
-        }
-      }
-      if (mStart < limit) {
-        inScope = true;
-        dist = mStart - t.end;
-      }
-    }
-    if (!inScope && t.entry.backward > 0 && mEnd <= t.start) {
-      let limit = Math.max(a, t.start - t.entry.backward);
-      for (let j = k - 1; j >= 0; j--) {
-        const o = trigs[j];
-        if (o.end <= limit) break;
-        if (o.entry.kind === 'terminator' || (o.entry.kind === 'trigger' && o.entry.category !== cat && group[o.entry.category] === group[cat])) {
-          limit = o.end;
-          break;
-        }
-      }
-      if (mStart >= limit) {
-        inScope = true;
-        dist = t.start - mEnd;
-      }
-    }
-    if (!inScope) continue;
-    if (best === undefined || precedence[cat] < precedence[best] || (cat === best && dist < bestDist)) {
-      best = cat;
-      bestTrig = t;
-      bestDist = dist;
-    }
-  }
-  return best ? { assertion: best, trigger: bestTrig } : { assertion: 'affirmed' };
 }
 
 const SUMMARY_FIRST = new Set(['IMPRESSION', 'CONCLUSION', 'DIAGNOSES']);

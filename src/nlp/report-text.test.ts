@@ -1,5 +1,6 @@
 import type { Binary, DiagnosticReport } from 'fhir/r4.js';
 import { htmlToText } from './html.js';
+import { analyzeReport } from './index.js';
 import { isExcluded, reportText, type ReportTextOk } from './report-text.js';
 
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
@@ -29,6 +30,44 @@ describe('htmlToText', () => {
   it('handles unclosed scripts, comments, quoted ">" in attributes and bare "<"', () => {
     expect(htmlToText('<p title="a>b">keep</p><!-- hidden --> x < 3<script>never').text).toBe('keep\nx < 3');
     expect(htmlToText('&lt;script&gt;alert(1)&lt;/script&gt;').text).toBe('<script>alert(1)</script>');
+  });
+});
+
+describe('htmlToText on real EHR markup (streaming parser, full entity table)', () => {
+  it('decodes every HTML named entity, numeric references and legacy forms without a semicolon', () => {
+    expect(htmlToText('<p>&alpha;-thalassemia &rarr; Hb 9.1 &ge; 9; T &frac13;; &hearts; &Ccedil;a &amp co; 5 &lt 6; &#x1F600; &unknownentity;</p>').text).toBe(
+      '\u03b1-thalassemia \u2192 Hb 9.1 \u2265 9; T \u2153; \u2665 \u00c7a & co; 5 < 6; \u{1F600} &unknownentity;',
+    );
+  });
+
+  it('reads an XHTML narrative: self-closing tags, CDATA, namespaces, tables as rows with cell breaks', () => {
+    const xhtml =
+      '<div xmlns="http://www.w3.org/1999/xhtml"><h3>Findings</h3><table><tr><th>Finding</th><th>Result</th></tr>' +
+      '<tr><td>No effusion</td><td>Pneumonia in the right lower lobe</td></tr></table><p>Line one<br/>Line two</p><div/>' +
+      '<p><![CDATA[Heart size normal.]]></p><pre>Fever:   none\nCough:   yes</pre></div>';
+    expect(htmlToText(xhtml).text).toBe(
+      'Findings\n\nFinding   Result\n\nNo effusion   Pneumonia in the right lower lobe\n\nLine one\nLine two\n\nHeart size normal.\n\nFever:   none\nCough:   yes',
+    );
+  });
+
+  it('drops active content with everything inside it, however nested or unclosed, and counts it', () => {
+    const r = htmlToText('<p>A</p><iframe src="x"><p>pneumonia</p></iframe><object><param name="a"><embed src="y">pneumonia</object><p>B</p><svg><text>pneumonia</text></svg><applet>pneumonia');
+    expect(r.text).toBe('A\n\nB');
+    expect(r.removedActive.sort()).toEqual(['applet', 'embed', 'iframe', 'object']);
+  });
+
+  it('a table cell boundary ends a negation scope in the analyzer', () => {
+    const report: DiagnosticReport = {
+      resourceType: 'DiagnosticReport',
+      id: 'tbl',
+      status: 'final',
+      code: {},
+      presentedForm: [{ contentType: 'application/xhtml+xml', data: b64('<table><tr><td>No effusion</td><td>Pneumonia in the right lower lobe</td></tr></table>') }],
+    };
+    expect(analyzeReport(report).mentions.map((m) => [m.text, m.negation])).toEqual([
+      ['effusion', 'negated'],
+      ['Pneumonia', 'affirmed'],
+    ]);
   });
 });
 
@@ -76,8 +115,15 @@ describe('reportText', () => {
   it('bad base64 is a bad-attachment, not a throw', () => {
     const r = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: 'not*base64!' }] }));
     expect(r).toMatchObject({ excluded: 'bad-attachment', detail: 'presentedForm[0]: data is not valid base64' });
-    const bin = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: Buffer.from([0xff, 0xfe, 0x00, 0x41]).toString('base64') }] }));
+    const bin = reportText(report({ presentedForm: [{ contentType: 'text/plain', data: Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46]).toString('base64') }] }));
     expect(isExcluded(bin) && bin.excluded).toBe('bad-attachment');
+  });
+
+  it('reads a UTF-16 attachment with a byte order mark; refuses binary that happens to decode', () => {
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('IMPRESSION: No pneumonia.', 'utf16le')]).toString('base64');
+    expect(ok(reportText(report({ presentedForm: [{ contentType: 'text/plain', data: utf16 }] }))).text).toBe('IMPRESSION: No pneumonia.');
+    const controls = Buffer.from('\u0001\u0002\u0003\u0004abc\u0005\u0006').toString('base64');
+    expect(reportText(report({ presentedForm: [{ contentType: 'text/plain', data: controls }] }))).toMatchObject({ excluded: 'bad-attachment', detail: 'presentedForm[0]: data is binary (control characters)' });
   });
 
   it('unknown content type (PDF) is unsupported-content-type; other parts still used', () => {

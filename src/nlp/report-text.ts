@@ -1,6 +1,7 @@
 import type { Attachment, Binary, DiagnosticReport } from 'fhir/r4.js';
 import type { ExclusionReason } from '../core/types.js';
-import { htmlToText, tidy } from './html.js';
+import { tidy } from './html.js';
+import { checkContentType, decodeReportBytes, isDecodeProblem } from './text-decode.js';
 
 /**
  * Text of a DiagnosticReport for NLP, from (in this order):
@@ -58,12 +59,6 @@ export interface ReportTextOptions {
 export function isExcluded(r: ReportText): r is ReportTextExcluded {
   return 'excluded' in r;
 }
-
-const SUPPORTED = new Map([
-  ['text/plain', 'text/plain'],
-  ['text/html', 'text/html'],
-  ['application/xhtml+xml', 'text/html'],
-]);
 
 export function reportText(report: DiagnosticReport, binaries?: Map<string, Binary>, options: ReportTextOptions = {}): ReportText {
   const maxChars = options.maxChars ?? 1_000_000;
@@ -134,9 +129,9 @@ function attachmentText(
     issues.push({ part, reason: 'bad-attachment', detail: 'attachment has neither data nor url' });
     return undefined;
   }
-  const { mediaType, charset } = parseContentType(declared);
-  if (mediaType && !SUPPORTED.has(mediaType)) {
-    issues.push({ part, reason: 'unsupported-content-type', detail: `content type ${mediaType.slice(0, 60)}` });
+  const unsupported = checkContentType(declared);
+  if (unsupported) {
+    issues.push({ part, ...unsupported });
     return undefined;
   }
   const compact = data.replace(/[\s]+/g, '');
@@ -148,33 +143,15 @@ function attachmentText(
     issues.push({ part, reason: 'bad-attachment', detail: 'data is not valid base64' });
     return undefined;
   }
-  const bytes = Buffer.from(compact, 'base64');
-  let decoded: string;
-  try {
-    decoded = new TextDecoder(charset ?? 'utf-8', { fatal: true }).decode(bytes);
-  } catch (err) {
-    const detail = err instanceof RangeError ? `unsupported charset ${String(charset).slice(0, 40)}` : `data is not valid ${charset ?? 'utf-8'} text`;
-    issues.push({ part, reason: 'bad-attachment', detail });
+  const decoded = decodeReportBytes(Buffer.from(compact, 'base64'), declared, { maxChars });
+  if (isDecodeProblem(decoded)) {
+    issues.push({ part, reason: decoded.reason, detail: decoded.detail });
     return undefined;
   }
-  if (decoded.length > maxChars) {
-    issues.push({ part, reason: 'bad-attachment', detail: `attachment larger than ${maxChars} characters` });
-    return undefined;
+  if (decoded.removedActive.length > 0) {
+    issues.push({ part, reason: 'unsafe-content', detail: `removed active HTML: ${decoded.removedActive.join(', ')}` });
   }
-  if (decoded.includes('\u0000')) {
-    issues.push({ part, reason: 'bad-attachment', detail: 'data contains binary (NUL) bytes' });
-    return undefined;
-  }
-  // No declared type: sniff (FHIR requires contentType with data, but not every server sends it).
-  const type = mediaType ? SUPPORTED.get(mediaType)! : /<(html|body|p|div|br|h[1-6]|table|script)\b/i.test(decoded) ? 'text/html' : 'text/plain';
-  if (type === 'text/html') {
-    const { text, removedActive } = htmlToText(decoded);
-    if (removedActive.length > 0) {
-      issues.push({ part, reason: 'unsafe-content', detail: `removed active HTML: ${removedActive.join(', ')}` });
-    }
-    return { text, contentType: type };
-  }
-  return { text: tidy(decoded), contentType: type };
+  return { text: decoded.text, contentType: decoded.contentType };
 }
 
 function resolveBinary(
@@ -198,17 +175,6 @@ function resolveBinary(
   if (!m) return 'url is not a Binary reference';
   const binary = binaries?.get(`Binary/${m[1]}`);
   return binary ?? 'referenced Binary was not fetched';
-}
-
-export function parseContentType(value: string | undefined): { mediaType?: string; charset?: string } {
-  if (!value || !value.trim()) return {};
-  const [type, ...params] = value.split(';');
-  let charset: string | undefined;
-  for (const p of params) {
-    const [k, v] = p.split('=');
-    if (k?.trim().toLowerCase() === 'charset' && v) charset = v.trim().replace(/^"|"$/g, '').toLowerCase();
-  }
-  return { mediaType: type.trim().toLowerCase(), charset };
 }
 
 export function isBase64(s: string): boolean {

@@ -5,18 +5,43 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { expandAlternatives, newTrie, trieInsert, type TrieNode } from './trie.js';
-import { normalizeToken, tokenizePhrase } from './wink.js';
+import { TOKEN_CLASSES, tokenizePhrase } from './tokens.js';
 
 /**
- * Loads, validates (zod) and compiles the NLP data files in `mappings/nlp/` once per process:
- * findings.yaml (lexicon), context-rules.yaml (ConText triggers) and sections.yaml (headings).
- * Every phrase is tokenized with the same wink tokenizer as report text, then stored in a token trie.
+ * Loads, validates (zod) and compiles the NLP data files in `mappings/nlp/`: findings.yaml (lexicon),
+ * context-rules.yaml (ConText triggers, terminators, pseudo-triggers, list and clause words) and
+ * sections.yaml (headings). Every phrase is tokenized exactly as report text is, then stored in a
+ * token trie. Validation errors name the file and the path of the entry (`mapping-invalid`).
  */
 
+/**
+ * ConText's three properties of a mention, each with its own values (Harkema et al. 2009):
+ * negation (certainty), temporality, experiencer. The first value of each is the default.
+ */
+export const DIMENSIONS = {
+  negation: ['affirmed', 'negated', 'possible'],
+  temporality: ['recent', 'historical', 'hypothetical'],
+  experiencer: ['patient', 'other'],
+} as const;
+export type Dimension = keyof typeof DIMENSIONS;
+export type Negation = (typeof DIMENSIONS.negation)[number];
+export type Temporality = (typeof DIMENSIONS.temporality)[number];
+export type Experiencer = (typeof DIMENSIONS.experiencer)[number];
+export const DIMENSION_NAMES = Object.keys(DIMENSIONS) as Dimension[];
+
+/** The single summary value kept for compatibility (see `summaryAssertion`). */
 export const ASSERTIONS = ['affirmed', 'negated', 'possible', 'historical', 'hypothetical', 'other-subject'] as const;
 export type Assertion = (typeof ASSERTIONS)[number];
+/** Trigger categories: each sets one non-default value of one dimension. */
 export type ModifierCategory = Exclude<Assertion, 'affirmed'>;
 const CATEGORIES = ['negated', 'possible', 'historical', 'hypothetical', 'other-subject'] as const;
+export const CATEGORY_EFFECT: Record<ModifierCategory, { dimension: Dimension; value: string }> = {
+  negated: { dimension: 'negation', value: 'negated' },
+  possible: { dimension: 'negation', value: 'possible' },
+  historical: { dimension: 'temporality', value: 'historical' },
+  hypothetical: { dimension: 'temporality', value: 'hypothetical' },
+  'other-subject': { dimension: 'experiencer', value: 'other' },
+};
 
 const phrase = z.string().min(1);
 
@@ -37,22 +62,46 @@ const findingsSchema = z.strictObject({
     .min(1),
 });
 
-const triggerEntry = z.union([phrase, z.strictObject({ phrase, window: z.number().int().min(1).max(50) })]);
+const triggerEntry = z.union([
+  phrase,
+  z.strictObject({
+    phrase,
+    /** Tokens a scope may run past the trigger (or past the last list joiner); default `window`. */
+    window: z.number().int().min(1).max(60).optional(),
+    /** false: the scope ends at the window even inside a coordinated list. Default true. */
+    lists: z.boolean().optional(),
+    /** Categories of other dimensions the trigger also sets ("rule out": hypothetical and possible). */
+    also: z.array(z.enum(['negated', 'possible', 'historical', 'hypothetical', 'other-subject'])).min(1).optional(),
+  }),
+]);
 const directional = z.strictObject({
   forward: z.array(triggerEntry).optional(),
   backward: z.array(triggerEntry).optional(),
   bidirectional: z.array(triggerEntry).optional(),
 });
+const dimensionList = z.array(z.enum(['negation', 'temporality', 'experiencer'])).min(1);
+const terminatorEntry = z.union([
+  phrase,
+  z.strictObject({
+    phrase,
+    dimensions: dimensionList,
+    /** Also sets its dimensions back to the default for what follows, over a section default ("patient herself" under FAMILY HISTORY). */
+    resets: z.boolean().optional(),
+  }),
+]);
 const contextSchema = z.strictObject({
-  version: z.literal(1),
-  precedence: z
+  version: z.literal(2),
+  precedence: z.strictObject({
+    negation: z.array(z.enum(['negated', 'possible'])).length(2).refine((p) => new Set(p).size === 2, 'must list negated and possible once each'),
+    temporality: z.array(z.enum(['historical', 'hypothetical'])).length(2).refine((p) => new Set(p).size === 2, 'must list historical and hypothetical once each'),
+  }),
+  assertion: z
     .array(z.enum(CATEGORIES))
-    .refine((p) => new Set(p).size === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
-  scopeGroups: z
-    .array(z.array(z.enum(CATEGORIES)).min(1))
-    .refine((g) => g.flat().length === CATEGORIES.length && new Set(g.flat()).size === CATEGORIES.length, `must put each of ${CATEGORIES.join(', ')} in exactly one group`),
+    .refine((p) => new Set(p).size === CATEGORIES.length && p.length === CATEGORIES.length, `must list each of ${CATEGORIES.join(', ')} once`),
   window: z.strictObject({ forward: z.number().int().min(1), backward: z.number().int().min(1) }),
-  terminators: z.array(phrase),
+  listJoiners: z.array(phrase).min(1),
+  clauseBreaks: z.array(z.strictObject({ categories: z.array(z.enum(CATEGORIES)).min(1), phrases: z.array(phrase).min(1) })),
+  terminators: z.array(terminatorEntry),
   triggers: z.strictObject({
     negated: directional,
     possible: directional,
@@ -61,6 +110,11 @@ const contextSchema = z.strictObject({
     'other-subject': directional,
   }),
   pseudo: z.array(phrase),
+  slotAnswers: z.strictObject({
+    affirmed: z.array(phrase),
+    negated: z.array(phrase),
+    possible: z.array(phrase),
+  }),
 });
 
 const sectionsSchema = z.strictObject({
@@ -87,9 +141,24 @@ export interface Concept {
 export type ConceptEntry = { concept: Concept } | { exclude: true };
 
 export type TriggerEntry =
-  | { kind: 'trigger'; category: ModifierCategory; forward: number; backward: number; phrase: string }
+  | {
+      kind: 'trigger';
+      category: ModifierCategory;
+      dimension: Dimension;
+      /** Window forward / backward in tokens (0: not in that direction). */
+      forward: number;
+      backward: number;
+      /** Whether a coordinated list extends the scope past the window, forward / backward. */
+      listsForward: boolean;
+      listsBackward: boolean;
+      phrase: string;
+      /** The same trigger's effect on other dimensions, if any (same windows). */
+      also?: Extract<TriggerEntry, { kind: 'trigger' }>[];
+    }
   | { kind: 'pseudo'; phrase: string }
-  | { kind: 'terminator'; phrase: string };
+  | { kind: 'terminator'; phrase: string; dimensions: ReadonlySet<Dimension>; resets: boolean }
+  | { kind: 'joiner'; phrase: string }
+  | { kind: 'clause'; phrase: string; categories: ReadonlySet<ModifierCategory> };
 
 export interface SectionRule {
   name: string;
@@ -100,25 +169,27 @@ export interface CompiledRules {
   concepts: Concept[];
   conceptTrie: TrieNode<ConceptEntry>;
   triggerTrie: TrieNode<TriggerEntry>;
-  /** Rank per category: lower wins. */
+  /** Slot answers ("COMPLICATIONS: none"): the value a bare answer gives the header's own words. */
+  answerTrie: TrieNode<Negation>;
+  /** Rank per category inside its dimension: lower wins. */
   precedence: Record<ModifierCategory, number>;
-  /** Scope group per category: a trigger of another category in the same group ends a scope. */
-  scopeGroup: Record<ModifierCategory, number>;
-  /** Matches one heading at a line start; group 1 = heading text. Flags gim. */
-  headingPattern: RegExp;
+  /** Categories in the order that derives the summary assertion (first non-default wins). */
+  assertionOrder: ModifierCategory[];
   sectionByHeading: Map<string, SectionRule>;
+  /** Longest heading in tokens. */
+  maxHeadingTokens: number;
   files: { findings: string; context: string; sections: string };
 }
 
 let cached: CompiledRules | undefined;
 
-/** The compiled rules (lazy singleton). `FHIR_ML_NLP_DIR` overrides the directory. */
+/** The repository's compiled rules, loaded once per process. */
 export function nlpRules(): CompiledRules {
   cached ??= loadNlpRules();
   return cached;
 }
 
-/** Loads and compiles the rules from `dir` (default: the repository's `mappings/nlp`). Throws `mapping-invalid`. */
+/** Loads and compiles the rules from `dir` (default: the package's `mappings/nlp`). Throws `mapping-invalid`. */
 export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   const files = {
     findings: join(dir, 'findings.yaml'),
@@ -138,17 +209,14 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
     seenIds.add(c.id);
     const concept: Concept = { id: c.id, system: findings.system, code: c.code, display: c.display };
     concepts.push(concept);
-    const owner = new Map<string, string>();
     const add = (list: string[], key: string, value: ConceptEntry) =>
       list.forEach((p, j) => {
         for (const expanded of expandOrFail(files.findings, `concepts.${i}.${key}.${j}`, p)) {
-          const tokens = phraseTokens(expanded);
-          if (tokens.length === 0) fail(files.findings, `concepts.${i}.${key}.${j}`, 'phrase has no tokens');
+          const tokens = phraseTokens(files.findings, `concepts.${i}.${key}.${j}`, expanded);
           const previous = trieInsert(conceptTrie, tokens, value);
           if (previous && 'concept' in previous && previous.concept.id !== c.id && 'concept' in value) {
             fail(files.findings, `concepts.${i}.${key}.${j}`, `"${expanded}" is already a synonym of ${previous.concept.id}`);
           }
-          owner.set(tokens.join(' '), c.id);
         }
       });
     add(c.synonyms, 'synonyms', { concept });
@@ -160,8 +228,7 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
   const byPhrase = new Map<string, { entry: TriggerEntry; where: string }>();
   const put = (where: string, raw: string, make: (phrase: string) => TriggerEntry) => {
     for (const expanded of expandOrFail(files.context, where, raw)) {
-      const tokens = phraseTokens(expanded);
-      if (tokens.length === 0) fail(files.context, where, 'phrase has no tokens');
+      const tokens = phraseTokens(files.context, where, expanded);
       const key = tokens.join(' ');
       const entry = make(expanded);
       const prev = byPhrase.get(key);
@@ -169,8 +236,16 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
         const a = prev.entry;
         // The same phrase listed forward and backward in one category becomes bidirectional.
         if (a.kind === 'trigger' && entry.kind === 'trigger' && a.category === entry.category) {
-          a.forward = Math.max(a.forward, entry.forward);
-          a.backward = Math.max(a.backward, entry.backward);
+          for (const x of [a, ...(a.also ?? [])]) {
+            if (entry.forward > 0) {
+              x.forward = Math.max(x.forward, entry.forward);
+              x.listsForward = entry.listsForward;
+            }
+            if (entry.backward > 0) {
+              x.backward = Math.max(x.backward, entry.backward);
+              x.listsBackward = entry.listsBackward;
+            }
+          }
           continue;
         }
         if (a.kind === entry.kind && a.kind !== 'trigger') continue;
@@ -180,53 +255,105 @@ export function loadNlpRules(dir: string = defaultRulesDir()): CompiledRules {
       trieInsert(triggerTrie, tokens, entry);
     }
   };
-  context.terminators.forEach((p, i) => put(`terminators.${i}`, p, (phrase) => ({ kind: 'terminator', phrase })));
+  const ALL_DIMENSIONS: ReadonlySet<Dimension> = new Set(DIMENSION_NAMES);
+  context.terminators.forEach((t, i) => {
+    const text = typeof t === 'string' ? t : t.phrase;
+    const dims = typeof t === 'string' ? ALL_DIMENSIONS : new Set(t.dimensions);
+    const resets = typeof t !== 'string' && t.resets === true;
+    put(`terminators.${i}`, text, (phrase) => ({ kind: 'terminator', phrase, dimensions: dims, resets }));
+  });
   context.pseudo.forEach((p, i) => put(`pseudo.${i}`, p, (phrase) => ({ kind: 'pseudo', phrase })));
+  context.listJoiners.forEach((p, i) => put(`listJoiners.${i}`, p, (phrase) => ({ kind: 'joiner', phrase })));
+  context.clauseBreaks.forEach((group, g) => {
+    const categories = new Set(group.categories);
+    group.phrases.forEach((p, i) => put(`clauseBreaks.${g}.phrases.${i}`, p, (phrase) => ({ kind: 'clause', phrase, categories })));
+  });
   for (const category of CATEGORIES) {
     const d = context.triggers[category];
     for (const direction of ['forward', 'backward', 'bidirectional'] as const) {
       (d[direction] ?? []).forEach((t, i) => {
         const text = typeof t === 'string' ? t : t.phrase;
-        const fw = typeof t === 'string' ? context.window.forward : t.window;
-        const bw = typeof t === 'string' ? context.window.backward : t.window;
-        put(`triggers.${category}.${direction}.${i}`, text, (phrase) => ({
+        const fw = (typeof t === 'string' ? undefined : t.window) ?? context.window.forward;
+        const bw = (typeof t === 'string' ? undefined : t.window) ?? context.window.backward;
+        const lists = typeof t === 'string' ? true : t.lists !== false;
+        const also = typeof t === 'string' ? [] : (t.also ?? []);
+        const where = `triggers.${category}.${direction}.${i}`;
+        for (const other of also) {
+          if (CATEGORY_EFFECT[other].dimension === CATEGORY_EFFECT[category].dimension) fail(files.context, `${where}.also`, `${other} is in the same dimension as ${category}`);
+        }
+        const make = (c: ModifierCategory, phrase: string): Extract<TriggerEntry, { kind: 'trigger' }> => ({
           kind: 'trigger',
-          category,
+          category: c,
+          dimension: CATEGORY_EFFECT[c].dimension,
           phrase,
+          listsForward: direction === 'backward' ? false : lists,
+          listsBackward: direction === 'forward' ? false : lists,
           forward: direction === 'backward' ? 0 : fw,
           backward: direction === 'forward' ? 0 : bw,
-        }));
+        });
+        put(where, text, (phrase) => ({ ...make(category, phrase), ...(also.length ? { also: also.map((c) => make(c, phrase)) } : {}) }));
       });
     }
   }
-  const precedence = Object.fromEntries(context.precedence.map((c, i) => [c, i])) as Record<ModifierCategory, number>;
-  const scopeGroup = Object.fromEntries(context.scopeGroups.flatMap((g, i) => g.map((c) => [c, i]))) as Record<ModifierCategory, number>;
+  const answerTrie = newTrie<Negation>();
+  for (const value of ['affirmed', 'negated', 'possible'] as const) {
+    context.slotAnswers[value].forEach((p, i) => {
+      for (const expanded of expandOrFail(files.context, `slotAnswers.${value}.${i}`, p)) {
+        trieInsert(answerTrie, phraseTokens(files.context, `slotAnswers.${value}.${i}`, expanded), value);
+      }
+    });
+  }
+  const precedence = {
+    ...Object.fromEntries(context.precedence.negation.map((c, i) => [c, i])),
+    ...Object.fromEntries(context.precedence.temporality.map((c, i) => [c, i])),
+    'other-subject': 0,
+  } as Record<ModifierCategory, number>;
 
   // Sections
   const sectionByHeading = new Map<string, SectionRule>();
-  const headings: string[] = [];
+  let maxHeadingTokens = 1;
   sections.sections.forEach((s, i) =>
     s.headings.forEach((h, j) => {
-      const key = headingKey(h);
-      if (sectionByHeading.has(key)) fail(files.sections, `sections.${i}.headings.${j}`, `duplicate heading ${JSON.stringify(h)}`);
+      const where = `sections.${i}.headings.${j}`;
+      const key = headingKey(phraseTokens(files.sections, where, h));
+      if (sectionByHeading.has(key)) fail(files.sections, where, `duplicate heading ${JSON.stringify(h)}`);
       sectionByHeading.set(key, { name: s.name, assertion: s.assertion });
-      headings.push(h);
+      maxHeadingTokens = Math.max(maxHeadingTokens, key.split(' ').length);
     }),
   );
-  headings.sort((a, b) => b.length - a.length);
-  const alternation = headings.map((h) => h.trim().split(/\s+/).map(escapeRegExp).join('[ \\t]+')).join('|');
-  // Line start, optional list number / bullet, heading, then ':' or ' -' or end of line.
-  const headingPattern = new RegExp(`^[ \\t]*(?:[-*\\u2022][ \\t]*)?(${alternation})[ \\t]*(?::|[ \\t]-[ \\t]|$)`, 'gim');
 
-  return { concepts, conceptTrie, triggerTrie, precedence, scopeGroup, headingPattern, sectionByHeading, files };
+  return {
+    concepts,
+    conceptTrie,
+    triggerTrie,
+    answerTrie,
+    precedence,
+    assertionOrder: context.assertion,
+    sectionByHeading,
+    maxHeadingTokens,
+    files,
+  };
 }
 
-export function headingKey(h: string): string {
-  return h.trim().toLowerCase().replace(/\s+/g, ' ');
+/** Lookup key of a heading from its normalized tokens. */
+export function headingKey(tokens: readonly string[]): string {
+  return tokens.join(' ');
 }
 
-function phraseTokens(p: string): string[] {
-  return tokenizePhrase(p).map(normalizeToken);
+/**
+ * A phrase's normalized tokens. `<year>`, `<date>`, `<number>` and `<deid>` stand for a token of that
+ * class (see tokens.ts), so "in <year>" matches "in 2015".
+ */
+function phraseTokens(file: string, where: string, p: string): string[] {
+  const out: string[] = [];
+  for (const part of p.split(/(<[a-z]+>)/)) {
+    if (/^<[a-z]+>$/.test(part)) {
+      if (!(TOKEN_CLASSES as readonly string[]).includes(part)) fail(file, where, `unknown token class ${part} (known: ${TOKEN_CLASSES.join(', ')})`);
+      out.push(part);
+    } else out.push(...tokenizePhrase(part));
+  }
+  if (out.length === 0) fail(file, where, 'phrase has no tokens');
+  return out;
 }
 
 function expandOrFail(file: string, where: string, p: string): string[] {
@@ -256,13 +383,8 @@ function fail(file: string, path: string, message: string): never {
   throw new AdapterError('mapping-invalid', `${file}: ${path}: ${message}`, { details: { file, path } });
 }
 
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-}
-
-function defaultRulesDir(): string {
-  if (process.env.FHIR_ML_NLP_DIR) return resolve(process.env.FHIR_ML_NLP_DIR);
-  // Walk up from this module (src/nlp or dist/src/nlp) to the directory holding mappings/nlp.
+/** The package's `mappings/nlp` (walking up from src/nlp or dist/nlp); a caller may pass another. */
+export function defaultRulesDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, 'mappings', 'nlp');

@@ -14,24 +14,9 @@ export function wink(): Wink {
   return instance;
 }
 
-/** Token values of a phrase, tokenized exactly as report text is (used for lexicon and rule phrases). */
-export function tokenizePhrase(phrase: string): string[] {
-  const nlp = wink();
-  return (nlp.readDoc(phrase).tokens().out(nlp.its.value) as string[]).filter((t) => !isSpace(t));
-}
-
+/** A whitespace token (wink keeps runs of spaces and line breaks as tokens). */
 export function isSpace(token: string): boolean {
-  return token.length > 0 && token.trim().length === 0;
-}
-
-/**
- * Normal form used for matching: lower case, typographic apostrophes folded, and a trailing period
- * dropped ("b." at the end of a text is one wink token), so "Pneumonia", "PNEUMONIA" and "pneumonia."
- * all match "pneumonia".
- */
-export function normalizeToken(token: string): string {
-  let t = token.toLowerCase();
-  if (t.length > 1 && t.charCodeAt(t.length - 1) === 46 /* . */ && t.charCodeAt(0) !== 46) t = t.slice(0, -1);
-  if (t.includes('\u2019')) t = t.replace(/\u2019/g, "'");
-  return t;
+  const c = token.charCodeAt(0);
+  if (!(c === 32 || c === 10 || c === 13 || c === 9 || c === 12 || c === 11 || c === 160 || c > 0x2000)) return false;
+  return token.trim().length === 0;
 }
