@@ -175,14 +175,3 @@ describe('fhir-ml features', () => {
     }
   });
 });
-
-describe('parseAsOf', () => {
-  it('takes a bare date as the end of that day (UTC) and a dateTime as given', async () => {
-    const { parseAsOf } = await import('./context.js');
-    expect(parseAsOf('2025-06-30').toISOString()).toBe('2025-06-30T23:59:59.999Z');
-    expect(parseAsOf('2025-06-30T08:00:00+02:00').toISOString()).toBe('2025-06-30T06:00:00.000Z');
-    for (const bad of ['2025-02-31', '2025-13-01', '2025-02-30T10:00:00Z', '30/06/2025', '2025-06-30T10:00']) {
-      expect(() => parseAsOf(bad)).toThrow(/is not a date/);
-    }
-  });
-});

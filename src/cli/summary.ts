@@ -1,4 +1,4 @@
-import type { ModelTotals, SyncResult } from '../sync/sync.js';
+import type { ModelTotals, SyncResult } from '../sync/index.js';
 
 /** Plain-text tables for the terminal. Pure, so tests can pin them. */
 export function table(headers: string[], rows: (string | number)[][]): string {

@@ -15,14 +15,18 @@ export function registerDemoCommand(program: Command): void {
 }
 
 export async function demoCommand(): Promise<number> {
-  const ctx = commandContext();
-  process.stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
-  const demo = await runDemo({ ...ctx.config, logger: ctx.logger });
+  const app = commandContext();
   try {
-    process.stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
-    process.stdout.write(formatSyncSummary(demo.result) + '\n');
+    process.stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
+    const demo = await runDemo(app);
+    try {
+      process.stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
+      process.stdout.write(formatSyncSummary(demo.result) + '\n');
+    } finally {
+      await demo.server.close();
+    }
+    return demo.result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
   } finally {
-    await demo.server.close();
+    await app.close();
   }
-  return demo.result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
 }

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { AdapterError } from '../../core/errors.js';
-import { pullBatch } from '../../fhir/pull.js';
-import { mapPatient } from '../../features/index.js';
-import { prepareModels } from '../../sync/models.js';
-import { pullSpecFor } from '../../sync/sync.js';
-import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
+import { parseAsOf } from '../../core/time.js';
+import { mapPatient, valueColumns } from '../../features/index.js';
+import { pullStep } from '../../sync/index.js';
+import { commandContext } from '../context.js';
 import { table } from '../summary.js';
 
 /**
@@ -23,13 +22,15 @@ export function registerFeaturesCommand(program: Command): void {
     .option('--json', 'print the feature row as JSON')
     .action(async (opts: { fhirUrl?: string; model: string; patient: string; asOf?: string; json?: boolean }) => {
       const asOf = parseAsOf(opts.asOf);
-      const ctx = commandContext({ fhirUrl: opts.fhirUrl });
-      const client = fhirClientFor(ctx);
-      const [model] = await prepareModels([opts.model], ctx.config);
-      const pull = await pullBatch(client, [opts.patient], pullSpecFor([model], asOf), asOf, { logger: ctx.logger });
+      const app = commandContext({ fhirUrl: opts.fhirUrl });
+      const client = app.fhirClient();
+      const [model] = await app.models([opts.model]);
+      // The same pull step as sync.
+      const pull = await pullStep([model], asOf, app.logger)(client, [opts.patient]);
+      await app.close();
       const record = pull.records.get(opts.patient);
       if (!record) throw new AdapterError('not-found', `patient ${opts.patient} not found on the server`);
-      const row = mapPatient(model.mapping, record, asOf);
+      const row = mapPatient(model.mapping, record, asOf, app.mapContext);
       if (opts.json) {
         process.stdout.write(JSON.stringify({ ...row, values: Array.from(row.values) }, null, 2) + '\n');
         return;
@@ -41,8 +42,7 @@ export function registerFeaturesCommand(program: Command): void {
         table(
           ['feature', 'value', 'unit', 'input'],
           model.mapping.features.flatMap((f) => {
-            const keys = f.oneHot ? f.oneHot.map((c) => `${f.id}=${c}`) : [f.id];
-            return keys.map((k) => [k, row.raw[k] === null || row.raw[k] === undefined ? 'missing' : String(round(row.raw[k]!)), f.unit ?? '', f.input ? 'yes' : 'no']);
+            return valueColumns(f).map((k) => [k, row.raw[k] === null || row.raw[k] === undefined ? 'missing' : String(round(row.raw[k]!)), f.unit ?? '', f.input ? 'yes' : 'no']);
           }),
         ),
       );

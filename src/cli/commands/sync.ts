@@ -1,10 +1,11 @@
 import { Command, Option } from 'commander';
+import type { App } from '../../app.js';
 import { describeError, EXIT_OK, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
 import { AdapterError, type ErrorCode } from '../../core/errors.js';
+import { parseAsOf } from '../../core/time.js';
 import { countPatients } from '../../fhir/pull.js';
-import { prepareModels } from '../../sync/models.js';
-import { runSync, type SyncResult } from '../../sync/sync.js';
-import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
+import { runSync, type SyncResult } from '../../sync/index.js';
+import { commandContext } from '../context.js';
 import { progressReporter } from '../progress.js';
 import { formatSyncSummary } from '../summary.js';
 
@@ -46,45 +47,48 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   let asOf: Date | undefined;
   try {
     asOf = parseAsOf(opts.asOf);
-    // A future as-of would write assessments dated in the future from today's data (5 min of clock skew allowed).
-    if (asOf.getTime() > Date.now() + 5 * 60_000) problems.push(`--as-of ${opts.asOf} is in the future`);
   } catch (err) {
     problems.push((err as Error).message);
   }
-  let ctx: ReturnType<typeof commandContext> | undefined;
+  let app: App | undefined;
   try {
-    ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
-    if (!ctx.config.fhirUrl) problems.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
+    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
+    if (!app.config.fhir.url) problems.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
   } catch (err) {
     if (!AdapterError.is(err, 'config-invalid')) throw err;
     problems.push(...((err.details?.problems as string[] | undefined) ?? [err.message]));
   }
-  if (problems.length || !ctx || !asOf) {
+  if (problems.length || !app || !asOf) {
     throw new AdapterError('input-invalid', problems.length === 1 ? problems[0] : `${problems.length} problems:\n  - ${problems.join('\n  - ')}`);
   }
-  const client = fhirClientFor(ctx);
-  const models = await prepareModels(opts.model, ctx.config);
-  // No bar with --json: a terminal would interleave it with the JSON Lines.
-  const showProgress = process.stderr.isTTY && !opts.json;
-  const total = opts.patient ? new Set(opts.patient).size : showProgress ? await countPatients(client) : undefined;
-  const progress = showProgress ? progressReporter(total) : { update: () => undefined, stop: () => undefined };
   let result: SyncResult;
   try {
-    result = await runSync(client, models, {
-      asOf,
-      patientIds: opts.patient,
-      dryRun: opts.dryRun,
-      batchSize: ctx.config.batchSize,
-      identifierSystem: ctx.config.identifierSystem,
-      explain: opts.explain,
-      logger: ctx.logger,
-      onProgress: progress.update,
-      // Results stream out (JSON Lines) instead of accumulating: an --all sync never holds the population.
-      collectPatients: false,
-      onPatientResult: opts.json ? (r) => process.stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
-    });
+    const client = app.fhirClient();
+    const models = await app.models(opts.model);
+    // No bar with --json: a terminal would interleave it with the JSON Lines.
+    const showProgress = process.stderr.isTTY && !opts.json;
+    const total = opts.patient ? new Set(opts.patient).size : showProgress ? await countPatients(client) : undefined;
+    const progress = showProgress ? progressReporter(total) : { update: () => undefined, stop: () => undefined };
+    try {
+      result = await runSync(client, models, {
+        asOf,
+        patientIds: opts.patient,
+        dryRun: opts.dryRun,
+        batchSize: app.config.sync.batchSize,
+        identifierSystem: app.config.sync.identifierSystem,
+        explain: opts.explain,
+        mapContext: app.mapContext,
+        logger: app.logger,
+        onProgress: progress.update,
+        // Results stream out (JSON Lines) instead of accumulating: an --all sync never holds the population.
+        collectPatients: false,
+        onPatientResult: opts.json ? (r) => process.stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
+      });
+    } finally {
+      progress.stop();
+    }
   } finally {
-    progress.stop();
+    await app.close();
   }
   if (opts.json) {
     const { results: _results, aborted, ...summary } = result;

@@ -1,11 +1,13 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Bundle, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
+import { sharedDatasetsPath } from '../../config/index.js';
 import type { FeatureRow, PatientRecord } from '../../core/types.js';
 
 /** Test helpers for src/features (excluded from the build). */
 
-export const DATASETS = path.resolve(process.cwd(), '../shared/datasets');
+/** The shared public datasets (FHIR_ML_SHARED_DATASETS, else ../shared/datasets beside the repository). */
+export const DATASETS = sharedDatasetsPath();
 export const HL7_OBSERVATIONS = path.join(DATASETS, 'fhir-r4-examples/observation-examples');
 export const SYNTHEA = path.join(DATASETS, 'synthea-r4');
 

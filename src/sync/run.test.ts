@@ -13,7 +13,7 @@ import { FhirClient, type SearchPage, type SearchParams } from '../fhir/client.j
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
 import { prepareModels, type SyncModel } from './models.js';
-import { runSync } from './sync.js';
+import { runSync } from './run.js';
 
 class FaultyClient extends FhirClient {
   failTransactions: AdapterError | undefined;
