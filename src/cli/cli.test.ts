@@ -4,6 +4,7 @@
  */
 import { jest } from '@jest/globals';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { packagePath } from '../core/paths.js';
@@ -150,6 +151,42 @@ describe('fhir-ml CLI', () => {
     const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/dry run: nothing written/);
+  });
+});
+
+/** A local port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+describe('fhir-ml sync always reports', () => {
+  it('ends with a summary line naming the failure when the server is down', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}/fhir/R4`;
+    const env = { FHIR_ML_MAX_RETRIES: '0' };
+    const json = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--json'], env);
+    expect(json.code).toBe(69);
+    const summary = JSON.parse(json.stdout.trim().split('\n').at(-1)!);
+    expect(summary).toMatchObject({ type: 'summary', patients: 0, batches: 0, aborted: { code: 'fhir-unavailable', stage: 'devices' } });
+    expect(json.stderr).toMatch(/fhir-unavailable/);
+
+    // A dry run registers no Device: the patient list is where it fails.
+    const dry = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--json', '--dry-run'], env);
+    expect(dry.code).toBe(69);
+    expect(JSON.parse(dry.stdout.trim().split('\n').at(-1)!)).toMatchObject({ type: 'summary', dryRun: true, aborted: { code: 'fhir-unavailable', stage: 'patient-list' } });
+
+    const table = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--patient', 'p1'], env);
+    expect(table.code).toBe(69);
+    expect(table.stdout).toMatch(/STOPPED: registering the model Devices failed \(fhir-unavailable\)/);
+  });
+
+  it('ends with a summary line when a model cannot be loaded', async () => {
+    const r = await run(['sync', '--fhir-url', 'http://127.0.0.1:1/fhir', '--model', 'nope', '--all', '--json']);
+    expect(r.code).toBe(66);
+    expect(JSON.parse(r.stdout.trim())).toMatchObject({ type: 'summary', aborted: { code: 'not-found', stage: 'models' } });
   });
 });
 
