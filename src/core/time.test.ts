@@ -1,3 +1,4 @@
+import { AdapterError } from './errors.js';
 import { addDuration, horizonEnd, lookbackStart, parseAsOf, parseFhirDateTime } from './time.js';
 
 const iso = (d: Date) => d.toISOString();
@@ -46,7 +47,17 @@ describe('parseAsOf', () => {
     }
   });
 
-  it('refuses instants in the future', () => {
+  it("takes today's date as now, so a nightly job can pass its own date", () => {
+    expect(iso(parseAsOf('2025-07-01', now))).toBe(iso(now));
+    // already the 2nd east of UTC (Sydney at 23:45 UTC is the next morning): today there, so now
+    expect(iso(parseAsOf('2025-07-02', new Date('2025-07-01T23:45:00Z')))).toBe('2025-07-01T23:45:00.000Z');
+  });
+
+  it('refuses only instants after now', () => {
+    expect(iso(parseAsOf(iso(now), now))).toBe(iso(now));
+    const later = () => parseAsOf('2025-07-01T13:45:13Z', now);
+    expect(later).toThrow(AdapterError);
+    expect(later).toThrow(/--as-of 2025-07-01T13:45:13Z is in the future/);
     expect(() => parseAsOf('2025-07-03', now)).toThrow(/is in the future/);
   });
 });

@@ -114,10 +114,17 @@ function parseDateTimeParts(text: string | undefined): { span: { start: number; 
   return { span: { start, end: start }, precision: 'time', zoned: zone !== undefined };
 }
 
+/** The easternmost time zone (UTC+14): the date there is the latest date that is "today" anywhere. */
+const EARLIEST_ZONE_MS = 14 * 3_600_000;
+
 /**
- * The as-of instant of a run, from `--as-of` (or an API field): absent, now; a date (`2025-06-30`), the
- * end of that day (UTC); a dateTime with a time zone, that instant. An instant more than 5 minutes
- * (clock skew) after now is refused. Throws AdapterError('input-invalid') naming the value.
+ * The as-of instant of a run, from `--as-of` (or an API field):
+ * - absent: now;
+ * - a date (`2025-06-30`): the end of that day (UTC), or now when the day is today, so a nightly job
+ *   can pass its own date; a date that is today in any time zone (up to UTC+14) counts as today;
+ * - a dateTime with a time zone (`2025-06-30T23:59:59Z`, `...+02:00`): that instant.
+ * Only instants after now are refused (a score is never dated after the data it could see).
+ * Throws AdapterError('input-invalid') naming the value and what is wrong.
  */
 export function parseAsOf(value: string | undefined, now: Date = new Date(), what = '--as-of'): Date {
   if (value === undefined) return now;
@@ -125,7 +132,15 @@ export function parseAsOf(value: string | undefined, now: Date = new Date(), wha
   if (!parts) {
     throw new AdapterError('input-invalid', `${what} "${value}" is not a date (YYYY-MM-DD) or dateTime with a time zone (2025-06-30T23:59:59Z)`);
   }
-  const instant = parts.precision === 'day' ? parts.span.end : parts.span.start;
-  if (instant > now.getTime() + 5 * 60_000) throw new AdapterError('input-invalid', `${what} ${value} is in the future`);
-  return new Date(instant);
+  const nowMs = now.getTime();
+  if (parts.precision === 'day') {
+    if (parts.span.start > nowMs + EARLIEST_ZONE_MS) {
+      throw new AdapterError('input-invalid', `${what} ${value} is in the future (now is ${now.toISOString()}); only instants up to now can be scored`);
+    }
+    return new Date(Math.min(parts.span.end, nowMs));
+  }
+  if (parts.span.start > nowMs) {
+    throw new AdapterError('input-invalid', `${what} ${value} is in the future (now is ${now.toISOString()}); only instants up to now can be scored`);
+  }
+  return new Date(parts.span.start);
 }

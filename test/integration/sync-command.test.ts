@@ -1,8 +1,9 @@
 /**
- * Integration: `fhir-ml sync` as a separate process against the embedded FHIR server, stopped midway by
- * SIGTERM or by its reader going away (`| head`). Between them sits a pass-through HTTP relay that can
- * hold one batch's transaction until the test has stopped the process, so the stop always lands in the
- * middle of the run. Every request reaches the real server unchanged.
+ * Integration: `fhir-ml sync` as a separate process against the embedded FHIR server: stopped midway by
+ * SIGTERM or by its reader going away (`| head`), and with a batch the server rejects. Between them sits
+ * a pass-through HTTP relay that can hold one batch's transaction until the test has stopped the process
+ * (so the stop always lands in the middle of the run), or answer it with a rejection the real server
+ * would not produce on demand. Every other request reaches the real server unchanged.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
@@ -23,6 +24,8 @@ class Relay {
   private server: Server;
   private transactions = 0;
   holdTransaction = 0;
+  /** The n-th RiskAssessment transaction is answered 422 without reaching the server. */
+  rejectTransaction = 0;
   private release?: () => void;
   /** Resolves when the held transaction has arrived (and is being held). */
   held: Promise<void>;
@@ -51,7 +54,12 @@ class Relay {
           upstream.end(body);
         };
         const isBatchWrite = req.method === 'POST' && body.includes('"RiskAssessment"') && body.includes('"transaction"');
-        if (isBatchWrite && ++this.transactions === this.holdTransaction) {
+        const n = isBatchWrite ? ++this.transactions : 0;
+        if (n && n === this.rejectTransaction) {
+          const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing' }] };
+          res.writeHead(422, { 'content-type': 'application/fhir+json' });
+          res.end(JSON.stringify(outcome));
+        } else if (n && n === this.holdTransaction) {
           this.release = forward;
           this.onHeld();
         } else forward();
@@ -76,10 +84,10 @@ class Relay {
   }
 }
 
-function startSync(url: string): ChildProcessWithoutNullStreams {
+function startSync(url: string, asOf = AS_OF): ChildProcessWithoutNullStreams {
   return spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--as-of', AS_OF, '--batch-size', String(BATCH), '--json', '--no-explain'],
+    ['--import', 'tsx', 'src/cli/main.ts', 'sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--as-of', asOf, '--batch-size', String(BATCH), '--json', '--no-explain'],
     { cwd: PACKAGE_ROOT, env: { ...process.env, FHIR_ML_LOG_LEVEL: 'silent', FHIR_ML_CONFIG: '' } },
   );
 }
@@ -130,8 +138,8 @@ describe('sync stopped midway (integration, separate process)', () => {
   afterEach(async () => server.close());
 
   /** A clean re-run completes the population: exactly one RiskAssessment and one Provenance per patient. */
-  async function expectCompletedWithoutDuplicates(): Promise<void> {
-    const child = startSync(server.url);
+  async function expectCompletedWithoutDuplicates(asOf = AS_OF): Promise<void> {
+    const child = startSync(server.url, asOf);
     const out = collect(child.stdout);
     expect(await exited(child)).toBe(0);
     const summary = JSON.parse(out.text().trim().split('\n').at(-1)!);
@@ -194,5 +202,28 @@ describe('sync stopped midway (integration, separate process)', () => {
     }
     expect(err.text()).not.toMatch(/EPIPE|Error|\n\s+at /);
     await expectCompletedWithoutDuplicates();
+  });
+
+  it('exits 3 when a batch fails, naming the as-of that completes it; today means now, and that re-run adds nothing twice', async () => {
+    const relay = new Relay(new URL(server.url));
+    relay.rejectTransaction = 2;
+    const today = new Date().toISOString().slice(0, 10);
+    const child = startSync(await relay.listen(), today);
+    const out = collect(child.stdout);
+    const err = collect(child.stderr);
+    try {
+      expect(await exited(child)).toBe(3);
+    } finally {
+      await relay.close();
+    }
+    const summary = JSON.parse(out.text().trim().split('\n').at(-1)!);
+    expect(summary).toMatchObject({ patients: PATIENTS, failed: BATCH, failures: [{ code: 'fhir-rejected', patientIds: BATCH }] });
+    // today's date is now: an instant of today, not the end of the day (which lies in the future)
+    expect(summary.asOf.slice(0, 10)).toBe(today);
+    expect(new Date(summary.asOf).getTime()).toBeLessThanOrEqual(Date.now());
+    const rerun = /re-run with --as-of (\S+) to complete it/.exec(err.text());
+    expect(rerun?.[1]).toBe(summary.asOf);
+    expect(await searchAll(client, 'RiskAssessment')).toHaveLength(PATIENTS - BATCH);
+    await expectCompletedWithoutDuplicates(rerun![1]);
   });
 });
