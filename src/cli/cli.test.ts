@@ -124,6 +124,40 @@ describe('fhir-ml CLI', () => {
     expect((await run(['sync', '--help'])).code).toBe(0);
   });
 
+  it('takes Patient/<id>, refuses invalid ids by name before any request, and lists unknown patients by id', async () => {
+    // Nothing listens there: a request would fail with 69, not 64.
+    const down = `http://127.0.0.1:${await closedPort()}/fhir/R4`;
+    const bad = await run(['sync', '--fhir-url', down, '--model', 'diabetes-progression', '--patient', 'demo-0001', 'bad id!', 'Patient/x/y']);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain('--patient: not a patient id');
+    expect(bad.stderr).toContain('"bad id!", "Patient/x/y"');
+    expect(bad.stdout).toBe('');
+
+    const table = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--as-of', '2026-01-01', '--dry-run', '--patient', 'Patient/demo-0001', 'nobody-1', 'Patient/nobody-2']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/not found: 2;/);
+    expect(table.stdout).toMatch(/patients not found: nobody-1, nobody-2/);
+    expect(table.stdout).toMatch(/diabetes-progression\s+1\s/); // demo-0001 scored
+  });
+
+  it('reports configuration problems all at once with one exit code, whatever the command', async () => {
+    const file = path.join(tmp, 'bad-config.yaml');
+    writeFileSync(file, 'fhirUrl: https://old.example.org\nsync:\n  batchSize: lots\nlog:\n  level: chatty\n');
+    const env = { FHIR_ML_CONFIG: file, FHIR_ML_TOKEN: 't', FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' };
+    for (const args of [['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all'], ['models', 'list'], ['mappings', 'validate']]) {
+      const r = await run(args, env);
+      expect(r.code).toBe(78);
+      expect(r.stderr).toMatch(/4 problems/);
+      for (const p of [/fhirUrl: unknown key \(it is now fhir\.url\)/, /sync\.batchSize \(from .*bad-config\.yaml\)/, /log\.level \(from .*bad-config\.yaml\)/, /both a bearer token \(FHIR_ML_TOKEN\) and basic credentials/]) {
+        expect(r.stderr).toMatch(p);
+      }
+    }
+    // With a usage problem too, everything is still reported at once; the usage problem decides the code.
+    const both = await run(['sync', '--model', 'diabetes-progression', '--all', '--as-of', 'soon'], env);
+    expect(both.code).toBe(64);
+    expect(both.stderr).toMatch(/5 problems/);
+  });
+
   it('syncs and prints a machine-readable result per patient with --json, then writes nothing on a re-run', async () => {
     const args = ['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', '2026-01-01', '--json'];
     type Line = { type: 'patient' | 'summary'; patients?: number; patientId?: string; probability: number; band: string; write: string };

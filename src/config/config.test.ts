@@ -102,6 +102,14 @@ describe('loadConfig', () => {
     expect(problems.join('\n')).not.toContain('s3cret');
   });
 
+  it('refuses a bearer token and basic credentials set together, or credentials beside auth none', () => {
+    const both = problemsOf(() => loadConfig({}, { FHIR_ML_TOKEN: 't', FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' }));
+    expect(both).toEqual([expect.stringMatching(/both a bearer token \(FHIR_ML_TOKEN\) and basic credentials \(FHIR_ML_USERNAME\) are set; set only one/)]);
+    expect(problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'none', FHIR_ML_TOKEN: 't' }))[0]).toMatch(/FHIR_ML_AUTH is none but credentials are set/);
+    expect(problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'oauth' }))[0]).toMatch(/fhir\.auth\.type \(from FHIR_ML_AUTH\): must be none, bearer or basic/);
+    expect(loadConfig({}, { FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' }).fhir.auth).toEqual({ type: 'basic', username: 'u', password: 'p' });
+  });
+
   it('says when DEBUG would make fhir-kit-client trace requests', () => {
     expect(loadConfig({}, {}).log.fhirClientTracing).toBe(false);
     expect(loadConfig({}, { DEBUG: 'fhir-kit-client:*' }).log.fhirClientTracing).toBe(true);

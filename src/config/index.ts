@@ -239,11 +239,17 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
       ? { value: fileAuth.username, from: 'fhir.auth.username' }
       : {};
   const basicGiven = username.from ?? password.from;
+  if (token.from && basicGiven) {
+    problems.push(`fhir.auth: both a bearer token (${token.from}) and basic credentials (${basicGiven}) are set; set only one`);
+  }
   const explicitType = env.FHIR_ML_AUTH ?? (typeof fileAuth.type === 'string' ? fileAuth.type : undefined);
   const typeFrom = env.FHIR_ML_AUTH ? 'FHIR_ML_AUTH' : 'fhir.auth.type';
   const AUTH_TYPES = ['none', 'bearer', 'basic'];
   if (explicitType !== undefined && !AUTH_TYPES.includes(explicitType)) problems.push(`fhir.auth.type (from ${typeFrom}): must be none, bearer or basic`);
   const authType = explicitType !== undefined && AUTH_TYPES.includes(explicitType) ? explicitType : token.from ? 'bearer' : basicGiven ? 'basic' : 'none';
+  if (explicitType === 'none' && (token.from || basicGiven)) problems.push(`fhir.auth: ${typeFrom} is none but credentials are set (${token.from ?? basicGiven})`);
+  if (explicitType === 'bearer' && basicGiven && !token.from) problems.push(`fhir.auth: ${typeFrom} is bearer but basic credentials are set (${basicGiven})`);
+  if (explicitType === 'basic' && token.from && !basicGiven) problems.push(`fhir.auth: ${typeFrom} is basic but a bearer token is set (${token.from})`);
   setIn(
     candidate,
     ['fhir', 'auth'],
