@@ -245,4 +245,96 @@ describe('fhir-ml features', () => {
       await server.close();
     }
   });
+
+  it('shows a transformed feature as what was measured, in its unit, and what the transforms make of it', async () => {
+    const server = await startFhirServer({ port: 0 });
+    try {
+      const rows = loadDiabetesRows().slice(0, 1);
+      await seedDemo(server, rows);
+      const base = ['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'Patient/demo-0001', '--as-of', '2026-01-01T00:00:00Z'];
+      const tg = Math.exp(rows[0].ltg); // triglycerides in mg/dL, as seeded
+      const json = JSON.parse((await run([...base, '--json'])).stdout) as {
+        features: { id: string; unit?: string; transforms: string; columns: { column: string; measured: number | null; transformed?: number }[] }[];
+      };
+      const lnTg = json.features.find((f) => f.id === 'ln_tg')!;
+      expect(lnTg.unit).toBe('mg/dL');
+      expect(lnTg.transforms).toMatch(/^log, standardize\(mean 4\.648105, std 0\.5296825\)$/);
+      expect(lnTg.columns[0].measured).toBeCloseTo(tg, 4);
+      expect(lnTg.columns[0].transformed).toBeCloseTo((Math.log(tg) - 4.648105) / 0.5296825, 5);
+      const text = (await run(base)).stdout;
+      const line = text.split('\n').find((l) => l.startsWith('ln_tg '))!;
+      expect(line).toMatch(/^ln_tg\s+[\d.]+\s+mg\/dL\s+log, standardize/);
+      expect(text).toMatch(/^feature\s+measured\s+unit\s+transforms\s+after transforms\s+input$/m);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('fhir-ml models list and mappings validate agree with sync', () => {
+  let tmp: string;
+  beforeAll(() => {
+    tmp = mkdtempSync(path.join(tmpdir(), 'fhir-ml-catalog-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  function copyOf(what: 'models' | 'mappings', name: string): string {
+    const dir = path.join(tmp, `${name}-${what}`);
+    cpSync(packagePath(what), dir, { recursive: true });
+    return dir;
+  }
+
+  it('lists as ok exactly the models sync accepts, with the fields the README names', async () => {
+    const ok = await run(['models', 'list', '--json']);
+    expect(ok.code).toBe(0);
+    const list = JSON.parse(ok.stdout) as Record<string, unknown>[];
+    expect(list.map((m) => [m.id, m.status])).toEqual([
+      ['curb65', 'ok'],
+      ['diabetes-progression', 'ok'],
+    ]);
+    expect(Object.keys(list[1]).sort()).toEqual(['horizon', 'id', 'inputs', 'name', 'outcome', 'status', 'version']);
+    expect(list[1]).toMatchObject({ version: '1.0.0', inputs: 10, horizon: { value: 1, unit: 'a' } });
+
+    // A golden vector that no longer matches: the card and the ONNX file are intact (sha256 passes),
+    // but sync's self-test refuses the model, so the list must too.
+    const models = copyOf('models', 'golden');
+    const cardFile = path.join(models, 'diabetes-progression', 'model-card.json');
+    const card = JSON.parse(readFileSync(cardFile, 'utf8'));
+    card.goldenVectors[0].expected.probability = [0.999];
+    writeFileSync(cardFile, JSON.stringify(card, null, 2));
+    const golden = await run(['models', 'list', '--json'], { FHIR_ML_MODELS_DIR: models });
+    expect(golden.code).toBe(65);
+    const entry = (JSON.parse(golden.stdout) as { id: string; status: string; version?: string; problem?: { code: string; message: string } }[]).find((m) => m.id === 'diabetes-progression')!;
+    expect(entry).toMatchObject({ status: 'invalid', version: '1.0.0', problem: { code: 'model-selftest-failed' } });
+    const sync = await run(['sync', '--fhir-url', 'http://127.0.0.1:1/fhir', '--model', 'diabetes-progression', '--all'], { FHIR_ML_MODELS_DIR: models });
+    expect(sync.code).toBe(65);
+    expect(sync.stderr).toMatch(/self-test failed/);
+
+    // A mapping that disagrees with the model: listed invalid, as sync refuses it.
+    const mappings = copyOf('mappings', 'disagree');
+    const file = path.join(mappings, 'diabetes-progression.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('mean: 4.648105', 'mean: 4.7'));
+    const table = await run(['models', 'list'], { FHIR_ML_MAPPINGS_DIR: mappings });
+    expect(table.code).toBe(65);
+    expect(table.stdout).toMatch(/diabetes-progression .*INVALID: model diabetes-progression and mapping diabetes-progression disagree on preprocessing/);
+    expect(table.stdout).toMatch(/curb65 .* ok$/m);
+  });
+
+  it('validates the NLP rules beside the mappings and refuses a directory without mappings', async () => {
+    const ok = await run(['mappings', 'validate']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/ok {3}.*nlp \(findings, context rules, sections\)/);
+
+    const mappings = copyOf('mappings', 'nlp');
+    const findings = path.join(mappings, 'nlp', 'findings.yaml');
+    writeFileSync(findings, readFileSync(findings, 'utf8').replace('system: http://snomed.info/sct', 'system: http://snomed.info/sct\ncolour: red'));
+    const bad = await run(['mappings', 'validate', '--dir', mappings]);
+    expect(bad.code).toBe(65);
+    expect(bad.stdout).toMatch(/FAIL .*nlp\n\s+.*findings\.yaml/);
+
+    const empty = mkdtempSync(path.join(tmp, 'empty-'));
+    const none = await run(['mappings', 'validate', '--dir', empty]);
+    expect(none.code).toBe(66);
+    expect(none.stderr).toMatch(/no mapping files/);
+  });
 });
