@@ -18,7 +18,8 @@ import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
 
 const datasets = sharedDatasetsDir();
 const describeWithData = datasets ? describe : describe.skip;
-if (!datasets) console.warn('synthea-sync: ../shared/datasets not found; skipping the Synthea integration test');
+// Straight to stderr: jest hides console output of a suite whose tests are all skipped.
+if (!datasets) process.stderr.write('skipping: synthea-sync: ../shared/datasets not found (FHIR_ML_SHARED_DATASETS); the Synthea integration test is skipped\n');
 
 const AS_OF = new Date('2020-06-30T00:00:00Z');
 
