@@ -18,7 +18,8 @@ type Env = Record<string, string | undefined>;
 
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://fhir.example.org/R4' })
-  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'must not embed credentials (use FHIR_ML_TOKEN or FHIR_ML_USERNAME/FHIR_ML_PASSWORD)');
+  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'must not embed credentials (use FHIR_ML_TOKEN or FHIR_ML_USERNAME/FHIR_ML_PASSWORD)')
+  .refine((u) => !/[?#]/.test(u), 'must be a base URL, without a query or fragment');
 
 export const authSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('none') }),
