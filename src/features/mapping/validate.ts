@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { oneHotKinds, sourcePlugin } from '../sources/index.js';
+import { kindsUsing, sourcePlugin } from '../sources/index.js';
 import type { ValidationScope } from '../sources/plugin.js';
 import { featureColumns } from './queries.js';
 import { featureSchema, mappingSchema, type FeatureSpec, type Mapping } from './schema.js';
@@ -99,14 +99,14 @@ function semanticProblems(raw: Record<string, unknown>, parsed: (FeatureSpec | u
     // what the source kind uses
     if (plugin.lookback === 'required' && !f.lookback) add(at('lookback'), `is required for ${kind} sources`);
     if (plugin.lookback === 'unused' && f.lookback) add(at('lookback'), `is not used by ${kind} sources`);
-    if ('aggregate' in rf && !plugin.aggregate) add(at('aggregate'), `is only used by observation sources`);
+    if ('aggregate' in rf && !plugin.aggregate) add(at('aggregate'), `is only used by ${kindsUsing('aggregate')} sources`);
     if (f.molarMass !== undefined && !f.unit) add(at('molarMass'), 'needs a unit');
-    if (f.molarMass !== undefined && !plugin.molarMass) add(at('molarMass'), 'is only used by observation sources');
+    if (f.molarMass !== undefined && !plugin.molarMass) add(at('molarMass'), `is only used by ${kindsUsing('molarMass')} sources`);
     if (f.oneHot && f.unit !== undefined) add(at('unit'), 'coded (one-hot) features have no unit');
 
     // one-hot
     if (f.oneHot) {
-      if (plugin.oneHot === 'unused') add(at('oneHot'), `is only supported for ${oneHotKinds().join(' and ')} sources`);
+      if (plugin.oneHot === 'unused') add(at('oneHot'), `is only supported for ${kindsUsing('oneHot')} sources`);
       if (new Set(f.oneHot).size !== f.oneHot.length) add(at('oneHot'), 'duplicate categories');
       if (f.transforms.length) add(at('transforms'), 'one-hot columns are not transformed');
       if (f.missing && f.missing.strategy !== 'required')

@@ -32,9 +32,10 @@ export function sourcePlugin(kind: string): AnySourcePlugin {
   return plugin;
 }
 
-/** Kinds whose features may (or must) be one-hot encoded, for messages. */
-export function oneHotKinds(): string[] {
-  return SOURCE_PLUGINS.filter((p) => p.oneHot !== 'unused').map((p) => p.kind);
+/** The kinds of source that use a feature field (`aggregate`, `molarMass`, `oneHot`), for messages. */
+export function kindsUsing(field: 'aggregate' | 'molarMass' | 'oneHot'): string {
+  const kinds = SOURCE_PLUGINS.filter((p) => (field === 'oneHot' ? p.oneHot !== 'unused' : p[field])).map((p) => p.kind);
+  return kinds.join(' and ');
 }
 
 export type { FeatureResult, MapContext, ReadType, ReportAnalysis, ReportAnalyzer, SourcePlugin } from './plugin.js';
