@@ -5,10 +5,10 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, relative } from 'node:path';
-import { packageRoot } from '../src/models/paths.js';
+import { PACKAGE_ROOT } from '../src/core/paths.js';
 import { buildCurb65Artifacts, checkCurb65Artifacts, curb65Paths } from './lib/curb65.js';
 
-const root = packageRoot();
+const root = PACKAGE_ROOT;
 const paths = curb65Paths(root);
 
 if (process.argv.includes('--check')) {

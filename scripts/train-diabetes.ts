@@ -7,10 +7,10 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { packageRoot } from '../src/models/paths.js';
+import { PACKAGE_ROOT } from '../src/core/paths.js';
 import { buildDiabetesArtifacts, checkDiabetesArtifacts, diabetesPaths, fixtureCsvFromSklearn } from './lib/diabetes.js';
 
-const root = packageRoot();
+const root = PACKAGE_ROOT;
 const paths = diabetesPaths(root);
 const args = process.argv.slice(2);
 

@@ -4,6 +4,7 @@
  */
 import { jest } from '@jest/globals';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { packagePath } from '../core/paths.js';
@@ -123,6 +124,40 @@ describe('fhir-ml CLI', () => {
     expect((await run(['sync', '--help'])).code).toBe(0);
   });
 
+  it('takes Patient/<id>, refuses invalid ids by name before any request, and lists unknown patients by id', async () => {
+    // Nothing listens there: a request would fail with 69, not 64.
+    const down = `http://127.0.0.1:${await closedPort()}/fhir/R4`;
+    const bad = await run(['sync', '--fhir-url', down, '--model', 'diabetes-progression', '--patient', 'demo-0001', 'bad id!', 'Patient/x/y']);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain('--patient: not a patient id');
+    expect(bad.stderr).toContain('"bad id!", "Patient/x/y"');
+    expect(bad.stdout).toBe('');
+
+    const table = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--as-of', '2026-01-01', '--dry-run', '--patient', 'Patient/demo-0001', 'nobody-1', 'Patient/nobody-2']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/not found: 2;/);
+    expect(table.stdout).toMatch(/patients not found: nobody-1, nobody-2/);
+    expect(table.stdout).toMatch(/diabetes-progression\s+1\s/); // demo-0001 scored
+  });
+
+  it('reports configuration problems all at once with one exit code, whatever the command', async () => {
+    const file = path.join(tmp, 'bad-config.yaml');
+    writeFileSync(file, 'fhirUrl: https://old.example.org\nsync:\n  batchSize: lots\nlog:\n  level: chatty\n');
+    const env = { FHIR_ML_CONFIG: file, FHIR_ML_TOKEN: 't', FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' };
+    for (const args of [['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all'], ['models', 'list'], ['mappings', 'validate']]) {
+      const r = await run(args, env);
+      expect(r.code).toBe(78);
+      expect(r.stderr).toMatch(/4 problems/);
+      for (const p of [/fhirUrl: unknown key \(it is now fhir\.url\)/, /sync\.batchSize \(from .*bad-config\.yaml\)/, /log\.level \(from .*bad-config\.yaml\)/, /both a bearer token \(FHIR_ML_TOKEN\) and basic credentials/]) {
+        expect(r.stderr).toMatch(p);
+      }
+    }
+    // With a usage problem too, everything is still reported at once; the usage problem decides the code.
+    const both = await run(['sync', '--model', 'diabetes-progression', '--all', '--as-of', 'soon'], env);
+    expect(both.code).toBe(64);
+    expect(both.stderr).toMatch(/5 problems/);
+  });
+
   it('syncs and prints a machine-readable result per patient with --json, then writes nothing on a re-run', async () => {
     const args = ['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', '2026-01-01', '--json'];
     type Line = { type: 'patient' | 'summary'; patients?: number; patientId?: string; probability: number; band: string; write: string };
@@ -153,6 +188,42 @@ describe('fhir-ml CLI', () => {
   });
 });
 
+/** A local port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
+describe('fhir-ml sync always reports', () => {
+  it('ends with a summary line naming the failure when the server is down', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}/fhir/R4`;
+    const env = { FHIR_ML_MAX_RETRIES: '0' };
+    const json = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--json'], env);
+    expect(json.code).toBe(69);
+    const summary = JSON.parse(json.stdout.trim().split('\n').at(-1)!);
+    expect(summary).toMatchObject({ type: 'summary', patients: 0, batches: 0, aborted: { code: 'fhir-unavailable', stage: 'devices' } });
+    expect(json.stderr).toMatch(/fhir-unavailable/);
+
+    // A dry run registers no Device: the patient list is where it fails.
+    const dry = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--all', '--json', '--dry-run'], env);
+    expect(dry.code).toBe(69);
+    expect(JSON.parse(dry.stdout.trim().split('\n').at(-1)!)).toMatchObject({ type: 'summary', dryRun: true, aborted: { code: 'fhir-unavailable', stage: 'patient-list' } });
+
+    const table = await run(['sync', '--fhir-url', url, '--model', 'diabetes-progression', '--patient', 'p1'], env);
+    expect(table.code).toBe(69);
+    expect(table.stdout).toMatch(/STOPPED: registering the model Devices failed \(fhir-unavailable\)/);
+  });
+
+  it('ends with a summary line when a model cannot be loaded', async () => {
+    const r = await run(['sync', '--fhir-url', 'http://127.0.0.1:1/fhir', '--model', 'nope', '--all', '--json']);
+    expect(r.code).toBe(66);
+    expect(JSON.parse(r.stdout.trim())).toMatchObject({ type: 'summary', aborted: { code: 'not-found', stage: 'models' } });
+  });
+});
+
 describe('fhir-ml features', () => {
   it("shows one patient's features, inputs and every fetched resource's fate, writing nothing", async () => {
     const server = await startFhirServer({ port: 0 });
@@ -174,15 +245,96 @@ describe('fhir-ml features', () => {
       await server.close();
     }
   });
+
+  it('shows a transformed feature as what was measured, in its unit, and what the transforms make of it', async () => {
+    const server = await startFhirServer({ port: 0 });
+    try {
+      const rows = loadDiabetesRows().slice(0, 1);
+      await seedDemo(server, rows);
+      const base = ['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'Patient/demo-0001', '--as-of', '2026-01-01T00:00:00Z'];
+      const tg = Math.exp(rows[0].ltg); // triglycerides in mg/dL, as seeded
+      const json = JSON.parse((await run([...base, '--json'])).stdout) as {
+        features: { id: string; unit?: string; transforms: string; columns: { column: string; measured: number | null; transformed?: number }[] }[];
+      };
+      const lnTg = json.features.find((f) => f.id === 'ln_tg')!;
+      expect(lnTg.unit).toBe('mg/dL');
+      expect(lnTg.transforms).toMatch(/^log, standardize\(mean 4\.648105, std 0\.5296825\)$/);
+      expect(lnTg.columns[0].measured).toBeCloseTo(tg, 4);
+      expect(lnTg.columns[0].transformed).toBeCloseTo((Math.log(tg) - 4.648105) / 0.5296825, 5);
+      const text = (await run(base)).stdout;
+      const line = text.split('\n').find((l) => l.startsWith('ln_tg '))!;
+      expect(line).toMatch(/^ln_tg\s+[\d.]+\s+mg\/dL\s+log, standardize/);
+      expect(text).toMatch(/^feature\s+measured\s+unit\s+transforms\s+after transforms\s+input$/m);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
-describe('parseAsOf', () => {
-  it('takes a bare date as the end of that day (UTC) and a dateTime as given', async () => {
-    const { parseAsOf } = await import('./context.js');
-    expect(parseAsOf('2025-06-30').toISOString()).toBe('2025-06-30T23:59:59.999Z');
-    expect(parseAsOf('2025-06-30T08:00:00+02:00').toISOString()).toBe('2025-06-30T06:00:00.000Z');
-    for (const bad of ['2025-02-31', '2025-13-01', '2025-02-30T10:00:00Z', '30/06/2025', '2025-06-30T10:00']) {
-      expect(() => parseAsOf(bad)).toThrow(/is not a date/);
-    }
+describe('fhir-ml models list and mappings validate agree with sync', () => {
+  let tmp: string;
+  beforeAll(() => {
+    tmp = mkdtempSync(path.join(tmpdir(), 'fhir-ml-catalog-'));
+  });
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+  function copyOf(what: 'models' | 'mappings', name: string): string {
+    const dir = path.join(tmp, `${name}-${what}`);
+    cpSync(packagePath(what), dir, { recursive: true });
+    return dir;
+  }
+
+  it('lists as ok exactly the models sync accepts, with the fields the README names', async () => {
+    const ok = await run(['models', 'list', '--json']);
+    expect(ok.code).toBe(0);
+    const list = JSON.parse(ok.stdout) as Record<string, unknown>[];
+    expect(list.map((m) => [m.id, m.status])).toEqual([
+      ['curb65', 'ok'],
+      ['diabetes-progression', 'ok'],
+    ]);
+    expect(Object.keys(list[1]).sort()).toEqual(['horizon', 'id', 'inputs', 'name', 'outcome', 'status', 'version']);
+    expect(list[1]).toMatchObject({ version: '1.0.0', inputs: 10, horizon: { value: 1, unit: 'a' } });
+
+    // A golden vector that no longer matches: the card and the ONNX file are intact (sha256 passes),
+    // but sync's self-test refuses the model, so the list must too.
+    const models = copyOf('models', 'golden');
+    const cardFile = path.join(models, 'diabetes-progression', 'model-card.json');
+    const card = JSON.parse(readFileSync(cardFile, 'utf8'));
+    card.goldenVectors[0].expected.probability = [0.999];
+    writeFileSync(cardFile, JSON.stringify(card, null, 2));
+    const golden = await run(['models', 'list', '--json'], { FHIR_ML_MODELS_DIR: models });
+    expect(golden.code).toBe(65);
+    const entry = (JSON.parse(golden.stdout) as { id: string; status: string; version?: string; problem?: { code: string; message: string } }[]).find((m) => m.id === 'diabetes-progression')!;
+    expect(entry).toMatchObject({ status: 'invalid', version: '1.0.0', problem: { code: 'model-selftest-failed' } });
+    const sync = await run(['sync', '--fhir-url', 'http://127.0.0.1:1/fhir', '--model', 'diabetes-progression', '--all'], { FHIR_ML_MODELS_DIR: models });
+    expect(sync.code).toBe(65);
+    expect(sync.stderr).toMatch(/self-test failed/);
+
+    // A mapping that disagrees with the model: listed invalid, as sync refuses it.
+    const mappings = copyOf('mappings', 'disagree');
+    const file = path.join(mappings, 'diabetes-progression.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace('mean: 4.648105', 'mean: 4.7'));
+    const table = await run(['models', 'list'], { FHIR_ML_MAPPINGS_DIR: mappings });
+    expect(table.code).toBe(65);
+    expect(table.stdout).toMatch(/diabetes-progression .*INVALID: model diabetes-progression and mapping diabetes-progression disagree on preprocessing/);
+    expect(table.stdout).toMatch(/curb65 .* ok$/m);
+  });
+
+  it('validates the NLP rules beside the mappings and refuses a directory without mappings', async () => {
+    const ok = await run(['mappings', 'validate']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/ok {3}.*nlp \(findings, context rules, sections\)/);
+
+    const mappings = copyOf('mappings', 'nlp');
+    const findings = path.join(mappings, 'nlp', 'findings.yaml');
+    writeFileSync(findings, readFileSync(findings, 'utf8').replace('system: http://snomed.info/sct', 'system: http://snomed.info/sct\ncolour: red'));
+    const bad = await run(['mappings', 'validate', '--dir', mappings]);
+    expect(bad.code).toBe(65);
+    expect(bad.stdout).toMatch(/FAIL .*nlp\n\s+.*findings\.yaml/);
+
+    const empty = mkdtempSync(path.join(tmp, 'empty-'));
+    const none = await run(['mappings', 'validate', '--dir', empty]);
+    expect(none.code).toBe(66);
+    expect(none.stderr).toMatch(/no mapping files/);
   });
 });

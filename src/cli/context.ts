@@ -1,13 +1,12 @@
-import { loadConfig, type AdapterConfig, type ConfigOverrides } from '../config.js';
+import { createApp, type App } from '../app.js';
+import type { ConfigOverrides } from '../config/index.js';
 import { AdapterError } from '../core/errors.js';
-import { createLogger, type Logger } from '../core/log.js';
-import { FhirClient } from '../fhir/client.js';
 
-/** What every command starts from: validated config, a logger (stderr, JSON) and, when needed, a FHIR client. */
-export interface CommandContext {
-  config: AdapterConfig;
-  logger: Logger;
-}
+/**
+ * What every command starts from: the composition root (`src/app.ts`) built from the global
+ * `--config`, the command's flags and the environment.
+ */
+export type CommandContext = App;
 
 let globalConfigFile: string | undefined;
 /** Set from the global `--config FILE` option before any command runs. */
@@ -16,33 +15,33 @@ export function setConfigFile(file: string | undefined): void {
 }
 
 export function commandContext(overrides: ConfigOverrides = {}): CommandContext {
-  const config = loadConfig({ configFile: globalConfigFile, ...overrides });
-  return { config, logger: createLogger({ level: config.logLevel }) };
+  return createApp({ overrides: { configFile: globalConfigFile, ...overrides } });
 }
 
-export function fhirClientFor(ctx: CommandContext, fhirUrl = ctx.config.fhirUrl): FhirClient {
-  if (!fhirUrl) throw new AdapterError('input-invalid', 'no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
-  return new FhirClient({
-    baseUrl: fhirUrl,
-    auth: fhirUrl === ctx.config.fhirUrl ? ctx.config.auth : { type: 'none' },
-    timeoutMs: ctx.config.timeoutMs,
-    maxRetries: ctx.config.maxRetries,
-    concurrency: ctx.config.concurrency,
-    logger: ctx.logger,
-  });
-}
+/** FHIR ids: 1 to 64 of [A-Za-z0-9-.]. */
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
-/** Parses an --as-of value: a FHIR date or dateTime; a bare date means the end of that day, UTC. */
-export function parseAsOf(value: string | undefined, now = new Date()): Date {
-  if (value === undefined) return now;
-  const m = /^(\d{4})-(\d{2})-(\d{2})(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/.exec(value);
-  // A bare date means the whole of that day (UTC): data recorded on it counts.
-  const date = m ? new Date(m[4] ? value : `${value}T23:59:59.999Z`) : new Date(NaN);
-  // Reject dates that do not exist (2025-02-31) instead of letting them roll over into March.
-  const day = m ? new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))) : undefined;
-  const calendarOk = !!day && day.getUTCFullYear() === Number(m![1]) && day.getUTCMonth() + 1 === Number(m![2]) && day.getUTCDate() === Number(m![3]);
-  if (Number.isNaN(date.getTime()) || !calendarOk) {
-    throw new AdapterError('input-invalid', `--as-of "${value}" is not a date (YYYY-MM-DD) or dateTime with a time zone (2025-06-30T23:59:59Z)`);
+/**
+ * Patient ids from the command line: `123` or `Patient/123`. Invalid ones are named (they are the
+ * user's own input, echoed back on the terminal, never logged) and refused before any request.
+ */
+export function parsePatientIds(values: string[], option = '--patient'): { ids: string[]; problems: string[] } {
+  const ids: string[] = [];
+  const bad: string[] = [];
+  for (const value of values) {
+    const id = value.startsWith('Patient/') ? value.slice('Patient/'.length) : value;
+    if (FHIR_ID.test(id)) ids.push(id);
+    else bad.push(JSON.stringify(value));
   }
-  return date;
+  const problems = bad.length
+    ? [`${option}: not a patient id (1-64 of A-Z a-z 0-9 - ., optionally as Patient/<id>): ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ` and ${bad.length - 10} more` : ''}`]
+    : [];
+  return { ids, problems };
+}
+
+/** Throws one AdapterError for the problems of an invocation: `input-invalid` when any is a usage problem, else `config-invalid`. */
+export function invocationError(usage: string[], config: string[]): AdapterError {
+  const all = [...usage, ...config];
+  const text = all.length === 1 ? all[0] : `${all.length} problems:\n  - ${all.join('\n  - ')}`;
+  return new AdapterError(usage.length ? 'input-invalid' : 'config-invalid', text, { details: { problems: all } });
 }

@@ -2,7 +2,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { describeError, exitCodeFor } from '../core/error-mapping.js';
+import { describeError, EXIT_OUTPUT_CLOSED, exitCodeFor } from '../core/error-mapping.js';
 import { AdapterError } from '../core/errors.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDemoCommand } from './commands/demo.js';
@@ -11,6 +11,8 @@ import { registerFhirServerCommand } from './commands/fhir-server.js';
 import { registerNlpCommand } from './commands/nlp.js';
 import { registerSyncCommand } from './commands/sync.js';
 import { setConfigFile } from './context.js';
+import { mustExitAtOnce } from './interrupt.js';
+import { stdout } from './output.js';
 
 /** `fhir-ml`: the command-line entry. Errors are mapped to exit codes in one place (core/error-mapping). */
 export function buildProgram(): Command {
@@ -34,7 +36,9 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
+    // The reader of our output went away (`| head`): end quietly, as a process ended by SIGPIPE would.
+    return stdout.closed && code === 0 ? EXIT_OUTPUT_CLOSED : code;
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version exit 0; usage errors exit 64 (EX_USAGE). Commander already printed the message.
@@ -58,5 +62,7 @@ function invokedDirectly(): boolean {
 if (invokedDirectly()) {
   main().then((code) => {
     process.exitCode = code;
+    // Requests of an abandoned batch may still be in flight: do not wait for them.
+    if (mustExitAtOnce()) process.stdout.write('', () => process.exit(code));
   });
 }

@@ -1,4 +1,5 @@
-import type { ModelTotals, SyncResult } from '../sync/sync.js';
+import type { ModelTotals, SyncResult } from '../sync/index.js';
+import type { InterruptCause } from './interrupt.js';
 
 /** Plain-text tables for the terminal. Pure, so tests can pin them. */
 export function table(headers: string[], rows: (string | number)[][]): string {
@@ -12,7 +13,8 @@ export function table(headers: string[], rows: (string | number)[][]): string {
 
 const BANDS = ['negligible', 'low', 'moderate', 'high', 'certain'] as const;
 
-export function formatSyncSummary(result: SyncResult): string {
+/** The run's summary as a table, for a terminal. */
+export function formatSyncSummary(result: SyncResult, interruptedBy?: InterruptCause): string {
   const out: string[] = [];
   out.push(
     `as-of ${result.asOf}${result.dryRun ? ' (dry run: nothing written)' : ''}: ${plural(result.patients, 'patient')} in ${plural(result.batches, 'batch', 'batches')}, ` +
@@ -58,13 +60,49 @@ export function formatSyncSummary(result: SyncResult): string {
   if (result.notFound || result.failed || result.unattributed) {
     out.push('');
     out.push(`not found: ${result.notFound}; failed: ${result.failed}; unattributed resources: ${result.unattributed}`);
+    if (result.notFoundIds.length) out.push(`  patients not found: ${listed(result.notFoundIds, 50)}`);
     for (const f of result.failures) out.push(`  ${f.patientIds} patients failed: ${f.code}: ${f.message}`);
   }
   if (result.aborted) {
     out.push('');
-    out.push(`STOPPED EARLY after ${result.batches} batches (${result.aborted.code}); the counts above cover those batches only.`);
+    const what = { models: 'loading the models', devices: 'registering the model Devices', 'patient-list': 'listing the patients', batch: 'a batch' }[result.aborted.stage];
+    out.push(
+      result.batches > 0
+        ? `STOPPED EARLY after ${plural(result.batches, 'batch', 'batches')}, at ${what} (${result.aborted.code}); the counts above cover those batches only.`
+        : `STOPPED: ${what} failed (${result.aborted.code}): ${firstLine(result.aborted.message)}; nothing was scored or written.`,
+    );
+  }
+  if (result.interrupted) {
+    out.push('');
+    const abandoned = result.interrupted.abandonedPatients;
+    out.push(
+      `INTERRUPTED${interruptedBy ? ` (${interruptedBy})` : ''} after ${plural(result.batches, 'batch', 'batches')}; the counts above cover those batches only` +
+        (abandoned ? `; the batch in progress (${plural(abandoned, 'patient')}) was abandoned, not counted.` : '.'),
+    );
   }
   return out.join('\n');
+}
+
+/**
+ * The run's summary as the last JSON line of `sync --json`: the result without per-patient results,
+ * the error of an aborted run as code, message and stage, and an interrupted run's cause.
+ */
+export function summaryLine(result: SyncResult, interruptedBy?: InterruptCause): string {
+  const { results: _results, aborted, interrupted, ...summary } = result;
+  return JSON.stringify({
+    type: 'summary',
+    ...summary,
+    aborted: aborted && { code: aborted.code, message: aborted.message, stage: aborted.stage },
+    interrupted: interrupted && { by: interruptedBy, abandonedPatients: interrupted.abandonedPatients },
+  });
+}
+
+function listed(ids: string[], max: number): string {
+  return ids.length <= max ? ids.join(', ') : `${ids.slice(0, max).join(', ')} and ${ids.length - max} more`;
+}
+
+function firstLine(text: string): string {
+  return text.split('\n')[0];
 }
 
 function plural(n: number, one: string, many = `${one}s`): string {

@@ -1,6 +1,6 @@
 import type { Age, Condition, Period, Range } from 'fhir/r4.js';
 import type { ExclusionReason } from '../core/types.js';
-import { parseFhirDateTime } from '../features/time.js';
+import { parseFhirDateTime } from '../core/time.js';
 
 /**
  * What a Condition says about a patient at one as-of instant. One home for the semantics of

@@ -15,7 +15,6 @@ const TABLE: Record<ErrorCode, { exit: number; http: number; issue: OperationOut
   'fhir-not-found': { exit: 66, http: 404, issue: 'not-found' },
   'fhir-invalid-response': { exit: 76, http: 502, issue: 'processing' },
   'fhir-unsafe-link': { exit: 76, http: 502, issue: 'security' },
-  'resource-invalid': { exit: 70, http: 500, issue: 'invalid' },
   'input-invalid': { exit: 64, http: 400, issue: 'invalid' }, // EX_USAGE
   'not-found': { exit: 66, http: 404, issue: 'not-found' },
   internal: { exit: 70, http: 500, issue: 'exception' },
@@ -24,6 +23,10 @@ const TABLE: Record<ErrorCode, { exit: number; http: number; issue: OperationOut
 export const EXIT_OK = 0;
 /** Sync finished but some patients could not be processed. */
 export const EXIT_PARTIAL = 3;
+/** Stopped by a signal (128 + its number, as shells report it): the summary says `interrupted`. */
+export const EXIT_INTERRUPTED = { SIGINT: 130, SIGTERM: 143 } as const;
+/** Standard output closed by its reader (`| head`): ended quietly, as a process ended by SIGPIPE (128 + 13). */
+export const EXIT_OUTPUT_CLOSED = 141;
 
 export function exitCodeFor(err: unknown): number {
   return TABLE[toAdapterError(err).code].exit;

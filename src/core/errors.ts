@@ -17,7 +17,6 @@ export type ErrorCode =
   | 'fhir-not-found'
   | 'fhir-invalid-response' // unparseable or unexpected body
   | 'fhir-unsafe-link' // paging link to another origin
-  | 'resource-invalid' // a resource we built does not validate
   | 'input-invalid' // bad CLI/API input
   | 'not-found'
   | 'internal';

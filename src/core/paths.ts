@@ -28,9 +28,3 @@ export const PACKAGE_ROOT = findPackageRoot();
 export function packagePath(...segments: string[]): string {
   return path.join(PACKAGE_ROOT, ...segments);
 }
-
-/** Shared public datasets beside the repository (present in CI, absent on a user's clone). */
-export function sharedDatasetsDir(): string | undefined {
-  const dir = process.env.FHIR_ML_SHARED_DATASETS ?? path.resolve(PACKAGE_ROOT, '..', 'shared', 'datasets');
-  return existsSync(dir) ? dir : undefined;
-}

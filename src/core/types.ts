@@ -17,7 +17,7 @@ export const EXCLUSION_REASONS = [
   'malformed', // no usable code/date/structure
   'superseded', // valid, but the aggregate (e.g. latest) chose another value
   'unmatched', // returned by the search but matches no feature (e.g. a panel without the wanted component)
-  // report / imaging stages (issue 3)
+  // reports and imaging
   'empty-report',
   'bad-attachment',
   'unsupported-content-type',
@@ -57,6 +57,8 @@ export interface FeatureRow {
   imputed: boolean[];
   /** Relative references of the resources whose values were used. */
   basis: string[];
+  /** True when a value read from the Patient resource itself (birth date, gender) entered an input column. */
+  usesPatient: boolean;
   exclusions: Exclusion[];
   /**
    * Parts dropped from resources that were still considered (a report with one undecodable attachment,
@@ -83,11 +85,4 @@ export interface Prediction {
   outputs?: Record<string, number>;
   /** Top contributions to the score (feature id, signed contribution on the logit scale). */
   explanation?: { featureId: string; contribution: number }[];
-}
-
-/** One unit of work. Idempotent: re-running a batch writes nothing new. */
-export interface Batch {
-  patientIds: string[];
-  modelIds: string[];
-  asOf: Date;
 }

@@ -1,10 +1,9 @@
 import type { FhirResource } from 'fhir/r4.js';
 import { chunk } from '../core/chunk.js';
-import { silentLogger, type Logger } from '../core/log.js';
-import { FhirClient } from '../fhir/client.js';
+import type { App } from '../app.js';
+import type { FhirClient } from '../fhir/client.js';
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
-import { prepareModels, type SyncModel } from '../sync/models.js';
-import { runSync, type SyncResult } from '../sync/sync.js';
+import { runSync, type SyncModel, type SyncResult } from '../sync/index.js';
 import { loadDiabetesRows, type DiabetesRow } from './diabetes-rows.js';
 import { buildDemoPatient, DEMO_AS_OF, putTransaction } from './seed.js';
 import { buildDemoChestImaging } from './seed-imaging.js';
@@ -39,21 +38,22 @@ export interface DemoRun {
 
 /**
  * The embedded server, seeded with demo patients, synced end to end over HTTP: what `npm start` runs.
- * The caller closes `server`.
+ * Models, logger and client settings come from the app (the composition root). The caller closes `server`.
  */
-export async function runDemo(options: { logger?: Logger; modelsDir: string; mappingsDir: string; identifierSystem: string; rows?: DiabetesRow[] }): Promise<DemoRun> {
-  const logger = options.logger ?? silentLogger;
+export async function runDemo(app: Pick<App, 'config' | 'logger' | 'mapContext' | 'models' | 'fhirClientFor'>, options: { rows?: DiabetesRow[] } = {}): Promise<DemoRun> {
   const rows = options.rows ?? loadDiabetesRows();
-  const server = await startFhirServer({ port: 0, logger });
+  const server = await startFhirServer({ port: 0, logger: app.logger });
   try {
     const seeded = await seedDemo(server, rows);
-    const client = new FhirClient({ baseUrl: server.url, auth: { type: 'none' }, logger });
-    const models = await prepareModels(DEMO_MODELS, options);
+    // The embedded server: no credentials, whatever the configured server needs.
+    const client = app.fhirClientFor({ ...app.config.fhir, url: server.url, auth: { type: 'none' } });
+    const models = await app.models(DEMO_MODELS);
     const result = await runSync(client, models, {
       asOf: DEMO_AS_OF,
-      identifierSystem: options.identifierSystem,
+      identifierSystem: app.config.sync.identifierSystem,
       batchSize: 100,
-      logger,
+      mapContext: app.mapContext,
+      logger: app.logger,
     });
     return { server, client, models, result, rows, seeded };
   } catch (err) {

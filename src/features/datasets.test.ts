@@ -2,11 +2,14 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Observation, Patient } from 'fhir/r4.js';
 import type { FeatureRow } from '../core/types.js';
-import { loadMapping, mapPatient } from './index.js';
+import { analyzeReport } from '../nlp/index.js';
+import { createMapContext, loadMapping, mapPatient } from './index.js';
 import { expectReconciled, haveDataset, HL7_OBSERVATIONS, readJson, reasonsOf, SYNTHEA, syntheaRecords } from './testing/helpers.js';
 
 const diabetes = loadMapping('mappings/diabetes-progression.yaml');
 const curb = loadMapping('mappings/curb65.yaml');
+
+const nlp = createMapContext({ reportAnalyzer: analyzeReport });
 
 const hl7 = haveDataset(HL7_OBSERVATIONS);
 const synthea = haveDataset(SYNTHEA);
@@ -81,13 +84,13 @@ function subjectPatient(o: Observation): Patient {
     for (const { record } of records) {
       for (const mapping of [diabetes, curb]) {
         for (const asOf of asOfs) {
-          const row = expectReconciled(mapPatient(mapping, record, asOf));
+          const row = expectReconciled(mapPatient(mapping, record, asOf, nlp));
           for (const e of row.exclusions) reasons.set(e.reason, (reasons.get(e.reason) ?? 0) + 1);
           if (!row.skipReason) {
             if (mapping === diabetes) scored++;
             expect(Array.from(row.values).every(Number.isFinite)).toBe(true);
           }
-          const reversed = mapPatient(mapping, { ...record, observations: [...record.observations].reverse(), diagnosticReports: [...record.diagnosticReports].reverse() }, asOf);
+          const reversed = mapPatient(mapping, { ...record, observations: [...record.observations].reverse(), diagnosticReports: [...record.diagnosticReports].reverse() }, asOf, nlp);
           expect(reversed).toEqual(row);
         }
       }
@@ -109,7 +112,7 @@ function subjectPatient(o: Observation): Patient {
 
   test('CURB-65 skips Synthea patients without pneumonia on chest imaging', () => {
     for (const { record } of records) {
-      const row = mapPatient(curb, record, asOfs[0]);
+      const row = mapPatient(curb, record, asOfs[0], nlp);
       expect(row.skipReason).toBe('no-pneumonia-on-chest-imaging');
     }
   });

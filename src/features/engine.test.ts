@@ -1,5 +1,6 @@
 import type { Observation } from 'fhir/r4.js';
-import { loadMapping, mapPatient, parseMapping, completedYears } from './index.js';
+import { loadMapping, mapPatient, parseMapping } from './index.js';
+import { completedYears } from '../core/time.js';
 import { bpPanel, col, expectReconciled, LOINC, obs, patient, reasonsOf, record, UCUM } from './testing/helpers.js';
 
 const diabetes = loadMapping('mappings/diabetes-progression.yaml');

@@ -5,13 +5,12 @@ import { assessApplicability } from './applicability.js';
 import { readModelCard } from './loader.js';
 import type { ModelCard } from './model-card.js';
 import { loadOodModel } from './ood.js';
-import { MODELS_DIR } from './paths.js';
 
 let diabetes: ModelCard;
 let curb65: ModelCard;
 beforeAll(async () => {
-  diabetes = await readModelCard(join(MODELS_DIR, 'diabetes-progression'));
-  curb65 = await readModelCard(join(MODELS_DIR, 'curb65'));
+  diabetes = await readModelCard(join(packagePath('models'), 'diabetes-progression'));
+  curb65 = await readModelCard(join(packagePath('models'), 'curb65'));
 });
 
 /** A diabetes-progression row from measured values, standardised as the mapping does. */
@@ -81,7 +80,7 @@ describe('assessApplicability with the diabetes-progression policy', () => {
   });
 
   it('end to end with the shipped autoencoder: held-out rows pass, mmol/L read as mg/dL is refused', async () => {
-    const runner = (await loadOodModel(join(MODELS_DIR, 'diabetes-progression'), diabetes))!;
+    const runner = (await loadOodModel(join(packagePath('models'), 'diabetes-progression'), diabetes))!;
     try {
       const evaluation = JSON.parse(await readFile(packagePath(diabetes.ood!.evaluationFile), 'utf8')) as { sets: { id: string; rows: number[][] }[] };
       const row = (set: string) => Float32Array.from(evaluation.sets.find((s) => s.id === set)!.rows[0]);

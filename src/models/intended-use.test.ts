@@ -1,10 +1,10 @@
+import { packagePath } from '../core/paths.js';
 import { join } from 'node:path';
 import type { Condition, Patient } from 'fhir/r4.js';
 import { haveSynthea, syntheaFiles, syntheaPatient } from '../clinical/testing/synthea.js';
 import { compileIntendedUse, evaluateIntendedUse } from './intended-use.js';
 import { readModelCard } from './loader.js';
 import type { ModelCard } from './model-card.js';
-import { MODELS_DIR } from './paths.js';
 import { SKIP_REASONS } from './skip-reasons.js';
 import { loadValueSets } from './value-sets.js';
 
@@ -14,8 +14,8 @@ const valueSets = loadValueSets();
 let diabetes: ModelCard;
 let curb65: ModelCard;
 beforeAll(async () => {
-  diabetes = await readModelCard(join(MODELS_DIR, 'diabetes-progression'));
-  curb65 = await readModelCard(join(MODELS_DIR, 'curb65'));
+  diabetes = await readModelCard(join(packagePath('models'), 'diabetes-progression'));
+  curb65 = await readModelCard(join(packagePath('models'), 'curb65'));
 });
 
 const patient = (extra: Partial<Patient> = {}): Patient => ({ resourceType: 'Patient', id: 'p1', birthDate: '1960-05-01', gender: 'female', ...extra });

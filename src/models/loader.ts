@@ -5,7 +5,6 @@ import ort from 'onnxruntime-node';
 import { AdapterError, type ErrorCode } from '../core/errors.js';
 import { modelCardSchema, type ModelCard } from './model-card.js';
 import { describeOnnx, type DeclaredTensor, type OnnxDescription } from './onnx-inspect.js';
-import { MODELS_DIR } from './paths.js';
 import { OnnxModelRunner, type RunnerOptions } from './runner.js';
 
 export const CARD_FILE = 'model-card.json';
@@ -149,8 +148,8 @@ export async function loadModel(dir: string, options: RunnerOptions = {}): Promi
   }
 }
 
-/** Loads `models/<id>` from a registry folder (default MODELS_DIR). */
-export async function loadModelById(id: string, modelsDir: string = MODELS_DIR, options: RunnerOptions = {}): Promise<OnnxModelRunner> {
+/** Loads `<modelsDir>/<id>` from a model registry folder. */
+export async function loadModelById(id: string, modelsDir: string, options: RunnerOptions = {}): Promise<OnnxModelRunner> {
   if (!/^[a-z0-9][a-z0-9-]*$/.test(id)) throw new AdapterError('input-invalid', `invalid model id ${JSON.stringify(id)}`);
   return loadModel(join(modelsDir, id), options);
 }

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parse } from 'yaml';
-import { mappingSchema, type Mapping } from '../features/mapping-schema.js';
-import { checkMappingAgainstCard, checkModelAgainstMapping, mappingInputColumns } from './mapping-check.js';
+import { packagePath } from '../core/paths.js';
+import { inputColumns } from '../features/index.js';
+import { mappingSchema, type Mapping } from '../features/mapping/schema.js';
+import { checkMappingAgainstCard, checkModelAgainstMapping } from './mapping-check.js';
 import { modelCardSchema } from './model-card.js';
-import { MODELS_DIR, packageRoot } from './paths.js';
 
-const card = modelCardSchema.parse(JSON.parse(readFileSync(join(MODELS_DIR, 'diabetes-progression', 'model-card.json'), 'utf8')));
+const card = modelCardSchema.parse(JSON.parse(readFileSync(packagePath('models', 'diabetes-progression', 'model-card.json'), 'utf8')));
 
 function std(id: string) {
   const s = card.preprocessing.columns[id]!;
@@ -40,9 +40,9 @@ function diabetesMapping(): Mapping {
 describe('model / mapping agreement', () => {
   it('expands mapping columns (one-hot, indicators, non-inputs)', () => {
     const m = diabetesMapping();
-    expect(mappingInputColumns(m)).toEqual(card.featureIds);
+    expect(inputColumns(m)).toEqual(card.featureIds);
     m.features[11].missing = { strategy: 'mean', indicator: true };
-    expect(mappingInputColumns(m).slice(-2)).toEqual(['glucose', 'glucose__missing']);
+    expect(inputColumns(m).slice(-2)).toEqual(['glucose', 'glucose__missing']);
   });
 
   it('accepts a matching mapping', () => {
@@ -73,7 +73,7 @@ describe('model / mapping agreement', () => {
     expect(() => checkMappingAgainstCard(card, m)).toThrow(/age: mapping standardize mean 50 .*; sex=male: mapping standardizes it, card does not/);
   });
 
-  const committed = join(packageRoot(), 'mappings', 'diabetes-progression.yaml');
+  const committed = packagePath('mappings', 'diabetes-progression.yaml');
   (existsSync(committed) ? it : it.skip)('the committed mapping matches the model card', () => {
     const mapping = mappingSchema.parse(parse(readFileSync(committed, 'utf8')));
     checkMappingAgainstCard(card, mapping);

@@ -1,24 +1,8 @@
 import { AdapterError } from '../core/errors.js';
-import type { Mapping } from '../features/mapping-schema.js';
+import { inputColumns, valueColumns, type Mapping } from '../features/index.js';
 import type { ModelCard } from './model-card.js';
 
 type CardLike = Pick<ModelCard, 'id' | 'featureIds'>;
-
-/**
- * The expanded input columns of a mapping, per the mapping format: features with `input: true` in
- * file order; one-hot features expand to `<id>=<category>`; a missing indicator adds `<id>__missing`
- * after the feature's own column(s).
- */
-export function mappingInputColumns(mapping: Pick<Mapping, 'features'>): string[] {
-  const cols: string[] = [];
-  for (const f of mapping.features) {
-    if (f.input === false) continue;
-    if (f.oneHot) cols.push(...f.oneHot.map((c) => `${f.id}=${c}`));
-    else cols.push(f.id);
-    if (f.missing?.indicator) cols.push(`${f.id}__missing`);
-  }
-  return cols;
-}
 
 /** Throws `model-mismatch` naming the differing columns when `columns` are not exactly the model's featureIds. */
 export function checkModelAgainstMapping(model: { card: CardLike } | CardLike, columns: string[], mappingId?: string): void {
@@ -47,12 +31,12 @@ export function checkModelAgainstMapping(model: { card: CardLike } | CardLike, c
  * have no standardize transform. Returns nothing; throws `model-mismatch` listing every problem.
  */
 export function checkMappingAgainstCard(card: ModelCard, mapping: Mapping, rtol = 1e-6): void {
-  checkModelAgainstMapping(card, mappingInputColumns(mapping), mapping.id);
+  checkModelAgainstMapping(card, inputColumns(mapping), mapping.id);
   const problems: string[] = [];
   const close = (a: number, b: number) => Math.abs(a - b) <= rtol * Math.max(Math.abs(a), Math.abs(b), 1e-12);
   for (const f of mapping.features) {
     if (f.input === false) continue;
-    const cols = f.oneHot ? f.oneHot.map((c) => `${f.id}=${c}`) : [f.id];
+    const cols = valueColumns(f);
     const std = f.transforms.filter((t): t is Extract<typeof t, { standardize: unknown }> => typeof t === 'object' && 'standardize' in t);
     for (const col of cols) {
       const want = card.preprocessing.columns[col];

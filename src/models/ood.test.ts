@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { packagePath } from '../core/paths.js';
 import { readModelCard } from './loader.js';
 import { loadOodModel, type OodRunner } from './ood.js';
-import { MODELS_DIR } from './paths.js';
 import { editCard, tempModelCopy } from './testing/helpers.js';
 
 interface EvaluationFile {
@@ -18,8 +17,8 @@ describe.each(['diabetes-progression', 'curb65'])('out-of-distribution check of 
   let evaluation: EvaluationFile;
 
   beforeAll(async () => {
-    const card = await readModelCard(join(MODELS_DIR, id));
-    runner = (await loadOodModel(join(MODELS_DIR, id), card))!;
+    const card = await readModelCard(join(packagePath('models'), id));
+    runner = (await loadOodModel(join(packagePath('models'), id), card))!;
     evaluation = JSON.parse(await readFile(packagePath(card.ood!.evaluationFile), 'utf8')) as EvaluationFile;
   });
   afterAll(async () => runner?.close());
@@ -60,8 +59,8 @@ describe.each(['diabetes-progression', 'curb65'])('out-of-distribution check of 
 
 describe('out-of-distribution check: what it flags', () => {
   it('diabetes-progression: the training-mean vector passes; with glucose in mmol/L read as mg/dL it is flagged', async () => {
-    const card = await readModelCard(join(MODELS_DIR, 'diabetes-progression'));
-    const runner = (await loadOodModel(join(MODELS_DIR, 'diabetes-progression'), card))!;
+    const card = await readModelCard(join(packagePath('models'), 'diabetes-progression'));
+    const runner = (await loadOodModel(join(packagePath('models'), 'diabetes-progression'), card))!;
     try {
       const [mean] = card.ood!.goldenVectors; // training mean
       const glucoseCol = card.featureIds.indexOf('glucose');

@@ -1,4 +1,4 @@
-import { loadMapping } from '../features/load.js';
+import { loadMapping } from '../features/index.js';
 import { packagePath } from '../core/paths.js';
 import { rationale, rationaleFeaturesFromMapping } from './rationale.js';
 

@@ -1,4 +1,4 @@
-import type { FeatureSpec } from '../features/mapping-schema.js';
+import type { FeatureSpec } from '../features/index.js';
 import { signed, withUnit } from './format.js';
 
 /**

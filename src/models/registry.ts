@@ -1,61 +1,24 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AdapterError } from '../core/errors.js';
-import { CARD_FILE, MODEL_FILE, readModelCard, sha256Hex } from './loader.js';
-import { MODELS_DIR } from './paths.js';
-
-export interface ModelSummary {
-  id: string;
-  dir: string;
-  valid: boolean;
-  version?: string;
-  name?: string;
-  outcome?: string;
-  horizon?: string;
-  columns?: number;
-  /** Why the folder is not a usable model (card invalid, sha256 mismatch ...). */
-  error?: string;
-}
+import { CARD_FILE } from './loader.js';
 
 /**
- * The models of a registry folder (`<modelsDir>/<id>/model-card.json` + `model.onnx`), sorted by id.
- * Cheap: validates cards and sha256 but creates no ONNX session (`loadModel` does the full check).
+ * The ids of the models in a registry folder: the sub-folders holding a model card
+ * (`<modelsDir>/<id>/model-card.json`), sorted. Whether each model can be used is the loader's
+ * question (`loadModel`, and `inspectModels` in src/sync/models.ts for a model with its mapping).
  */
-export async function listModels(modelsDir: string = MODELS_DIR): Promise<ModelSummary[]> {
+export async function modelIds(modelsDir: string): Promise<string[]> {
   let entries;
   try {
     entries = await readdir(modelsDir, { withFileTypes: true });
   } catch (err) {
-    throw new AdapterError('not-found', `models folder ${modelsDir} cannot be read`, { cause: err });
+    throw new AdapterError('not-found', `models folder ${modelsDir} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
   }
-  const dirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
-  const out: ModelSummary[] = [];
-  for (const name of dirs) {
-    const dir = join(modelsDir, name);
-    const files = await readdir(dir);
-    if (!files.includes(CARD_FILE)) continue; // not a model folder
-    try {
-      const card = await readModelCard(dir);
-      const summary: ModelSummary = {
-        id: card.id,
-        dir,
-        valid: true,
-        version: card.version,
-        name: card.name,
-        outcome: card.outcome.text,
-        horizon: `${card.horizon.value} ${card.horizon.unit}`,
-        columns: card.featureIds.length,
-      };
-      try {
-        const digest = sha256Hex(await readFile(join(dir, MODEL_FILE)));
-        if (digest !== card.sha256) Object.assign(summary, { valid: false, error: `sha256 of ${MODEL_FILE} does not match the card` });
-      } catch {
-        Object.assign(summary, { valid: false, error: `${MODEL_FILE} missing` });
-      }
-      out.push(summary);
-    } catch (err) {
-      out.push({ id: name, dir, valid: false, error: err instanceof Error ? err.message : String(err) });
-    }
+  const ids: string[] = [];
+  for (const e of entries.filter((x) => x.isDirectory()).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const files = await readdir(join(modelsDir, e.name));
+    if (files.includes(CARD_FILE)) ids.push(e.name);
   }
-  return out;
+  return ids;
 }

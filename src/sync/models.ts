@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { AdapterError } from '../core/errors.js';
+import { AdapterError, toAdapterError } from '../core/errors.js';
 import { inputColumns, loadMapping, type Mapping } from '../features/index.js';
-import { checkMappingAgainstCard, checkModelAgainstMapping, listModels, loadModelById, type OnnxModelRunner } from '../models/index.js';
+import { checkMappingAgainstCard, checkModelAgainstMapping, loadModelById, modelIds, readModelCard, type ModelCard, type OnnxModelRunner } from '../models/index.js';
 
 /** A model ready to run: its checked ONNX session and the mapping that feeds it. */
 export interface SyncModel {
@@ -11,32 +11,91 @@ export interface SyncModel {
   columns: string[];
 }
 
+export interface ModelDirs {
+  /** The model registry (`<dir>/<id>/model-card.json` + `model.onnx`). */
+  modelsDir: string;
+  /** Mapping files (`<dir>/<model id>.yaml`). */
+  mappingsDir: string;
+}
+
 /**
- * Loads each model (sha256, tensor names and shapes, golden self-test) and its mapping
- * (`<mappingsDir>/<model id>.yaml`), and checks they agree column for column. Any problem stops here,
- * before any patient is touched, with a message naming the model and the problem.
+ * Loads one model (sha256, ONNX decode, tensor names and shapes, golden self-test) and its mapping
+ * (`<mappingsDir>/<model id>.yaml`), and checks they agree column for column and on preprocessing.
+ * Any problem stops here, before any patient is touched, with a message naming the model and the problem.
  */
-export async function prepareModels(ids: string[], dirs: { modelsDir: string; mappingsDir: string }): Promise<SyncModel[]> {
-  if (ids.length === 0) throw new AdapterError('input-invalid', 'no model given (use --model ID; `fhir-ml models list` shows them)');
-  const out: SyncModel[] = [];
-  for (const id of [...new Set(ids)]) {
-    if (!existsSync(path.join(dirs.modelsDir, id, 'model-card.json'))) {
-      const installed = (await listModels(dirs.modelsDir)).map((m) => m.id);
-      throw new AdapterError('not-found', `unknown model "${id}" (installed: ${installed.join(', ') || 'none'}; see \`fhir-ml models list\`)`);
-    }
-    const mappingFile = path.join(dirs.mappingsDir, `${id}.yaml`);
-    if (!existsSync(mappingFile)) {
-      throw new AdapterError('mapping-invalid', `model ${id}: no mapping file ${mappingFile}`);
-    }
-    const mapping = loadMapping(mappingFile);
-    if (mapping.model !== id) {
-      throw new AdapterError('mapping-invalid', `${mappingFile}: model: "${mapping.model}" but the file is for model "${id}"`);
-    }
-    const runner = await loadModelById(id, dirs.modelsDir);
+export async function prepareModel(id: string, dirs: ModelDirs): Promise<SyncModel> {
+  if (!existsSync(path.join(dirs.modelsDir, id, 'model-card.json'))) {
+    const installed = await modelIds(dirs.modelsDir);
+    throw new AdapterError('not-found', `unknown model "${id}" (installed: ${installed.join(', ') || 'none'}; see \`fhir-ml models list\`)`);
+  }
+  const mappingFile = path.join(dirs.mappingsDir, `${id}.yaml`);
+  if (!existsSync(mappingFile)) {
+    throw new AdapterError('mapping-invalid', `model ${id}: no mapping file ${mappingFile}`);
+  }
+  const mapping = loadMapping(mappingFile);
+  if (mapping.model !== id) {
+    throw new AdapterError('mapping-invalid', `${mappingFile}: model: "${mapping.model}" but the file is for model "${id}"`);
+  }
+  const runner = await loadModelById(id, dirs.modelsDir);
+  try {
     const columns = inputColumns(mapping);
     checkModelAgainstMapping(runner, columns, mapping.id);
     checkMappingAgainstCard(runner.card, mapping);
-    out.push({ runner, mapping, columns });
+    return { runner, mapping, columns };
+  } catch (err) {
+    await runner.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** `prepareModel` for each id (each once, in the order given). */
+export async function prepareModels(ids: string[], dirs: ModelDirs): Promise<SyncModel[]> {
+  if (ids.length === 0) throw new AdapterError('input-invalid', 'no model given (use --model ID; `fhir-ml models list` shows them)');
+  const out: SyncModel[] = [];
+  try {
+    for (const id of [...new Set(ids)]) out.push(await prepareModel(id, dirs));
+  } catch (err) {
+    await Promise.all(out.map((m) => m.runner.close().catch(() => undefined)));
+    throw err;
+  }
+  return out;
+}
+
+/** One installed model as `fhir-ml models list` reports it. */
+export interface ModelStatus {
+  id: string;
+  /** From the model card, when the card can be read. */
+  version?: string;
+  name?: string;
+  /** Number of model input columns. */
+  inputs?: number;
+  outcome?: string;
+  horizon?: { value: number; unit: string };
+  /** `ok`: sync would run it; `invalid`: sync refuses it, for `problem`. */
+  status: 'ok' | 'invalid';
+  problem?: { code: string; message: string };
+}
+
+/**
+ * Every model of the registry, each checked exactly as `sync` checks it (`prepareModel`: card, sha256,
+ * ONNX decode, tensor names and shapes, golden self-test, mapping agreement), so a model sync would
+ * refuse is never listed as ok.
+ */
+export async function inspectModels(dirs: ModelDirs): Promise<ModelStatus[]> {
+  const out: ModelStatus[] = [];
+  for (const id of await modelIds(dirs.modelsDir)) {
+    const describe = (card: ModelCard | undefined) =>
+      card ? { version: card.version, name: card.name, inputs: card.featureIds.length, outcome: card.outcome.text, horizon: card.horizon } : {};
+    try {
+      const model = await prepareModel(id, dirs);
+      out.push({ id, ...describe(model.runner.card), status: 'ok' });
+      await model.runner.close();
+    } catch (err) {
+      const e = toAdapterError(err);
+      // What the card says, when it can be read at all, helps to tell which copy of a model is broken.
+      const card = await readModelCard(path.join(dirs.modelsDir, id)).catch(() => undefined);
+      out.push({ id, ...describe(card), status: 'invalid', problem: { code: e.code, message: e.message } });
+    }
   }
   return out;
 }

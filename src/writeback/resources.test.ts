@@ -4,7 +4,8 @@ import { validationIssues } from '../server/repository.js';
 import type { Prediction } from '../core/types.js';
 import { assessmentIdentifierValue, DEFAULT_IDENTIFIER_SYSTEM, stableUuid } from './identifiers.js';
 import { buildTransactionBundle, planAssessment } from './plan.js';
-import { buildDevice, horizonEnd, type WritebackModel } from './resources.js';
+import { lookbackStart } from '../core/time.js';
+import { buildDevice, buildRiskAssessment, type WritebackModel } from './resources.js';
 
 const model: WritebackModel = {
   id: 'diabetes-progression',
@@ -93,9 +94,17 @@ describe('write plan', () => {
     expect(validationIssues(noSubject as unknown as Resource).length).toBeGreaterThan(0);
   });
 
-  it('computes horizons in calendar and fixed units', () => {
-    expect(horizonEnd(asOf, { value: 30, unit: 'd' }).toISOString()).toBe('2025-07-30T00:00:00.000Z');
-    expect(horizonEnd(asOf, { value: 6, unit: 'mo' }).toISOString()).toBe('2025-12-30T00:00:00.000Z');
-    expect(() => horizonEnd(asOf, { value: 1, unit: 'fortnight' })).toThrow(/unsupported horizon unit/);
+  it('ends the horizon by the same month-end rule the lookback windows use', () => {
+    const whenEnd = (horizon: WritebackModel['horizon'], at: Date) =>
+      buildRiskAssessment({ model: { ...model, horizon }, prediction, patientId: 'p1', asOf: at, basis: [], deviceReference: 'Device/d1', identifierSystem: DEFAULT_IDENTIFIER_SYSTEM })
+        .prediction![0].whenPeriod!.end;
+    expect(whenEnd({ value: 30, unit: 'd' }, asOf)).toBe('2025-07-30T00:00:00.000Z');
+    expect(whenEnd({ value: 6, unit: 'mo' }, asOf)).toBe('2025-12-30T00:00:00.000Z');
+    // 31 January + 1 month is the end of February (clamped), not 2 or 3 March; a P1M lookback from
+    // that end reaches back to the 29th, as core/time's one rule says for both.
+    const end = whenEnd({ value: 1, unit: 'mo' }, new Date('2024-01-31T08:00:00Z'));
+    expect(end).toBe('2024-02-29T08:00:00.000Z');
+    expect(lookbackStart('P1M', new Date(end!)).toISOString()).toBe('2024-01-29T08:00:00.000Z');
+    expect(() => whenEnd({ value: 1, unit: 'fortnight' }, asOf)).toThrow(/unsupported time unit/);
   });
 });

@@ -1,5 +1,7 @@
 import type { Coding, Device, Provenance, Reference, RiskAssessment } from 'fhir/r4.js';
+import { horizonEnd } from '../core/time.js';
 import type { Prediction } from '../core/types.js';
+import { RISK_PROBABILITY_SYSTEM } from '../models/model-card.js';
 import {
   MODEL_REGISTRY_SYSTEM,
   assessmentIdentifierValue,
@@ -12,7 +14,6 @@ import {
  * the HL7 risk-probability code system; every generated resource carries the AIAST security label.
  */
 
-export const RISK_PROBABILITY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/risk-probability';
 export const AIAST_LABEL: Coding = {
   system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue',
   code: 'AIAST',
@@ -27,7 +28,6 @@ export interface WritebackModel {
   outcome: { coding: Coding[]; text?: string };
   /** Prediction horizon as a UCUM duration, e.g. { value: 1, unit: 'a' } or { value: 30, unit: 'd' }. */
   horizon: { value: number; unit: string };
-  /** Use whenRange (age-like horizon) instead of whenPeriod. Default: whenPeriod from as-of. */
   manufacturer?: string;
 }
 
@@ -45,29 +45,6 @@ export function buildDevice(model: WritebackModel, identifierSystem: string): De
     },
     version: [{ value: model.version }],
   };
-}
-
-const UCUM_TO_MS: Record<string, number> = {
-  s: 1000,
-  min: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  wk: 7 * 86_400_000,
-};
-
-/** End of the prediction horizon starting at as-of. Calendar units (mo, a) use calendar arithmetic. */
-export function horizonEnd(asOf: Date, horizon: { value: number; unit: string }): Date {
-  const end = new Date(asOf.getTime());
-  if (horizon.unit === 'a') {
-    end.setUTCFullYear(end.getUTCFullYear() + horizon.value);
-  } else if (horizon.unit === 'mo') {
-    end.setUTCMonth(end.getUTCMonth() + horizon.value);
-  } else if (UCUM_TO_MS[horizon.unit] !== undefined) {
-    end.setTime(end.getTime() + horizon.value * UCUM_TO_MS[horizon.unit]);
-  } else {
-    throw new Error(`unsupported horizon unit "${horizon.unit}" (use s, min, h, d, wk, mo or a)`);
-  }
-  return end;
 }
 
 export interface RiskAssessmentInput {

@@ -21,8 +21,8 @@ import { FhirClient } from '../../src/fhir/client.js';
 import { analyzeReport } from '../../src/nlp/index.js';
 import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
 import { validationIssues } from '../../src/server/repository.js';
-import { prepareModels, type SyncModel } from '../../src/sync/models.js';
-import { runSync, type PatientResult, type SyncResult } from '../../src/sync/sync.js';
+import { prepareModels, type SyncModel } from '../../src/sync/index.js';
+import { runSync, type PatientResult, type SyncResult } from '../../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
 
 const AS_OF = new Date('2024-03-10T12:00:00Z');

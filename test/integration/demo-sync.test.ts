@@ -8,11 +8,11 @@
  */
 import type { Resource } from '@medplum/fhirtypes';
 import type { Provenance, RiskAssessment } from 'fhir/r4.js';
+import { createApp } from '../../src/app.js';
 import { runDemo, type DemoRun } from '../../src/demo/demo.js';
 import { demoPatientId, demoVariant, DEMO_AS_OF } from '../../src/demo/seed.js';
-import { packagePath } from '../../src/core/paths.js';
 import { validationIssues } from '../../src/server/repository.js';
-import { runSync } from '../../src/sync/sync.js';
+import { runSync } from '../../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
 import type { FhirClient } from '../../src/fhir/client.js';
 
@@ -26,11 +26,7 @@ describe('demo sync (integration)', () => {
   let demo: DemoRun;
 
   beforeAll(async () => {
-    demo = await runDemo({
-      modelsDir: packagePath('models'),
-      mappingsDir: packagePath('mappings'),
-      identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
-    });
+    demo = await runDemo(createApp({ env: {} }));
   }, 600_000);
 
   afterAll(async () => {

@@ -20,8 +20,8 @@ import { DEMO_AS_OF, demoPatientId } from '../../src/demo/seed.js';
 import { chestReportFor, hasChestImaging } from '../../src/demo/seed-imaging.js';
 import { FhirClient } from '../../src/fhir/client.js';
 import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
-import { prepareModels } from '../../src/sync/models.js';
-import { runSync, type SyncResult } from '../../src/sync/sync.js';
+import { prepareModels } from '../../src/sync/index.js';
+import { runSync, type SyncResult } from '../../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
 
 const MAPPING = `

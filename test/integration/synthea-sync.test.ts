@@ -7,17 +7,19 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Resource } from '@medplum/fhirtypes';
 import type { RiskAssessment } from 'fhir/r4.js';
-import { packagePath, sharedDatasetsDir } from '../../src/core/paths.js';
+import { sharedDatasetsDir } from '../../src/config/index.js';
+import { packagePath } from '../../src/core/paths.js';
 import { FhirClient } from '../../src/fhir/client.js';
 import { loadFiles, startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
 import { validationIssues } from '../../src/server/repository.js';
-import { prepareModels, type SyncModel } from '../../src/sync/models.js';
-import { runSync, type SyncResult } from '../../src/sync/sync.js';
+import { prepareModels, type SyncModel } from '../../src/sync/index.js';
+import { runSync, type SyncResult } from '../../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
 
 const datasets = sharedDatasetsDir();
 const describeWithData = datasets ? describe : describe.skip;
-if (!datasets) console.log('synthea-sync: ../shared/datasets not found; skipping the Synthea integration test');
+// Straight to stderr: jest hides console output of a suite whose tests are all skipped.
+if (!datasets) process.stderr.write('skipping: synthea-sync: ../shared/datasets not found (FHIR_ML_SHARED_DATASETS); the Synthea integration test is skipped\n');
 
 const AS_OF = new Date('2020-06-30T00:00:00Z');
 

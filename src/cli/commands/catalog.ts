@@ -1,49 +1,79 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
-import { validateMappingsCommand } from '../../features/index.js';
-import { listModels } from '../../models/index.js';
+import { exitCodeFor } from '../../core/error-mapping.js';
+import { AdapterError } from '../../core/errors.js';
+import { toAdapterError } from '../../core/errors.js';
+import { validateMappingsDir } from '../../features/index.js';
+import { loadNlpRules } from '../../nlp/index.js';
 import { commandContext } from '../context.js';
+import { stdout } from '../output.js';
 import { table } from '../summary.js';
+
+/** Exit code of a catalog with an invalid entry: that of an invalid mapping or model (65). */
+const EXIT_INVALID = exitCodeFor(new AdapterError('mapping-invalid', ''));
 
 export function registerCatalogCommands(program: Command): void {
   const mappings = program.command('mappings').description('Work with feature mappings');
   mappings
     .command('validate')
-    .description('Validate every mapping file; errors name the file and the path of the bad field')
+    .description('Validate every mapping file and the NLP rules in nlp/; errors name the file and the path of the bad field')
     .option('--dir <dir>', 'mappings directory (default: the bundled mappings/ or FHIR_ML_MAPPINGS_DIR)')
     .action((opts: { dir?: string }) => {
-      const ctx = commandContext();
-      const result = validateMappingsCommand(opts.dir ?? ctx.config.mappingsDir);
-      for (const f of result.files) {
-        process.stdout.write(`${f.errors.length ? 'FAIL' : 'ok  '} ${f.file}\n`);
-        for (const e of f.errors) process.stdout.write(`     ${e}\n`);
+      const app = commandContext();
+      const dir = opts.dir ?? app.config.models.mappingsDir;
+      const files = validateMappingsDir(dir);
+      for (const f of files) {
+        stdout.write(`${f.errors.length ? 'FAIL' : 'ok  '} ${f.file}\n`);
+        for (const e of f.errors) stdout.write(`     ${e}\n`);
       }
-      const bad = result.files.filter((f) => f.errors.length).length;
-      process.stdout.write(`${result.files.length} mapping file(s), ${bad} invalid\n`);
-      process.exitCode = bad ? 65 : 0;
+      let bad = files.filter((f) => f.errors.length).length;
+      // The NLP rules (findings lexicon, ConText rules, sections) live beside the mappings and are checked with them.
+      const nlpDir = path.join(dir, 'nlp');
+      let nlpLine = 'no NLP rules (nlp/) in this directory';
+      if (existsSync(nlpDir)) {
+        try {
+          const rules = loadNlpRules(nlpDir);
+          nlpLine = `NLP rules: ${rules.concepts.length} finding concepts`;
+          stdout.write(`ok   ${nlpDir} (findings, context rules, sections)\n`);
+        } catch (err) {
+          bad++;
+          nlpLine = 'NLP rules invalid';
+          stdout.write(`FAIL ${nlpDir}\n     ${toAdapterError(err).message.split('\n').join('\n     ')}\n`);
+        }
+      }
+      stdout.write(`${files.length} mapping file(s), ${bad} invalid; ${nlpLine}\n`);
+      process.exitCode = bad ? EXIT_INVALID : 0;
     });
 
   const models = program.command('models').description('Work with models');
   models
     .command('list')
-    .description('List the installed models: id, version, number of inputs, outcome, horizon and status (ok, or why the model cannot be used)')
-    .option('--json', 'machine-readable output')
+    .description('List the installed models with the checks sync runs (sha256, ONNX, tensor names, self-test, mapping): id, version, inputs, outcome, horizon, status')
+    .option('--json', 'machine-readable output: an array of {id, version, name, inputs, outcome, horizon: {value, unit}, status, problem?: {code, message}}')
     .action(async (opts: { json?: boolean }) => {
-      const ctx = commandContext();
-      const list = await listModels(ctx.config.modelsDir);
+      const app = commandContext();
+      const list = await app.inspectModels();
+      const invalid = list.filter((m) => m.status !== 'ok');
+      process.exitCode = invalid.length ? EXIT_INVALID : 0;
       if (opts.json) {
-        process.stdout.write(JSON.stringify(list, null, 2) + '\n');
-        process.exitCode = list.some((m) => m.error) ? 65 : 0;
+        stdout.write(JSON.stringify(list, null, 2) + '\n');
         return;
       }
-      process.stdout.write(
+      stdout.write(
         table(
           ['id', 'version', 'inputs', 'outcome', 'horizon', 'status'],
-          list.map((m) => [m.id, m.version ?? '', m.columns ?? '', truncate(m.outcome ?? '', 60), readableHorizon(m.horizon), m.error ? `INVALID: ${truncate(m.error.split('\n')[0], 100)}` : 'ok']),
+          list.map((m) => [
+            m.id,
+            m.version ?? '',
+            m.inputs ?? '',
+            truncate(m.outcome ?? '', 60),
+            readableHorizon(m.horizon),
+            m.problem ? `INVALID: ${truncate(m.problem.message.split('\n')[0], 100)}` : 'ok',
+          ]),
         ) + '\n',
       );
-      const invalid = list.filter((m) => m.error);
-      for (const m of invalid) process.stderr.write(`fhir-ml: model ${m.id}: ${m.error}\n`);
-      process.exitCode = invalid.length ? 65 : 0;
+      for (const m of invalid) process.stderr.write(`fhir-ml: model ${m.id}: ${m.problem!.code}: ${m.problem!.message}\n`);
     });
 }
 
@@ -54,8 +84,8 @@ function truncate(text: string, max: number): string {
 const UCUM_TIME: Record<string, [string, string]> = { h: ['hour', 'hours'], d: ['day', 'days'], wk: ['week', 'weeks'], mo: ['month', 'months'], a: ['year', 'years'] };
 
 /** `30 d` -> `30 days`, `1 a` -> `1 year` (cards state horizons in UCUM time units). */
-function readableHorizon(horizon: string | undefined): string {
-  const m = /^(\d+(?:\.\d+)?) (\w+)$/.exec(horizon ?? '');
-  if (!m || !UCUM_TIME[m[2]]) return horizon ?? '';
-  return `${m[1]} ${UCUM_TIME[m[2]][m[1] === '1' ? 0 : 1]}`;
+function readableHorizon(horizon: { value: number; unit: string } | undefined): string {
+  if (!horizon) return '';
+  const names = UCUM_TIME[horizon.unit];
+  return names ? `${horizon.value} ${names[horizon.value === 1 ? 0 : 1]}` : `${horizon.value} ${horizon.unit}`;
 }

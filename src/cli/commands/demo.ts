@@ -3,6 +3,7 @@ import { EXIT_OK, EXIT_PARTIAL } from '../../core/error-mapping.js';
 import { runDemo } from '../../demo/demo.js';
 import { DEMO_AS_OF } from '../../demo/seed.js';
 import { commandContext } from '../context.js';
+import { stdout } from '../output.js';
 import { formatSyncSummary } from '../summary.js';
 
 export function registerDemoCommand(program: Command): void {
@@ -15,14 +16,18 @@ export function registerDemoCommand(program: Command): void {
 }
 
 export async function demoCommand(): Promise<number> {
-  const ctx = commandContext();
-  process.stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
-  const demo = await runDemo({ ...ctx.config, logger: ctx.logger });
+  const app = commandContext();
   try {
-    process.stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
-    process.stdout.write(formatSyncSummary(demo.result) + '\n');
+    stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
+    const demo = await runDemo(app);
+    try {
+      stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
+      stdout.write(formatSyncSummary(demo.result) + '\n');
+    } finally {
+      await demo.server.close();
+    }
+    return demo.result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
   } finally {
-    await demo.server.close();
+    await app.close();
   }
-  return demo.result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
 }

@@ -1,60 +1,98 @@
 import type { Command } from 'commander';
 import { AdapterError } from '../../core/errors.js';
-import { pullBatch } from '../../fhir/pull.js';
-import { mapPatient } from '../../features/index.js';
-import { prepareModels } from '../../sync/models.js';
-import { pullSpecFor } from '../../sync/sync.js';
-import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
+import { parseAsOf } from '../../core/time.js';
+import type { FeatureRow } from '../../core/types.js';
+import { describeTransforms, mapPatient, valueColumns, type FeatureSpec } from '../../features/index.js';
+import { pullStep } from '../../sync/index.js';
+import { commandContext, invocationError, parsePatientIds } from '../context.js';
+import { stdout } from '../output.js';
 import { table } from '../summary.js';
 
 /**
  * `fhir-ml features`: what a model would see for one patient, without scoring or writing anything: each
- * feature's value in its unit (or why it is missing), the model input columns, and every fetched resource
- * with what happened to it. For integrators checking a mapping against their server's data.
+ * feature's measured value in its unit (or why it is missing), what the transforms make of it, the model
+ * input columns, and every fetched resource with what happened to it. For integrators checking a
+ * mapping against their server's data. Pulls exactly as `sync` does (its pull step).
  */
 export function registerFeaturesCommand(program: Command): void {
   program
     .command('features')
-    .description("Show one patient's features for a model (values, units, imputations, used and excluded resources); writes nothing")
+    .description("Show one patient's features for a model (values, units, transforms, imputations, used and excluded resources); writes nothing")
     .option('--fhir-url <url>', 'FHIR R4 base URL (or FHIR_ML_FHIR_URL)')
     .requiredOption('--model <id>', 'model id (see `fhir-ml models list`)')
-    .requiredOption('--patient <id>', 'patient id')
-    .option('--as-of <date>', 'as of this date/dateTime (default: now)')
+    .requiredOption('--patient <id>', 'patient id (123 or Patient/123)')
+    .option('--as-of <date>', 'as of this dateTime, or date (its end, UTC; today: now) (default: now)')
     .option('--json', 'print the feature row as JSON')
     .action(async (opts: { fhirUrl?: string; model: string; patient: string; asOf?: string; json?: boolean }) => {
-      const asOf = parseAsOf(opts.asOf);
-      const ctx = commandContext({ fhirUrl: opts.fhirUrl });
-      const client = fhirClientFor(ctx);
-      const [model] = await prepareModels([opts.model], ctx.config);
-      const pull = await pullBatch(client, [opts.patient], pullSpecFor([model], asOf), asOf, { logger: ctx.logger });
-      const record = pull.records.get(opts.patient);
-      if (!record) throw new AdapterError('not-found', `patient ${opts.patient} not found on the server`);
-      const row = mapPatient(model.mapping, record, asOf);
-      if (opts.json) {
-        process.stdout.write(JSON.stringify({ ...row, values: Array.from(row.values) }, null, 2) + '\n');
-        return;
+      const usage: string[] = [];
+      const { ids, problems } = parsePatientIds([opts.patient]);
+      usage.push(...problems);
+      let asOf: Date | undefined;
+      try {
+        asOf = parseAsOf(opts.asOf);
+      } catch (err) {
+        usage.push((err as Error).message);
       }
-      const out: string[] = [`${model.mapping.id} ${model.mapping.version} for Patient/${opts.patient} as of ${asOf.toISOString()}`];
-      out.push(row.skipReason ? `NOT SCORED: ${row.skipReason}` : 'scorable');
-      out.push('');
-      out.push(
-        table(
-          ['feature', 'value', 'unit', 'input'],
-          model.mapping.features.flatMap((f) => {
-            const keys = f.oneHot ? f.oneHot.map((c) => `${f.id}=${c}`) : [f.id];
-            return keys.map((k) => [k, row.raw[k] === null || row.raw[k] === undefined ? 'missing' : String(round(row.raw[k]!)), f.unit ?? '', f.input ? 'yes' : 'no']);
-          }),
-        ),
-      );
-      out.push('');
-      out.push(table(['model input', 'value', 'imputed'], row.columns.map((c, i) => [c, String(round(row.values[i])), row.imputed[i] ? 'yes' : ''])));
-      out.push('');
-      out.push(`fetched ${row.counts.fetched} = used ${row.counts.used} + excluded ${row.counts.excluded}`);
-      for (const ref of row.basis) out.push(`  used      ${ref}`);
-      for (const e of row.exclusions) out.push(`  excluded  ${e.reference}  ${e.reason}${e.featureId ? ` (${e.featureId})` : ''}${e.detail ? `: ${e.detail}` : ''}`);
-      for (const e of row.partIssues) out.push(`  part      ${e.reference}  ${e.reason}${e.detail ? `: ${e.detail}` : ''}`);
-      process.stdout.write(out.join('\n') + '\n');
+      if (usage.length || !asOf) throw invocationError(usage, []);
+      const patientId = ids[0];
+      const app = commandContext({ fhirUrl: opts.fhirUrl });
+      try {
+        const client = app.fhirClient();
+        const [model] = await app.models([opts.model]);
+        const pull = await pullStep([model], asOf, app.logger)(client, [patientId]);
+        const record = pull.records.get(patientId);
+        if (!record) throw new AdapterError('not-found', `patient ${patientId} not found on the server`);
+        const row = mapPatient(model.mapping, record, asOf, app.mapContext);
+        const features = model.mapping.features.map((f) => featureView(f, row));
+        if (opts.json) {
+          stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), features }, null, 2) + '\n');
+          return;
+        }
+        const out: string[] = [`${model.mapping.id} ${model.mapping.version} for Patient/${patientId} as of ${asOf.toISOString()}`];
+        out.push(row.skipReason ? `NOT SCORED: ${row.skipReason}` : 'scorable');
+        out.push('');
+        out.push(
+          table(
+            ['feature', 'measured', 'unit', 'transforms', 'after transforms', 'input'],
+            features.flatMap((v) =>
+              v.columns.map((c) => [c.column, c.measured === null ? 'missing' : String(round(c.measured)), v.unit ?? '', v.transforms, c.transformed === undefined ? '' : String(round(c.transformed)), v.input ? 'yes' : 'no']),
+            ),
+          ),
+        );
+        out.push('');
+        out.push(table(['model input', 'value', 'imputed'], row.columns.map((c, i) => [c, String(round(row.values[i])), row.imputed[i] ? 'yes' : ''])));
+        out.push('');
+        out.push(`fetched ${row.counts.fetched} = used ${row.counts.used} + excluded ${row.counts.excluded}`);
+        for (const ref of row.basis) out.push(`  used      ${ref}`);
+        for (const e of row.exclusions) out.push(`  excluded  ${e.reference}  ${e.reason}${e.featureId ? ` (${e.featureId})` : ''}${e.detail ? `: ${e.detail}` : ''}`);
+        for (const e of row.partIssues) out.push(`  part      ${e.reference}  ${e.reason}${e.detail ? `: ${e.detail}` : ''}`);
+        stdout.write(out.join('\n') + '\n');
+      } finally {
+        await app.close();
+      }
     });
+}
+
+/** One feature as shown: the measured value in the feature's unit, and what its transforms make of it. */
+interface FeatureView {
+  id: string;
+  /** The unit of the measured value (before transforms). */
+  unit?: string;
+  /** The transforms applied to it, in order (empty: none). */
+  transforms: string;
+  input: boolean;
+  columns: { column: string; measured: number | null; transformed?: number }[];
+}
+
+function featureView(f: FeatureSpec, row: FeatureRow): FeatureView {
+  const columns = valueColumns(f).map((column) => {
+    const measured = row.raw[column] ?? null;
+    // The model's own column value, when the measured value reached it untouched by imputation.
+    const i = row.columns.indexOf(column);
+    const transformed = f.transforms.length && i >= 0 && !row.imputed[i] && measured !== null ? row.values[i] : undefined;
+    return { column, measured, ...(transformed === undefined ? {} : { transformed }) };
+  });
+  return { id: f.id, ...(f.unit ? { unit: f.unit } : {}), transforms: describeTransforms(f), input: f.input, columns };
 }
 
 function round(v: number): number {

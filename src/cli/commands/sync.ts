@@ -1,12 +1,16 @@
 import { Command, Option } from 'commander';
-import { describeError, EXIT_OK, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
-import { AdapterError, type ErrorCode } from '../../core/errors.js';
+import type { App } from '../../app.js';
+import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_CLOSED, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
+import { AdapterError, toAdapterError, type ErrorCode } from '../../core/errors.js';
+import { parseAsOf } from '../../core/time.js';
 import { countPatients } from '../../fhir/pull.js';
-import { prepareModels } from '../../sync/models.js';
-import { runSync, type SyncResult } from '../../sync/sync.js';
-import { commandContext, fhirClientFor, parseAsOf } from '../context.js';
+import { runSync, type SyncResult } from '../../sync/index.js';
+import { emptyResult } from '../../sync/totals.js';
+import { commandContext, invocationError, parsePatientIds } from '../context.js';
+import { interruptions, type InterruptCause } from '../interrupt.js';
+import { stdout } from '../output.js';
 import { progressReporter } from '../progress.js';
-import { formatSyncSummary } from '../summary.js';
+import { formatSyncSummary, summaryLine } from '../summary.js';
 
 export function registerSyncCommand(program: Command): void {
   program
@@ -14,8 +18,8 @@ export function registerSyncCommand(program: Command): void {
     .description('Score patients from a FHIR server with one or more models and write RiskAssessments back')
     .option('--fhir-url <url>', 'FHIR R4 base URL (or FHIR_ML_FHIR_URL); auth from FHIR_ML_TOKEN / FHIR_ML_USERNAME+FHIR_ML_PASSWORD')
     .requiredOption('--model <id...>', 'model id(s) to run (see `fhir-ml models list`)')
-    .option('--as-of <date>', 'score as of this date/dateTime; nothing after it is used (default: now)')
-    .option('--patient <id...>', 'patient id(s) to score')
+    .option('--as-of <date>', 'score as of this dateTime, or date (its end, UTC; today: now); nothing after it is used (default: now)')
+    .option('--patient <id...>', 'patient id(s) to score (123 or Patient/123)')
     .option('--all', 'score every Patient on the server (streamed in batches)')
     .option('--dry-run', 'score and report, but write nothing')
     .option('--batch-size <n>', 'patients per batch (default 100 or FHIR_ML_BATCH_SIZE)')
@@ -39,68 +43,98 @@ interface SyncCommandOptions {
 }
 
 export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
-  // Every problem with the invocation at once: selection, as-of, configuration.
-  const problems: string[] = [];
-  if (!opts.all && !opts.patient?.length) problems.push('say which patients: --patient ID ... or --all');
-  if (opts.all && opts.patient?.length) problems.push('--patient and --all exclude each other');
+  // Every problem with the invocation at once, before any request: selection, ids, as-of, configuration.
+  const usage: string[] = [];
+  const configProblems: string[] = [];
+  if (!opts.all && !opts.patient?.length) usage.push('say which patients: --patient ID ... or --all');
+  if (opts.all && opts.patient?.length) usage.push('--patient and --all exclude each other');
+  const patients = parsePatientIds(opts.patient ?? []);
+  usage.push(...patients.problems);
   let asOf: Date | undefined;
   try {
     asOf = parseAsOf(opts.asOf);
-    // A future as-of would write assessments dated in the future from today's data (5 min of clock skew allowed).
-    if (asOf.getTime() > Date.now() + 5 * 60_000) problems.push(`--as-of ${opts.asOf} is in the future`);
   } catch (err) {
-    problems.push((err as Error).message);
+    usage.push((err as Error).message);
   }
-  let ctx: ReturnType<typeof commandContext> | undefined;
+  let app: App | undefined;
   try {
-    ctx = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
-    if (!ctx.config.fhirUrl) problems.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
+    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize });
+    if (!app.config.fhir.url) usage.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
   } catch (err) {
     if (!AdapterError.is(err, 'config-invalid')) throw err;
-    problems.push(...((err.details?.problems as string[] | undefined) ?? [err.message]));
+    configProblems.push(...((err.details?.problems as string[] | undefined) ?? [err.message]));
   }
-  if (problems.length || !ctx || !asOf) {
-    throw new AdapterError('input-invalid', problems.length === 1 ? problems[0] : `${problems.length} problems:\n  - ${problems.join('\n  - ')}`);
-  }
-  const client = fhirClientFor(ctx);
-  const models = await prepareModels(opts.model, ctx.config);
+  if (usage.length || configProblems.length || !app || !asOf) throw invocationError(usage, configProblems);
+
+  // From here on the run always reports: a summary on stdout, whatever happens.
+  const interrupt = interruptions();
   // No bar with --json: a terminal would interleave it with the JSON Lines.
   const showProgress = process.stderr.isTTY && !opts.json;
-  const total = opts.patient ? new Set(opts.patient).size : showProgress ? await countPatients(client) : undefined;
-  const progress = showProgress ? progressReporter(total) : { update: () => undefined, stop: () => undefined };
+  let progress = { update: (_p: { patientsDone: number }) => undefined as void, stop: () => undefined as void };
   let result: SyncResult;
   try {
+    const models = await app.models(opts.model);
+    const client = app.fhirClient();
+    const total = opts.patient ? new Set(patients.ids).size : showProgress ? await countPatients(client) : undefined;
+    if (showProgress) progress = progressReporter(total);
     result = await runSync(client, models, {
       asOf,
-      patientIds: opts.patient,
+      patientIds: opts.patient ? patients.ids : undefined,
       dryRun: opts.dryRun,
-      batchSize: ctx.config.batchSize,
-      identifierSystem: ctx.config.identifierSystem,
+      batchSize: app.config.sync.batchSize,
+      identifierSystem: app.config.sync.identifierSystem,
       explain: opts.explain,
-      logger: ctx.logger,
+      mapContext: app.mapContext,
+      logger: app.logger,
+      stop: interrupt.stop,
+      abandon: interrupt.abandon,
       onProgress: progress.update,
       // Results stream out (JSON Lines) instead of accumulating: an --all sync never holds the population.
       collectPatients: false,
-      onPatientResult: opts.json ? (r) => process.stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
+      onPatientResult: opts.json ? (r) => stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
     });
+  } catch (err) {
+    // Before the run loop (models, client): still a summary, with the failure in it.
+    const error = toAdapterError(err);
+    result = emptyResult(asOf, !!opts.dryRun, []);
+    result.aborted = { code: error.code, message: error.message, stage: 'models', error };
   } finally {
     progress.stop();
+    interrupt.dispose();
+    await app.close();
   }
-  if (opts.json) {
-    const { results: _results, aborted, ...summary } = result;
-    process.stdout.write(JSON.stringify({ type: 'summary', ...summary, aborted: aborted && { code: aborted.code, message: aborted.message } }) + '\n');
-  } else {
-    process.stdout.write(formatSyncSummary(result) + '\n');
-  }
+  const cause = result.interrupted ? (interrupt.cause ?? 'SIGTERM') : undefined;
+  stdout.write((opts.json ? summaryLine(result, cause) : formatSyncSummary(result, cause)) + '\n');
+  return exitCode(result, cause);
+}
+
+function exitCode(result: SyncResult, cause: InterruptCause | undefined): number {
   if (result.aborted) {
     // The partial result is printed above; the error decides the exit code.
-    process.stderr.write(`fhir-ml: sync stopped after ${result.batches} batches: ${describeError(result.aborted.error)}\n`);
+    const where = result.aborted.stage === 'batch' ? `sync stopped after ${result.batches} batches: ` : '';
+    process.stderr.write(`fhir-ml: ${where}${describeError(result.aborted.error)}\n`);
+    if (result.aborted.error.transient) process.stderr.write('fhir-ml: this error is transient; retrying later may succeed\n');
     return exitCodeFor(result.aborted.error);
+  }
+  if (cause) {
+    if (cause === 'EPIPE') return EXIT_OUTPUT_CLOSED;
+    process.stderr.write(`fhir-ml: interrupted (${cause}) after ${result.batches} batches; ${rerunHint(result)}\n`);
+    return EXIT_INTERRUPTED[cause];
   }
   if (result.failed > 0 && result.failed === result.patients) {
     // Nothing succeeded: the run failed, with the reason of its failures (e.g. 69, server unavailable).
     process.stderr.write(`fhir-ml: every batch failed: ${result.failures[0].code}: ${result.failures[0].message}\n`);
+    process.stderr.write(`fhir-ml: ${rerunHint(result)}\n`);
     return exitCodeFor(new AdapterError(result.failures[0].code as ErrorCode, result.failures[0].message));
   }
-  return result.failed > 0 ? EXIT_PARTIAL : EXIT_OK;
+  if (result.failed > 0) {
+    process.stderr.write(`fhir-ml: ${result.failed} of ${result.patients} patients failed; ${rerunHint(result)}\n`);
+    return EXIT_PARTIAL;
+  }
+  return EXIT_OK;
+}
+
+/** How to complete a run: the same as-of gives the same identifiers, so nothing already written is written again. */
+function rerunHint(result: SyncResult): string {
+  return `re-run with --as-of ${result.asOf} to complete it without new RiskAssessments for the patients already done`;
 }

@@ -2,7 +2,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Bundle, FhirResource, Patient } from 'fhir/r4.js';
-import { sharedDatasetsDir } from '../../core/paths.js';
+import { sharedDatasetsDir } from '../../config/index.js';
 
 export const SYNTHEA_DIR = path.join(sharedDatasetsDir() ?? path.resolve(process.cwd(), '../shared/datasets'), 'synthea-r4');
 

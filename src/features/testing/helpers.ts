@@ -1,18 +1,21 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Bundle, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
+import { sharedDatasetsPath } from '../../config/index.js';
 import type { FeatureRow, PatientRecord } from '../../core/types.js';
 
 /** Test helpers for src/features (excluded from the build). */
 
-export const DATASETS = path.resolve(process.cwd(), '../shared/datasets');
+/** The shared public datasets (FHIR_ML_SHARED_DATASETS, else ../shared/datasets beside the repository). */
+export const DATASETS = sharedDatasetsPath();
 export const HL7_OBSERVATIONS = path.join(DATASETS, 'fhir-r4-examples/observation-examples');
 export const SYNTHEA = path.join(DATASETS, 'synthea-r4');
 
 /** Whether a shared dataset folder exists; logs why tests are skipped when it does not. */
 export function haveDataset(dir: string): boolean {
   if (existsSync(dir)) return true;
-  console.warn(`skipping: shared dataset ${dir} not found (tests using ../shared/datasets run in CI)`);
+  // Straight to stderr: jest hides console output of a suite whose tests are all skipped.
+  process.stderr.write(`skipping: shared dataset ${dir} not found (tests using ../shared/datasets run in CI)\n`);
   return false;
 }
 

@@ -2,13 +2,13 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MODELS_DIR } from '../paths.js';
+import { packagePath } from '../../core/paths.js';
 
 /** Copies models/<id> into a fresh temp registry; returns the registry and the model folder. */
 export async function tempModelCopy(id: string): Promise<{ registry: string; dir: string; cleanup: () => Promise<void> }> {
   const registry = await mkdtemp(join(tmpdir(), 'fhir-ml-models-'));
   const dir = join(registry, id);
-  await cp(join(MODELS_DIR, id), dir, { recursive: true });
+  await cp(packagePath('models', id), dir, { recursive: true });
   return { registry, dir, cleanup: () => rm(registry, { recursive: true, force: true }) };
 }
 

@@ -1,5 +1,5 @@
 import type { ActivityDefinition, CarePlan, CodeableConcept, Observation, Procedure, Reference, ServiceRequest } from 'fhir/r4.js';
-import { parseFhirDateTime, windowStart } from '../../features/time.js';
+import { lookbackStart, parseFhirDateTime } from '../../core/time.js';
 import { SATISFIED_WITHIN_EXTENSION_URL } from '../extensions.js';
 import { canonicalOf } from './definitions.js';
 
@@ -95,7 +95,7 @@ export function findExistingActivity(ad: ActivityDefinition, existing: ExistingC
     return { reason: 'already-requested', evidence: `ServiceRequest/${sr.id}` };
   }
   const within = satisfiedWithin(ad);
-  const from = within ? windowStart(within, asOf).getTime() : undefined;
+  const from = within ? lookbackStart(within, asOf).getTime() : undefined;
   const inWindow = (when: number | undefined) => from !== undefined && when !== undefined && when >= from && when <= t;
   const procedures = byId(existing.procedures).filter((p) => isSubject(p.subject, patientId) && sameCode(p.code, ad));
   for (const p of procedures) if (p.status === 'in-progress') return { reason: 'in-progress', evidence: `Procedure/${p.id}` };

@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { checkCurb65Artifacts } from '../../scripts/lib/curb65.js';
 import { checkDiabetesArtifacts } from '../../scripts/lib/diabetes.js';
-import { packageRoot } from './paths.js';
+import { PACKAGE_ROOT } from '../../src/core/paths.js';
 
-const root = packageRoot();
+/** The committed models are what scripts/ build: byte for byte, so anyone can rebuild and check them. */
+const root = PACKAGE_ROOT;
 
 describe('committed model artefacts are reproducible', () => {
   it('train-diabetes rebuilds model.onnx and model-card.json byte for byte', () => {

@@ -1,8 +1,9 @@
-import { join } from 'node:path';
 import { CITATION, MORTALITY_BY_SCORE, curb65Score } from '../../scripts/lib/curb65.js';
-import { loadModel } from './loader.js';
-import { MODELS_DIR } from './paths.js';
-import type { OnnxModelRunner } from './runner.js';
+import { packagePath } from '../../src/core/paths.js';
+import { loadModel } from '../../src/models/loader.js';
+import type { OnnxModelRunner } from '../../src/models/runner.js';
+
+/** The bundled CURB-65 ONNX graph against the reference score of scripts/ (the rule as published). */
 
 // [confusion, urea mmol/L, resp_rate /min, sbp, dbp, age] -> hand-computed score
 const CASES: [string, number[], number][] = [
@@ -28,7 +29,7 @@ const CASES: [string, number[], number][] = [
 describe('CURB-65 ONNX model', () => {
   let model: OnnxModelRunner;
   beforeAll(async () => {
-    model = await loadModel(join(MODELS_DIR, 'curb65'));
+    model = await loadModel(packagePath('models', 'curb65'));
   });
   afterAll(async () => model?.close());
 

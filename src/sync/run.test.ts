@@ -13,10 +13,14 @@ import { FhirClient, type SearchPage, type SearchParams } from '../fhir/client.j
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
 import { prepareModels, type SyncModel } from './models.js';
-import { runSync } from './sync.js';
+import { skipEntry } from './batch.js';
+import { runSync } from './run.js';
 
 class FaultyClient extends FhirClient {
   failTransactions: AdapterError | undefined;
+  /** Batch transactions never answer (a server that hangs mid-write). */
+  hangTransactions = false;
+  failDevice: AdapterError | undefined;
   failSearchesOf: { type: string; error: AdapterError; after: number } | undefined;
   duplicatePatientIds = false;
   private searches = 0;
@@ -32,6 +36,8 @@ class FaultyClient extends FhirClient {
   }
 
   override transaction(bundle: Bundle): Promise<Bundle> {
+    if (this.failDevice && bundle.entry?.some((e) => e.resource?.resourceType === 'Device')) return Promise.reject(this.failDevice);
+    if (this.hangTransactions && bundle.entry?.some((e) => e.resource?.resourceType === 'RiskAssessment')) return new Promise(() => undefined);
     if (this.failTransactions && bundle.entry?.some((e) => e.resource?.resourceType === 'RiskAssessment')) return Promise.reject(this.failTransactions);
     return super.transaction(bundle);
   }
@@ -99,5 +105,60 @@ describe('runSync (integration, with injected faults)', () => {
     expect(result.failures).toHaveLength(2);
     expect(result.failed).toBe(4);
     expect(result.byModel['diabetes-progression'].scored).toBe(0);
+  });
+
+  it('reports a failed Device registration as the run\'s failure, before any batch', async () => {
+    const c = client();
+    c.failDevice = unavailable();
+    const result = await runSync(c, models, options);
+    expect(result.aborted).toMatchObject({ code: 'fhir-unavailable', stage: 'devices' });
+    expect(result).toMatchObject({ batches: 0, patients: 0 });
+  });
+
+  it('stops taking batches when asked, counting the batch in progress in full', async () => {
+    const stop = new AbortController();
+    const result = await runSync(client(), models, { ...options, stop: stop.signal, onProgress: () => stop.abort() });
+    expect(result.interrupted).toEqual({ abandonedPatients: 0 });
+    expect(result).toMatchObject({ batches: 1, patients: 4 });
+    expect(result.byModel['diabetes-progression']).toMatchObject({ scored: 4, created: 4 });
+    expect(result.results).toHaveLength(4);
+  });
+
+  it('abandons a batch whose write does not come back when asked twice, counting none of it', async () => {
+    const c = client();
+    c.hangTransactions = true;
+    const stop = new AbortController();
+    const abandon = new AbortController();
+    const result = await runSync(c, models, {
+      ...options,
+      stop: stop.signal,
+      abandon: abandon.signal,
+      // The first batch is scored and its (never answered) write is in flight: stop, then give up on it.
+      beforeWrite: () => {
+        stop.abort();
+        setImmediate(() => abandon.abort());
+      },
+    });
+    expect(result.interrupted).toEqual({ abandonedPatients: 4 });
+    expect(result).toMatchObject({ batches: 0, patients: 0, failed: 0 });
+    expect(result.byModel['diabetes-progression']).toMatchObject({ scored: 0, created: 0 });
+    expect(result.results).toEqual([]);
+  });
+
+  it('lets the caller skip entries and see rows before anything is written', async () => {
+    const seen: string[] = [];
+    const result = await runSync(client(), models, {
+      ...options,
+      patientIds: ['demo-0001', 'demo-0002'],
+      beforeWrite: (batch) => {
+        for (const entry of batch.entries) {
+          seen.push(`${entry.patientId}:${entry.row?.columns.length}:${entry.plans.length}`);
+          if (entry.patientId === 'demo-0002') skipEntry(entry, 'inputs-unchanged');
+        }
+      },
+    });
+    expect(seen.sort()).toEqual(['demo-0001:10:1', 'demo-0002:10:1']);
+    expect(result.byModel['diabetes-progression']).toMatchObject({ scored: 1, created: 1, skipped: 1, skippedByReason: { 'inputs-unchanged': 1 } });
+    expect(result.results.find((r) => r.patientId === 'demo-0002')).toMatchObject({ status: 'skipped', reason: 'inputs-unchanged' });
   });
 });

@@ -1,17 +1,9 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { AdapterError } from '../core/errors.js';
-import {
-  inputColumns,
-  loadMapping,
-  loadMappings,
-  lookbackStart,
-  maxLookback,
-  observationCodes,
-  parseMapping,
-  validateMappingsCommand,
-} from './index.js';
+import { AdapterError } from '../../core/errors.js';
+import { loadMapping, parseMapping, validateMappingsDir } from './load.js';
+import { inputColumns, lookbackStart, resourceNeeds } from './queries.js';
 
 const DIABETES = 'mappings/diabetes-progression.yaml';
 const CURB65 = 'mappings/curb65.yaml';
@@ -56,26 +48,30 @@ describe('repository mappings', () => {
     const m = loadMapping(CURB65);
     expect(inputColumns(m)).toEqual(['confusion', 'urea', 'resp_rate', 'sbp', 'dbp', 'age']);
     expect(m.requires).toEqual({ feature: 'pneumonia_on_imaging', reason: 'no-pneumonia-on-chest-imaging' });
-    expect(maxLookback(m)).toBe('PT72H');
-    expect(lookbackStart(m, new Date('2024-03-10T12:00:00Z'))?.toISOString()).toBe('2024-03-07T12:00:00.000Z');
+    const asOf = new Date('2024-03-10T12:00:00Z');
+    expect(lookbackStart(m, asOf)?.toISOString()).toBe('2024-03-07T12:00:00.000Z');
+    const needs = resourceNeeds(m, asOf);
+    expect(Object.keys(needs).sort()).toEqual(['DiagnosticReport', 'Observation']);
+    expect(needs.DiagnosticReport).toEqual({ since: new Date('2024-03-07T12:00:00.000Z') });
   });
 
-  test('observationCodes lists feature and panel codes once', () => {
+  test('the Observation search lists feature and panel codes once; nothing else is fetched', () => {
     const m = loadMapping(DIABETES);
-    const codes = observationCodes(m).map((c) => c.code);
+    const asOf = new Date('2024-03-10T12:00:00Z');
+    const needs = resourceNeeds(m, asOf);
+    expect(Object.keys(needs)).toEqual(['Observation']);
+    const codes = needs.Observation!.codes!.map((c) => c.code);
     expect(codes).toEqual(expect.arrayContaining(['39156-5', '8480-6', '8462-4', '85354-9', '55284-4', '2093-3', '14647-2', '15074-8', '2571-8']));
     expect(new Set(codes).size).toBe(codes.length);
-    expect(maxLookback(m)).toBe('P2Y');
+    expect(needs.Observation!.since?.toISOString()).toBe('2022-03-10T12:00:00.000Z'); // the longest lookback, P2Y
   });
 
-  test('validateMappingsCommand accepts the repository mappings', () => {
-    const r = validateMappingsCommand('mappings');
-    expect(r.files.map((f) => [path.basename(f.file), f.ok, f.errors])).toEqual([
-      ['curb65.yaml', true, []],
-      ['diabetes-progression.yaml', true, []],
+  test('validateMappingsDir accepts the repository mappings', () => {
+    const files = validateMappingsDir('mappings');
+    expect(files.map((f) => [path.basename(f.file), f.ok, f.errors, f.id])).toEqual([
+      ['curb65.yaml', true, [], 'curb65'],
+      ['diabetes-progression.yaml', true, [], 'diabetes-progression'],
     ]);
-    expect(r.ok).toBe(true);
-    expect(loadMappings('mappings').map((m) => m.id)).toEqual(['curb65', 'diabetes-progression']);
   });
 });
 
@@ -149,18 +145,17 @@ describe('invalid mappings', () => {
     expect(inputColumns(m)).toEqual(['sex=male', 'sex=female', 'bmi', 'bmi__missing', 'age']);
   });
 
-  test('validateMappingsCommand reports per file, loadMappings throws for all files', () => {
+  test('validateMappingsDir reports per file; refuses a directory without mappings', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'mappings-'));
     writeFileSync(path.join(dir, 'a.yaml'), readFileSync(DIABETES, 'utf8'));
     writeFileSync(path.join(dir, 'b.yaml'), readFileSync(DIABETES, 'utf8'));
     writeFileSync(path.join(dir, 'c.yaml'), base('  - id: x\n    source: { kind: patient-age }\n    unit: mg/dl/\n    colour: red\n'));
-    const r = validateMappingsCommand(dir);
-    expect(r.ok).toBe(false);
-    expect(r.files.map((f) => f.ok)).toEqual([true, false, false]);
-    expect(r.files[1].errors[0]).toMatch(/b\.yaml: id: mapping id "diabetes-progression" is also used by .*a\.yaml/);
-    expect(r.files[2].errors.length).toBeGreaterThanOrEqual(2);
-    const problems = problemsOf(() => loadMappings(dir));
-    expect(problems.some((p) => p.includes('b.yaml'))).toBe(true);
-    expect(problems.some((p) => p.includes('c.yaml: features[0].unit'))).toBe(true);
+    const files = validateMappingsDir(dir);
+    expect(files.map((f) => f.ok)).toEqual([true, false, false]);
+    expect(files[1].errors[0]).toMatch(/b\.yaml: id: mapping id "diabetes-progression" is also used by .*a\.yaml/);
+    expect(files[2].errors.length).toBeGreaterThanOrEqual(2);
+    expect(files[2].errors.some((p) => p.includes('c.yaml: features[0].unit'))).toBe(true);
+    const empty = mkdtempSync(path.join(tmpdir(), 'mappings-empty-'));
+    expect(() => validateMappingsDir(empty)).toThrow(/no mapping files/);
   });
 });

@@ -1,0 +1,36 @@
+import type { Logger } from '../core/log.js';
+import type { FhirClient } from '../fhir/client.js';
+import { pullBatch, type PullResult, type PullSpec } from '../fhir/pull.js';
+import { resourceNeeds, type Coding } from '../features/index.js';
+import type { SyncModel } from './models.js';
+
+/**
+ * The orchestrator's pull step: one pull specification covering every model of a run (one search per
+ * resource type per batch, the union of the mappings' codes, from the earliest lookback start), and the
+ * pull of one batch of patients with it. `sync` and `fhir-ml features` both pull through here.
+ */
+export function pullSpecFor(models: SyncModel[], asOf: Date): PullSpec {
+  const codes = new Map<string, Coding>();
+  let observationSince: Date | undefined;
+  let observations = false;
+  let reports: PullSpec['reports'];
+  let imaging: PullSpec['imaging'];
+  const earlier = (a: Date | undefined, b: Date | undefined) => (a && b ? (a < b ? a : b) : undefined);
+  for (const { mapping } of models) {
+    const needs = resourceNeeds(mapping, asOf);
+    if (needs.Observation) {
+      for (const c of needs.Observation.codes ?? []) codes.set(`${c.system}|${c.code}`, c);
+      observationSince = observations ? earlier(observationSince, needs.Observation.since) : needs.Observation.since;
+      observations = true;
+    }
+    if (needs.DiagnosticReport) reports = { since: reports ? earlier(reports.since, needs.DiagnosticReport.since) : needs.DiagnosticReport.since };
+    if (needs.ImagingStudy) imaging = { since: imaging ? earlier(imaging.since, needs.ImagingStudy.since) : needs.ImagingStudy.since };
+  }
+  return { observationCodes: [...codes.values()], observationSince, reports, imaging };
+}
+
+/** The pull step of a run: pulls one batch of patients with everything the models' mappings need, never after `asOf`. */
+export function pullStep(models: SyncModel[], asOf: Date, logger?: Logger): (client: FhirClient, patientIds: string[]) => Promise<PullResult> {
+  const spec = pullSpecFor(models, asOf);
+  return (client, patientIds) => pullBatch(client, patientIds, spec, asOf, { logger });
+}

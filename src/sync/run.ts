@@ -1,0 +1,255 @@
+import { performance } from 'node:perf_hooks';
+import { chunk } from '../core/chunk.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { AdapterError, toAdapterError } from '../core/errors.js';
+import { silentLogger, type Logger } from '../core/log.js';
+import type { FhirClient } from '../fhir/client.js';
+import { listPatientIds, type PullResult } from '../fhir/pull.js';
+import { createMapContext, type MapContext } from '../features/index.js';
+import { analyzeReport } from '../nlp/index.js';
+import { FhirWriter } from '../writeback/writer.js';
+import { scoreBatch, writeBatch, type ScoredBatch } from './batch.js';
+import type { SyncModel } from './models.js';
+import { pullStep } from './pull-step.js';
+import { batchOutcome, emptyResult, failedBatchOutcome, mergeOutcome, type AbortStage, type PatientResult, type SyncResult } from './totals.js';
+
+/**
+ * The run loop: the one place that drives pull -> batch step -> write, batch by batch. Each batch is
+ * idempotent (deterministic identifiers + conditional creates), so a retried or repeated batch writes
+ * nothing new. The next batches are pulled while the current one is scored and written, and the
+ * population is never held in memory: `--all` streams patient ids page by page. The run always ends
+ * with a result: errors before or between batches end it as `aborted`, a stop signal as `interrupted`.
+ */
+
+export interface SyncOptions {
+  asOf: Date;
+  /** Explicit patients; when absent, every Patient on the server (streamed). */
+  patientIds?: string[];
+  dryRun?: boolean;
+  batchSize?: number;
+  identifierSystem: string;
+  /** Add occlusion explanations to each prediction (default true). */
+  explain?: boolean;
+  /** Keep per-patient results in the returned result (default true; off for very large runs). */
+  collectPatients?: boolean;
+  /** Services of the mapper; default: src/nlp's report analyzer. */
+  mapContext?: MapContext;
+  logger?: Logger;
+  clock?: Clock;
+  /** Stop taking batches: the batch in progress is finished and counted, then the run ends `interrupted`. */
+  stop?: AbortSignal;
+  /** Stop waiting for the batch in progress: it is abandoned, not counted, and the run ends `interrupted` at once. */
+  abandon?: AbortSignal;
+  /** Called with each scored batch before it is written: the caller may skip entries or drop plans. */
+  beforeWrite?: (batch: ScoredBatch) => void | Promise<void>;
+  onProgress?: (progress: { patientsDone: number; batchesDone: number }) => void;
+  onPatientResult?: (result: PatientResult) => void;
+}
+
+/** The default services of the mapper: the clinical NLP of src/nlp for report findings. */
+export function defaultMapContext(): MapContext {
+  return createMapContext({ reportAnalyzer: analyzeReport });
+}
+
+async function* patientBatches(client: FhirClient, options: SyncOptions, batchSize: number): AsyncGenerator<string[]> {
+  if (options.patientIds) {
+    yield* chunk([...new Set(options.patientIds)], batchSize);
+    return;
+  }
+  // Offset paging over a population that changes during the run can return an id twice; a patient is
+  // scored once per run. Only ids are remembered (tens of bytes each), never records.
+  const seen = new Set<string>();
+  let pending: string[] = [];
+  for await (const page of listPatientIds(client, batchSize)) {
+    for (const id of page) {
+      if (seen.has(id)) continue;
+      seen.add(id);
+      pending.push(id);
+    }
+    while (pending.length >= batchSize) {
+      yield pending.slice(0, batchSize);
+      pending = pending.slice(batchSize);
+    }
+  }
+  if (pending.length) yield pending;
+}
+
+/** Batches pulled ahead of the one being processed (each is at most batchSize patients' data). */
+const PREFETCH_BATCHES = 2;
+
+/** Errors every further batch would hit as well: stop the run instead of failing batch after batch. */
+const RUN_SCOPED: ReadonlySet<string> = new Set(['fhir-auth', 'fhir-unsafe-link', 'config-invalid', 'internal']);
+/** The same permanent error this many batches in a row is systematic, not data-specific. */
+const MAX_CONSECUTIVE_PERMANENT = 3;
+
+interface PulledBatch {
+  ids: string[];
+  pull?: PullResult;
+  error?: AdapterError;
+}
+
+/** Resolves with the promise's value, or with `abandoned` when the signal fires first. */
+function unlessAbandoned<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABANDONED> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.resolve(ABANDONED);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(ABANDONED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+const ABANDONED = Symbol('abandoned');
+
+export async function runSync(client: FhirClient, models: SyncModel[], options: SyncOptions): Promise<SyncResult> {
+  const started = performance.now();
+  const logger = options.logger ?? silentLogger;
+  const clock = options.clock ?? systemClock;
+  const batchSize = options.batchSize ?? 100;
+  const collect = options.collectPatients ?? true;
+  const mapContext = options.mapContext ?? defaultMapContext();
+  const pull = pullStep(models, options.asOf, logger);
+  const writer = new FhirWriter(client, options.identifierSystem, logger);
+  const modelIds = models.map((m) => m.runner.card.id);
+  const result = emptyResult(
+    options.asOf,
+    !!options.dryRun,
+    models.map((m) => ({ id: m.runner.card.id, version: m.runner.card.version })),
+  );
+  const emit = (r: PatientResult) => {
+    if (collect) result.results.push(r);
+    options.onPatientResult?.(r);
+  };
+  const finish = () => {
+    result.durationMs = Math.round(performance.now() - started);
+    return result;
+  };
+  const abort = (err: unknown, stage: AbortStage) => {
+    const error = toAdapterError(err, 'internal', stage);
+    result.aborted = { code: error.code, message: error.message, stage, error };
+    logger.error({ code: error.code, stage, batches: result.batches }, 'sync aborted');
+  };
+  const stopped = () => !!(options.stop?.aborted || options.abandon?.aborted);
+
+  // The model Devices first: every RiskAssessment of the run names its model's Device.
+  let devices: Map<string, string> | undefined;
+  if (!options.dryRun) {
+    devices = new Map();
+    try {
+      for (const m of models) {
+        const reference = await unlessAbandoned(writer.ensureDevice(m.runner.card), options.abandon);
+        if (reference === ABANDONED) break;
+        devices.set(m.runner.card.id, reference);
+      }
+    } catch (err) {
+      abort(err, 'devices');
+      return finish();
+    }
+  }
+  if (stopped()) {
+    result.interrupted = { abandonedPatients: 0 };
+    return finish();
+  }
+
+  const batches = patientBatches(client, options, batchSize)[Symbol.asyncIterator]();
+  const pullNext = async (): Promise<PulledBatch | undefined> => {
+    const next = await batches.next();
+    if (next.done) return undefined;
+    try {
+      return { ids: next.value, pull: await pull(client, next.value) };
+    } catch (err) {
+      // Decided by the loop: a failed batch, or an abort when every batch would fail the same way.
+      return { ids: next.value, error: toAdapterError(err, 'internal', 'pull') };
+    }
+  };
+
+  // Pull the next batches while this one is scored and written, so the server always has work.
+  const queue: Promise<PulledBatch | undefined>[] = [];
+  const enqueue = () => {
+    const p = pullNext();
+    p.catch(() => undefined); // surfaced when awaited
+    queue.push(p);
+  };
+  for (let i = 0; i < PREFETCH_BATCHES; i++) enqueue();
+  // Prefetched batches not taken are dropped: their patients were never started, so nothing is lost.
+  const drain = () => Promise.allSettled(queue.splice(0));
+  let consecutivePermanent = 0;
+  for (;;) {
+    if (stopped()) {
+      result.interrupted = { abandonedPatients: 0 };
+      if (!options.abandon?.aborted) await drain();
+      break;
+    }
+    let batch: PulledBatch | undefined | typeof ABANDONED;
+    try {
+      batch = await unlessAbandoned(queue.shift()!, options.abandon);
+    } catch (err) {
+      abort(err, 'patient-list');
+      await drain();
+      break;
+    }
+    if (batch === ABANDONED) {
+      result.interrupted = { abandonedPatients: 0 };
+      break;
+    }
+    if (!batch) {
+      await drain();
+      break;
+    }
+    if (!options.stop?.aborted) enqueue();
+    const t0 = performance.now();
+    const ids = batch.ids;
+    const work = (async () => {
+      if (batch.error) throw batch.error;
+      const scored = await scoreBatch(ids, batch.pull!, {
+        models,
+        asOf: options.asOf,
+        identifierSystem: options.identifierSystem,
+        devices,
+        explain: options.explain,
+        mapContext,
+        recorded: clock.now(),
+      });
+      await options.beforeWrite?.(scored);
+      const written = await writeBatch(writer, scored);
+      return batchOutcome(scored, written.requests);
+    })();
+    work.catch(() => undefined); // an abandoned batch's late failure is not reported
+    try {
+      const outcome = await unlessAbandoned(work, options.abandon);
+      if (outcome === ABANDONED) {
+        // Not counted at all: a re-run with the same as-of finds what it wrote and completes the rest.
+        result.interrupted = { abandonedPatients: ids.length };
+        logger.warn({ patients: ids.length }, 'batch abandoned');
+        break;
+      }
+      mergeOutcome(result, outcome, ids.length);
+      for (const r of outcome.results) emit(r);
+      consecutivePermanent = 0;
+    } catch (err) {
+      const e = toAdapterError(err, 'internal', 'batch');
+      if (!e.transient) consecutivePermanent++;
+      if (RUN_SCOPED.has(e.code) || consecutivePermanent >= MAX_CONSECUTIVE_PERMANENT) {
+        abort(e, 'batch');
+        await drain();
+        break;
+      }
+      // The batch fails as a whole (nothing of it is counted as scored): a transient failure (server down
+      // after retries) or data this batch alone carries (a rejected transaction, a non-finite model
+      // input). The run goes on and reports it, so a nightly job can retry just these patients.
+      for (const r of failedBatchOutcome(result, ids, modelIds, e)) emit(r);
+      logger.warn({ code: e.code, transient: e.transient, patients: ids.length }, 'batch failed');
+    }
+    logger.info({ batch: result.batches, patients: ids.length, ms: Math.round(performance.now() - t0) }, 'batch done');
+    options.onProgress?.({ patientsDone: result.patients, batchesDone: result.batches });
+  }
+  return finish();
+}
