@@ -1,9 +1,11 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { loadConfig, type AdapterConfig, type ConfigOverrides, type FhirSourceConfig } from './config/index.js';
 import { AdapterError } from './core/errors.js';
 import { createLogger, type Logger } from './core/log.js';
 import { FhirClient } from './fhir/client.js';
-import type { MapContext } from './features/index.js';
-import { defaultMapContext } from './sync/run.js';
+import { createMapContext, type MapContext as MapContext } from './features/index.js';
+import { createNlpAnalyzer, defaultRulesDir, loadNlpRules, nlpRules } from './nlp/index.js';
 import { inspectModels, prepareModel, type ModelStatus, type SyncModel } from './sync/models.js';
 
 /**
@@ -40,7 +42,7 @@ export interface AppOptions {
 export function createApp(options: AppOptions = {}): App {
   const config = options.config ?? loadConfig(options.overrides, options.env);
   const logger = options.logger ?? createLogger({ level: config.log.level });
-  const mapContext = defaultMapContext();
+  const mapContext = mapContextFor(config.models.mappingsDir);
   const dirs = { modelsDir: config.models.dir, mappingsDir: config.models.mappingsDir };
   const loaded = new Map<string, Promise<SyncModel>>();
   let client: FhirClient | undefined;
@@ -58,6 +60,8 @@ export function createApp(options: AppOptions = {}): App {
       timeoutMs: source.timeoutMs,
       maxRetries: source.maxRetries,
       concurrency: source.concurrency,
+      backoff: source.backoff,
+      maxRetryAfterMs: source.maxRetryAfterMs,
       logger,
     });
   };
@@ -89,4 +93,15 @@ export function createApp(options: AppOptions = {}): App {
       await Promise.all(models.map((m) => (m.status === 'fulfilled' ? m.value.runner.close().catch(() => undefined) : undefined)));
     },
   };
+}
+
+/**
+ * The mapper's services. The NLP rules live beside the mappings (`<mappingsDir>/nlp/`, the folder
+ * `fhir-ml mappings validate` checks); a mappings folder without one uses the bundled rules.
+ */
+export function mapContextFor(mappingsDir: string): MapContext {
+  const dir = path.resolve(mappingsDir, 'nlp');
+  const bundled = !existsSync(dir) || dir === path.resolve(defaultRulesDir());
+  const rules = bundled ? nlpRules() : loadNlpRules(dir);
+  return createMapContext({ reportAnalyzer: createNlpAnalyzer(rules).analyzeReport });
 }

@@ -148,7 +148,7 @@ describe('fhir-ml CLI', () => {
       const r = await run(args, env);
       expect(r.code).toBe(78);
       expect(r.stderr).toMatch(/4 problems/);
-      for (const p of [/fhirUrl: unknown key \(it is now fhir\.url\)/, /sync\.batchSize \(from .*bad-config\.yaml\)/, /log\.level \(from .*bad-config\.yaml\)/, /both a bearer token \(FHIR_ML_TOKEN\) and basic credentials/]) {
+      for (const p of [/fhirUrl: unknown key \(it is now fhir\.url\)/, /sync\.batchSize \(from .*bad-config\.yaml\)/, /log\.level \(from .*bad-config\.yaml\)/, /a bearer token \(FHIR_ML_TOKEN\) and basic credentials/]) {
         expect(r.stderr).toMatch(p);
       }
     }

@@ -104,10 +104,34 @@ describe('loadConfig', () => {
 
   it('refuses a bearer token and basic credentials set together, or credentials beside auth none', () => {
     const both = problemsOf(() => loadConfig({}, { FHIR_ML_TOKEN: 't', FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' }));
-    expect(both).toEqual([expect.stringMatching(/both a bearer token \(FHIR_ML_TOKEN\) and basic credentials \(FHIR_ML_USERNAME\) are set; set only one/)]);
+    expect(both).toEqual([expect.stringMatching(/a bearer token \(FHIR_ML_TOKEN\) and basic credentials \(FHIR_ML_USERNAME\) are set; set only one/)]);
     expect(problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'none', FHIR_ML_TOKEN: 't' }))[0]).toMatch(/FHIR_ML_AUTH is none but credentials are set/);
-    expect(problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'oauth' }))[0]).toMatch(/fhir\.auth\.type \(from FHIR_ML_AUTH\): must be none, bearer or basic/);
+    expect(problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'oauth' }))[0]).toMatch(/fhir\.auth\.type \(from FHIR_ML_AUTH\): must be none, bearer, basic or smart/);
     expect(loadConfig({}, { FHIR_ML_USERNAME: 'u', FHIR_ML_PASSWORD: 'p' }).fhir.auth).toEqual({ type: 'basic', username: 'u', password: 'p' });
+  });
+
+  it('configures SMART Backend Services from the environment or the file (key path relative to the file), never beside other credentials', () => {
+    const env = {
+      FHIR_ML_SMART_CLIENT_ID: 'nightly',
+      FHIR_ML_SMART_PRIVATE_KEY_FILE: '/keys/es384.pem',
+      FHIR_ML_SMART_ALG: 'ES384',
+      FHIR_ML_SMART_SCOPES: 'system/Patient.rs  system/Observation.rs',
+    };
+    expect(loadConfig({}, env).fhir.auth).toEqual({
+      type: 'smart',
+      clientId: 'nightly',
+      privateKeyFile: '/keys/es384.pem',
+      alg: 'ES384',
+      scopes: ['system/Patient.rs', 'system/Observation.rs'],
+    });
+    const file = path.join(dir, 'fhir-ml.yaml');
+    writeFileSync(file, 'fhir:\n  auth:\n    type: smart\n    clientId: nightly\n    privateKeyFile: keys/sync.jwk.json\n    scopes: [system/Patient.rs]\n');
+    expect(loadConfig({ configFile: file }, {}).fhir.auth).toMatchObject({ type: 'smart', privateKeyFile: path.join(dir, 'keys/sync.jwk.json') });
+    expect(problemsOf(() => loadConfig({}, { ...env, FHIR_ML_TOKEN: 't' }))[0]).toMatch(/a bearer token \(FHIR_ML_TOKEN\) and SMART Backend Services settings/);
+    const bad = problemsOf(() => loadConfig({}, { FHIR_ML_AUTH: 'smart', FHIR_ML_SMART_SCOPES: 'patient/Observation.rs' }));
+    expect(bad.join('\n')).toMatch(/client id must not be empty/);
+    expect(bad.join('\n')).toMatch(/private key file must be named/);
+    expect(bad.join('\n')).toMatch(/system\/ scopes, not patient\//);
   });
 
   it('says when DEBUG would make fhir-kit-client trace requests', () => {

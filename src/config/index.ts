@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { PACKAGE_ROOT, packagePath } from '../core/paths.js';
+import { smartAuthSchema } from '../fhir/auth/smart-options.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
 
 /**
@@ -29,6 +30,8 @@ export const authSchema = z.discriminatedUnion('type', [
     username: z.string().min(1, 'basic auth needs FHIR_ML_USERNAME').refine((u) => !u.includes(':'), 'a basic auth username cannot contain ":"'),
     password: z.string().min(1, 'basic auth needs FHIR_ML_PASSWORD or FHIR_ML_PASSWORD_FILE'),
   }),
+  // SMART Backend Services: a signed client assertion (RS384/ES384) for short-lived tokens.
+  smartAuthSchema,
 ]);
 
 /**
@@ -46,6 +49,12 @@ export const fhirSourceSchema = z.strictObject({
   maxRetries: z.number().int().min(0).max(20),
   /** Requests in flight to this server. */
   concurrency: z.number().int().min(1).max(64),
+  /** Capped exponential backoff with full jitter between retries. */
+  backoff: z
+    .strictObject({ baseMs: z.number().int().min(1).max(600_000), maxMs: z.number().int().min(1).max(600_000) })
+    .refine((b) => b.maxMs >= b.baseMs, 'backoff.maxMs must be at least backoff.baseMs'),
+  /** Upper bound on a server's Retry-After. */
+  maxRetryAfterMs: z.number().int().min(0).max(3_600_000),
 });
 export type FhirSourceConfig = z.infer<typeof fhirSourceSchema>;
 
@@ -91,11 +100,14 @@ export interface ConfigOverrides {
  * default. Numbers from the environment or flags are parsed; file paths in the config file are
  * relative to the file.
  */
-const SETTINGS: { at: [string, string]; env: string; flag?: keyof ConfigOverrides; number?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
+const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; number?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
   { at: ['fhir', 'url'], env: 'FHIR_ML_FHIR_URL', flag: 'fhirUrl', fallback: () => undefined },
   { at: ['fhir', 'timeoutMs'], env: 'FHIR_ML_TIMEOUT_MS', flag: 'timeoutMs', number: true, fallback: () => 30_000 },
   { at: ['fhir', 'maxRetries'], env: 'FHIR_ML_MAX_RETRIES', number: true, fallback: () => 5 },
   { at: ['fhir', 'concurrency'], env: 'FHIR_ML_CONCURRENCY', flag: 'concurrency', number: true, fallback: () => 4 },
+  { at: ['fhir', 'backoff', 'baseMs'], env: 'FHIR_ML_BACKOFF_BASE_MS', number: true, fallback: () => 250 },
+  { at: ['fhir', 'backoff', 'maxMs'], env: 'FHIR_ML_BACKOFF_MAX_MS', number: true, fallback: () => 10_000 },
+  { at: ['fhir', 'maxRetryAfterMs'], env: 'FHIR_ML_MAX_RETRY_AFTER_MS', number: true, fallback: () => 60_000 },
   { at: ['models', 'dir'], env: 'FHIR_ML_MODELS_DIR', filePath: true, fallback: () => packagePath('models') },
   { at: ['models', 'mappingsDir'], env: 'FHIR_ML_MAPPINGS_DIR', filePath: true, fallback: () => packagePath('mappings') },
   { at: ['sync', 'batchSize'], env: 'FHIR_ML_BATCH_SIZE', flag: 'batchSize', number: true, fallback: () => 100 },
@@ -105,8 +117,9 @@ const SETTINGS: { at: [string, string]; env: string; flag?: keyof ConfigOverride
 
 /** The keys a config file may hold (secrets excluded: they come from the environment or from files). */
 const FILE_KEYS: Record<string, readonly string[]> = {
-  fhir: ['url', 'auth', 'timeoutMs', 'maxRetries', 'concurrency'],
-  'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile'],
+  fhir: ['url', 'auth', 'timeoutMs', 'maxRetries', 'concurrency', 'backoff', 'maxRetryAfterMs'],
+  'fhir.backoff': ['baseMs', 'maxMs'],
+  'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile', 'clientId', 'privateKeyFile', 'kid', 'alg', 'scopes', 'tokenEndpoint'],
   models: ['dir', 'mappingsDir'],
   sync: ['batchSize', 'identifierSystem'],
   log: ['level'],
@@ -240,17 +253,42 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
       ? { value: fileAuth.username, from: 'fhir.auth.username' }
       : {};
   const basicGiven = username.from ?? password.from;
-  if (token.from && basicGiven) {
-    problems.push(`fhir.auth: both a bearer token (${token.from}) and basic credentials (${basicGiven}) are set; set only one`);
+  // SMART Backend Services: the client id and key file (a path, not the key) may sit in the config file.
+  const smartSetting = (name: string, fileKey: string): { value?: unknown; from?: string } =>
+    env[name] ? { value: env[name], from: name } : fileAuth[fileKey] !== undefined ? { value: fileAuth[fileKey], from: `fhir.auth.${fileKey}` } : {};
+  const smart = {
+    clientId: smartSetting('FHIR_ML_SMART_CLIENT_ID', 'clientId'),
+    privateKeyFile: env.FHIR_ML_SMART_PRIVATE_KEY_FILE
+      ? { value: env.FHIR_ML_SMART_PRIVATE_KEY_FILE, from: 'FHIR_ML_SMART_PRIVATE_KEY_FILE' }
+      : fileAuth.privateKeyFile !== undefined
+        ? { value: fromFile(fileAuth.privateKeyFile), from: 'fhir.auth.privateKeyFile' }
+        : {},
+    kid: smartSetting('FHIR_ML_SMART_KID', 'kid'),
+    alg: smartSetting('FHIR_ML_SMART_ALG', 'alg'),
+    scopes: smartSetting('FHIR_ML_SMART_SCOPES', 'scopes'),
+    tokenEndpoint: smartSetting('FHIR_ML_SMART_TOKEN_ENDPOINT', 'tokenEndpoint'),
+  };
+  const smartGiven = Object.values(smart).find((v) => v.from)?.from;
+  const kinds = [
+    token.from && `a bearer token (${token.from})`,
+    basicGiven && `basic credentials (${basicGiven})`,
+    smartGiven && `SMART Backend Services settings (${smartGiven})`,
+  ].filter((k): k is string => !!k);
+  if (kinds.length > 1) {
+    problems.push(`fhir.auth: ${kinds.join(' and ')} are set; set only one kind of authentication`);
   }
   const explicitType = env.FHIR_ML_AUTH ?? (typeof fileAuth.type === 'string' ? fileAuth.type : undefined);
   const typeFrom = env.FHIR_ML_AUTH ? 'FHIR_ML_AUTH' : 'fhir.auth.type';
-  const AUTH_TYPES = ['none', 'bearer', 'basic'];
-  if (explicitType !== undefined && !AUTH_TYPES.includes(explicitType)) problems.push(`fhir.auth.type (from ${typeFrom}): must be none, bearer or basic`);
-  const authType = explicitType !== undefined && AUTH_TYPES.includes(explicitType) ? explicitType : token.from ? 'bearer' : basicGiven ? 'basic' : 'none';
-  if (explicitType === 'none' && (token.from || basicGiven)) problems.push(`fhir.auth: ${typeFrom} is none but credentials are set (${token.from ?? basicGiven})`);
-  if (explicitType === 'bearer' && basicGiven && !token.from) problems.push(`fhir.auth: ${typeFrom} is bearer but basic credentials are set (${basicGiven})`);
-  if (explicitType === 'basic' && token.from && !basicGiven) problems.push(`fhir.auth: ${typeFrom} is basic but a bearer token is set (${token.from})`);
+  const AUTH_TYPES = ['none', 'bearer', 'basic', 'smart'];
+  if (explicitType !== undefined && !AUTH_TYPES.includes(explicitType)) problems.push(`fhir.auth.type (from ${typeFrom}): must be none, bearer, basic or smart`);
+  const authType =
+    explicitType !== undefined && AUTH_TYPES.includes(explicitType) ? explicitType : token.from ? 'bearer' : basicGiven ? 'basic' : smartGiven ? 'smart' : 'none';
+  const given = token.from ?? basicGiven ?? smartGiven;
+  if (explicitType === 'none' && given) problems.push(`fhir.auth: ${typeFrom} is none but credentials are set (${given})`);
+  if (explicitType === 'bearer' && !token.from && given) problems.push(`fhir.auth: ${typeFrom} is bearer but other credentials are set (${given})`);
+  if (explicitType === 'basic' && !basicGiven && given) problems.push(`fhir.auth: ${typeFrom} is basic but other credentials are set (${given})`);
+  if (explicitType === 'smart' && !smartGiven && given) problems.push(`fhir.auth: ${typeFrom} is smart but other credentials are set (${given})`);
+  const smartScopes = smart.scopes.value;
   setIn(
     candidate,
     ['fhir', 'auth'],
@@ -258,7 +296,20 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
       ? { type: 'bearer', token: token.value ?? '' }
       : authType === 'basic'
         ? { type: 'basic', username: username.value ?? '', password: password.value ?? '' }
-        : { type: authType },
+        : authType === 'smart'
+          ? Object.fromEntries(
+              Object.entries({
+                type: 'smart',
+                clientId: smart.clientId.value ?? '',
+                privateKeyFile: smart.privateKeyFile.value ?? '',
+                kid: smart.kid.value,
+                alg: smart.alg.value,
+                // Space-separated in the environment (as in an OAuth scope parameter), a list or a string in the file.
+                scopes: typeof smartScopes === 'string' ? smartScopes.split(/\s+/).filter(Boolean) : smartScopes,
+                tokenEndpoint: smart.tokenEndpoint.value,
+              }).filter(([, v]) => v !== undefined),
+            )
+          : { type: authType },
   );
   origin.set('fhir.auth.type', explicitType ? typeFrom : 'inferred from the credentials given');
   setIn(candidate, ['log', 'fhirClientTracing'], /fhir-kit-client|^\*$|,\*/.test(env.DEBUG ?? ''));

@@ -4,6 +4,7 @@ import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { AuthProvider } from './auth/provider.js';
 import { classifyFailure, type AttemptFailure, type Operation } from './classify.js';
+import { recordExchange } from './traffic.js';
 
 /**
  * The HTTP exchange under every FHIR call: a concurrency slot, auth headers, a per-attempt timeout, and
@@ -207,6 +208,7 @@ export class Transport {
   }
 
   private emit(event: ExchangeEvent): void {
+    recordExchange(event);
     const observer = this.options.onExchange;
     if (!observer) return;
     try {

@@ -7,6 +7,7 @@ import type { FhirClient } from '../fhir/client.js';
 import { listPatientIds, type PullResult } from '../fhir/pull.js';
 import { createMapContext, type MapContext } from '../features/index.js';
 import { analyzeReport } from '../nlp/index.js';
+import { newTally, tallied } from '../fhir/traffic.js';
 import { FhirWriter } from '../writeback/writer.js';
 import { scoreBatch, writeBatch, type ScoredBatch } from './batch.js';
 import type { SyncModel } from './models.js';
@@ -109,7 +110,20 @@ function unlessAbandoned<T>(promise: Promise<T>, signal: AbortSignal | undefined
 }
 const ABANDONED = Symbol('abandoned');
 
+/**
+ * Runs a sync. `requests` in the result counts every HTTP exchange the run made with the FHIR server
+ * (Device registration, patient listing, pulls, writes, retries and read-backs, failed batches too);
+ * `retries` the attempts after the first of a request.
+ */
 export async function runSync(client: FhirClient, models: SyncModel[], options: SyncOptions): Promise<SyncResult> {
+  const tally = newTally();
+  const result = await tallied(tally, () => syncRun(client, models, options));
+  result.requests = tally.requests;
+  result.retries = tally.retries;
+  return result;
+}
+
+async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOptions): Promise<SyncResult> {
   const started = performance.now();
   const logger = options.logger ?? silentLogger;
   const clock = options.clock ?? systemClock;

@@ -60,7 +60,10 @@ export interface SyncResult {
   unattributed: number;
   byModel: Record<string, ModelTotals>;
   batches: number;
+  /** Every HTTP exchange of the run with the FHIR server (see runSync). */
   requests: number;
+  /** Of those, attempts after the first of a request. */
+  retries: number;
   durationMs: number;
   results: PatientResult[];
   /**
@@ -96,6 +99,7 @@ export function emptyResult(asOf: Date, dryRun: boolean, models: { id: string; v
     byModel: Object.fromEntries(models.map((m) => [m.id, emptyTotals()])),
     batches: 0,
     requests: 0,
+    retries: 0,
     durationMs: 0,
     results: [],
   };

@@ -59,7 +59,8 @@ function comparableOutput(stdout: string): { patients: string[]; summary: Record
     .map((l) => JSON.parse(l) as { type: string } & Record<string, unknown>);
   const summaries = lines.filter((l) => l.type === 'summary');
   expect(summaries).toHaveLength(1);
-  const { requests: _requests, durationMs: _durationMs, ...summary } = summaries[0];
+  // Request and retry counts and timings differ by nature; everything else must be identical.
+  const { requests: _requests, retries: _retries, durationMs: _durationMs, ...summary } = summaries[0];
   return {
     patients: lines
       .filter((l) => l.type === 'patient')
@@ -162,6 +163,10 @@ describe('sync through a fault-injecting proxy (CLI, integration)', () => {
 
     expect(comparableOutput(run.stdout)).toEqual(comparableOutput(clean.run.stdout));
     expect(canonical(await written(server))).toEqual(canonical(clean.written));
+    // The summary counts every exchange, retries included (a write's read-back is a request of its own).
+    const summaryOf = (stdout: string) => JSON.parse(stdout.trim().split('\n').at(-1)!) as { requests: number; retries: number };
+    expect(summaryOf(run.stdout).retries).toBeGreaterThan(0);
+    expect(summaryOf(run.stdout).requests).toBeGreaterThanOrEqual(summaryOf(clean.run.stdout).requests + summaryOf(run.stdout).retries);
   }, 180_000);
 
   it('a response lost after commit never duplicates, and faults on the Device creates are retried', async () => {

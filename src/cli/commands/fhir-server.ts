@@ -37,8 +37,8 @@ export function registerFhirServerCommand(program: Command): void {
         ...(opts.exportPolls !== undefined ? { inProgressPolls: parseCountFlag('--export-polls', opts.exportPolls, 0) } : {}),
         ...(opts.exportFileSize !== undefined ? { maxResourcesPerFile: parseCountFlag('--export-file-size', opts.exportFileSize, 0) } : {}),
       };
-      // A server is expected to say what it does: info unless FHIR_ML_LOG_LEVEL (or the config) says otherwise.
-      const ctx = commandContext({ logLevel: process.env.FHIR_ML_LOG_LEVEL ?? 'info' });
+      // A server is expected to say what it does: info unless FHIR_ML_LOG_LEVEL or the config file says otherwise.
+      const ctx = commandContext({ defaults: { logLevel: 'info' } });
       const running = await runFhirServer({
         port,
         host: opts.host,

@@ -13,7 +13,8 @@ export type SmartSigningAlg = (typeof SMART_SIGNING_ALGS)[number];
 /**
  * What this adapter reads and writes, as SMART v2 system scopes: the pull's searches (and the Binaries of
  * report attachments), and the write-back: RiskAssessment and Device by conditional create after a
- * search on their identifier, Provenance by PUT under a derived id (create or update).
+ * search on their identifier, Provenance by PUT under a derived id (create or update), CarePlan
+ * proposals (read, conditional create, revoke by update) and the care they check (ServiceRequest, Procedure).
  */
 export const DEFAULT_SMART_SCOPES: readonly string[] = [
   'system/Patient.rs',
@@ -25,6 +26,10 @@ export const DEFAULT_SMART_SCOPES: readonly string[] = [
   'system/Device.crs',
   'system/RiskAssessment.crs',
   'system/Provenance.cu',
+  // CarePlan proposals: existing care is read, proposals are created, superseded drafts revoked.
+  'system/CarePlan.crus',
+  'system/ServiceRequest.rs',
+  'system/Procedure.rs',
 ];
 
 // v2: system/<Type|*>.<c?r?u?d?s?> (letters in this order, at least one), optionally with ?param=value;
