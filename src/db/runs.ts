@@ -251,7 +251,7 @@ export class RunStore {
   async claimBatch(runId: string, seq: number, jobId: string, worker: string): Promise<{ attempt: number } | undefined> {
     const { rows } = await this.db.query<{ attempts: number }>(
       `UPDATE ${SCHEMA}.run_batches SET state = 'running', attempts = attempts + 1, job_id = $3, worker = $4, heartbeat_at = now(),
-         started_at = COALESCE(started_at, now()), error_code = NULL, error_message = NULL
+         started_at = COALESCE(started_at, now())
        WHERE run_id = $1 AND seq = $2 AND state <> 'succeeded' RETURNING attempts`,
       [runId, seq, jobId, worker],
     );
@@ -347,7 +347,8 @@ export class RunStore {
       );
     }
     await tx.query(
-      `UPDATE ${SCHEMA}.run_batches SET state = 'succeeded', requests = $3, duration_ms = $4, finished_at = now(), error_code = NULL, error_message = NULL
+      // The error of an earlier attempt stays: a batch that succeeded on a retry reports what failed before.
+      `UPDATE ${SCHEMA}.run_batches SET state = 'succeeded', requests = $3, duration_ms = $4, finished_at = now()
        WHERE run_id = $1 AND seq = $2`,
       [input.runId, input.seq, input.requests, Math.round(input.durationMs)],
     );
@@ -367,7 +368,7 @@ export class RunStore {
       `UPDATE ${SCHEMA}.run_batches SET state = $3, error_code = $4, error_message = $5, duration_ms = COALESCE($6, duration_ms),
          finished_at = CASE WHEN $3 = 'failed' THEN now() ELSE finished_at END
        WHERE run_id = $1 AND seq = $2 AND state NOT IN ('succeeded', 'failed') AND ($7::int IS NULL OR attempts = $7::int)`,
-      [input.runId, input.seq, input.final ? 'failed' : 'retrying', input.code, input.message.slice(0, 500), input.durationMs ?? null, input.attempt ?? null],
+      [input.runId, input.seq, input.final ? 'failed' : 'retrying', input.code, input.message.slice(0, 500), input.durationMs === undefined ? null : Math.round(input.durationMs), input.attempt ?? null],
     );
     if (!rowCount || !input.final) return undefined;
     return this.finalize(tx, input.runId);
