@@ -48,21 +48,26 @@ const runBody = z.strictObject({
   full: z.boolean().optional(),
 });
 
-const predictBody = z
-  .strictObject({
-    source: z.string().optional(),
-    patientId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, 'must be a FHIR id').optional(),
-    bundle: z.looseObject({ resourceType: z.literal('Bundle') }).optional(),
-    asOf: z.string().optional(),
-    write: z.boolean().default(false),
-  })
-  .superRefine((b, ctx) => {
-    const fromSource = b.source !== undefined || b.patientId !== undefined;
-    if (fromSource && b.bundle) ctx.addIssue({ code: 'custom', message: 'give either source + patientId or bundle, not both' });
-    if (!fromSource && !b.bundle) ctx.addIssue({ code: 'custom', message: 'give source + patientId (score from the source) or bundle (score posted resources)' });
-    if (fromSource && (!b.source || !b.patientId)) ctx.addIssue({ code: 'custom', message: 'source and patientId go together' });
-    if (b.write && !fromSource) ctx.addIssue({ code: 'custom', path: ['write'], message: 'write-back needs the patient from a source (a posted bundle is scored, never written)' });
-  });
+const predictBody = z.strictObject({
+  source: z.string().optional(),
+  patientId: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, 'must be a FHIR id').optional(),
+  bundle: z.looseObject({ resourceType: z.literal('Bundle') }).optional(),
+  asOf: z.string().optional(),
+  write: z.boolean().default(false),
+});
+
+/** Rules across predict's fields, checked on the raw body so they are reported with the schema's problems. */
+function predictProblems(body: unknown): string[] {
+  if (!body || typeof body !== 'object') return [];
+  const b = body as Record<string, unknown>;
+  const fromSource = b.source !== undefined || b.patientId !== undefined;
+  const problems: string[] = [];
+  if (fromSource && b.bundle !== undefined) problems.push('body: give either source + patientId or bundle, not both');
+  if (!fromSource && b.bundle === undefined) problems.push('body: give source + patientId (score from the source) or bundle (score posted resources)');
+  if (fromSource && (b.source === undefined || b.patientId === undefined)) problems.push('body: source and patientId go together');
+  if (b.write === true && !fromSource) problems.push('body.write: write-back needs the patient from a source (a posted bundle is scored, never written)');
+  return problems;
+}
 
 const listQuery = z.object({
   source: z.string().optional(),
@@ -78,10 +83,10 @@ const outcomeQuery = z.object({
   offset: z.coerce.number().int().min(0).default(0),
 });
 
-function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+function parse<T>(schema: z.ZodType<T>, value: unknown, what: string, more: string[] = []): T {
   const r = schema.safeParse(value ?? {});
-  if (r.success) return r.data;
-  const problems = r.error.issues.map((i) => `${what}${i.path.length ? `.${i.path.join('.')}` : ''}: ${i.message}`);
+  if (r.success && !more.length) return r.data;
+  const problems = [...(r.success ? [] : r.error.issues.map((i) => `${what}${i.path.length ? `.${i.path.join('.')}` : ''}: ${i.message}`)), ...more];
   throw new AdapterError('input-invalid', problems.join('; '), { details: { problems } });
 }
 
@@ -242,7 +247,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   api.post('/models/:id/predict', async (req, res) => {
     const modelId = String(req.params.id);
-    const body = parse(predictBody, req.body, 'body');
+    const body = parse(predictBody, req.body, 'body', predictProblems(req.body));
     const asOf = asOfOf(body.asOf, clock);
     const [model] = await deps.modelsFor([modelId]);
     if (body.bundle) {

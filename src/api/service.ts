@@ -11,6 +11,7 @@ import { FhirClient } from '../fhir/client.js';
 import { startBoss } from '../jobs/boss.js';
 import type { BatchExecutor } from '../jobs/executor.js';
 import { createServiceMetrics, type ServiceMetrics } from '../jobs/metrics.js';
+import { ensureQueues } from '../jobs/queues.js';
 import { createModelCache, createSyncExecutor } from '../jobs/sync-executor.js';
 import { startWorker, type Worker } from '../jobs/worker.js';
 import { createApiApp } from './app.js';
@@ -77,6 +78,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     await modelsFor([...new Set(config.sources.flatMap((s) => s.models))]);
 
     boss = await startBoss(db, { role: mode === 'api' ? 'api' : 'worker', logger, ...options.boss });
+    await ensureQueues(boss, config, { schedules: mode !== 'api' });
     let worker: Worker | undefined;
     if (mode !== 'api') {
       const executor = options.executor ?? createSyncExecutor({ clientFor, modelsFor, identifierSystem: options.adapter.identifierSystem, logger });

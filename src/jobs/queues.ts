@@ -33,8 +33,11 @@ export interface PatientBatchJob {
   asOf: string;
 }
 
-/** Creates or updates every queue the service uses, and the sources' schedules. */
-export async function ensureQueues(boss: PgBoss, config: ServiceConfig): Promise<void> {
+/**
+ * Creates or updates every queue the service uses and, with `schedules` (worker processes), the
+ * sources' cron schedules and the daily retention job.
+ */
+export async function ensureQueues(boss: PgBoss, config: ServiceConfig, options: { schedules: boolean }): Promise<void> {
   const w = config.worker;
   const ensure = async (name: string, options: Omit<PgBoss.Queue, 'name'>) => {
     const queue = { name, ...options };
@@ -61,8 +64,9 @@ export async function ensureQueues(boss: PgBoss, config: ServiceConfig): Promise
     const name = sourceRunQueue(source.id);
     // Selecting a large population can take a while; a selection that dies is retried from the start.
     await ensure(name, { retryLimit: 2, retryDelay: 60, retryBackoff: true, expireInSeconds: w.batchTimeoutSeconds, deadLetter: SOURCE_RUN_DEAD });
+    if (!options.schedules) continue;
     if (source.schedule) await boss.schedule(name, source.schedule.cron, { sourceId: source.id } satisfies SourceRunJob, { tz: source.schedule.timezone });
     else await boss.unschedule(name);
   }
-  await boss.schedule(RETENTION_QUEUE, RETENTION_CRON, {}, { tz: 'UTC' });
+  if (options.schedules) await boss.schedule(RETENTION_QUEUE, RETENTION_CRON, {}, { tz: 'UTC' });
 }

@@ -16,7 +16,6 @@ import type { FhirClient } from '../fhir/client.js';
 import type { BatchExecutor } from './executor.js';
 import type { ServiceMetrics } from './metrics.js';
 import {
-  ensureQueues,
   PATIENT_BATCH_DEAD,
   PATIENT_BATCH_QUEUE,
   RETENTION_QUEUE,
@@ -38,6 +37,8 @@ import { selectPatients } from './selection.js';
  * older than `heartbeatTimeoutSeconds` and fails their jobs, so they are retried (on any worker) without
  * waiting for the job's expiry (`batchTimeoutSeconds`, the backstop). Batches are idempotent, so a batch
  * taken over from a dead worker writes nothing twice.
+ *
+ * The caller has created the queues and schedules (`ensureQueues`).
  *
  * Shutdown (SIGTERM): stop fetching, let the running batches finish for `shutdownGraceSeconds`, then
  * release what is still running (their jobs fail and are retried elsewhere).
@@ -246,7 +247,6 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     }
   };
 
-  await ensureQueues(boss, config);
   const poll = { pollingIntervalSeconds: w.pollingIntervalSeconds };
   const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => handler(jobs[0]);
   for (let i = 0; i < w.batchConcurrency; i++) {
