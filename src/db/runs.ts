@@ -361,7 +361,17 @@ export class RunStore {
    */
   async failBatch(
     tx: Queryable,
-    input: { runId: string; seq: number; attempt?: number; code: string; message: string; final: boolean; durationMs?: number },
+    input: {
+      runId: string;
+      seq: number;
+      attempt?: number;
+      code: string;
+      message: string;
+      final: boolean;
+      durationMs?: number;
+      /** With `final`: the batch's patients and models, recorded as failed outcomes so counts reconcile. */
+      patients?: { patientIds: string[]; modelIds: string[] };
+    },
   ): Promise<FinalizeResult | undefined> {
     await this.lockRun(tx, input.runId);
     const { rowCount } = await tx.query(
@@ -371,6 +381,14 @@ export class RunStore {
       [input.runId, input.seq, input.final ? 'failed' : 'retrying', input.code, input.message.slice(0, 500), input.durationMs === undefined ? null : Math.round(input.durationMs), input.attempt ?? null],
     );
     if (!rowCount || !input.final) return undefined;
+    if (input.patients) {
+      await tx.query(
+        `INSERT INTO ${SCHEMA}.patient_outcomes (run_id, batch_seq, patient_id, model_id, status, reason)
+         SELECT $1, $2, p, m, 'failed', $3 FROM unnest($4::text[]) AS p CROSS JOIN unnest($5::text[]) AS m
+         ON CONFLICT (run_id, patient_id, model_id) DO NOTHING`,
+        [input.runId, input.seq, input.code, input.patients.patientIds, input.patients.modelIds],
+      );
+    }
     return this.finalize(tx, input.runId);
   }
 

@@ -194,7 +194,16 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       const e = toAdapterError(err, 'internal', 'batch');
       const final = job.retryCount >= job.retryLimit;
       const result = await db.transaction(async (tx) => {
-        const r = await runs.failBatch(tx, { runId: d.runId, seq: d.seq, attempt: claim.attempt, code: e.code, message: e.message, final, durationMs: performance.now() - started });
+        const r = await runs.failBatch(tx, {
+          runId: d.runId,
+          seq: d.seq,
+          attempt: claim.attempt,
+          code: e.code,
+          message: e.message,
+          final,
+          durationMs: performance.now() - started,
+          patients: { patientIds: d.patientIds, modelIds: d.modelIds },
+        });
         await onFinalized(tx, r);
         return r;
       });
@@ -215,7 +224,14 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const handleDeadBatch = async (job: PgBoss.Job<PatientBatchJob>): Promise<void> => {
     const d = job.data;
     const result = await db.transaction(async (tx) => {
-      const r = await runs.failBatch(tx, { runId: d.runId, seq: d.seq, code: 'worker-lost', message: 'the batch did not finish on its last attempt (worker died or the batch timed out)', final: true });
+      const r = await runs.failBatch(tx, {
+        runId: d.runId,
+        seq: d.seq,
+        code: 'worker-lost',
+        message: 'the batch did not finish on its last attempt (worker died or the batch timed out)',
+        final: true,
+        patients: { patientIds: d.patientIds, modelIds: d.modelIds },
+      });
       await onFinalized(tx, r);
       return r;
     });
