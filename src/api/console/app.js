@@ -1,4 +1,4 @@
-/* global window, document, fetch, URLSearchParams */
+/* global window, document, fetch, URLSearchParams, queueMicrotask */
 // The console: a hash-routed page over the service's API (same origin, session cookie). Views: runs
 // (#/), one run (#/runs/<run id>) and one patient outcome (#/outcomes/<outcome id>). Ids in the URL are
 // opaque uuids, never patient ids. DOM is built with textContent only: no data reaches innerHTML.
