@@ -81,18 +81,17 @@ maybe('the console asks for a sign-in, refuses a wrong key, and shows the comple
 maybe('the run page draws its charts (probability distribution, bands, trend) with data', async () => {
   await page.getByRole('link', { name: new RegExp(`Run ${runId.slice(0, 8)}`) }).click();
   await page.waitForURL(new RegExp(`#/runs/${runId}$`));
-  await page.waitForFunction(() => document.querySelectorAll('canvas').length >= 3);
-  // Chart.js reports its datasets; the canvas has drawn pixels.
-  const charts = await page.evaluate(() =>
-    [...document.querySelectorAll('canvas')].map((canvas) => {
-      const chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { datasets: { data: unknown[] }[] } } | undefined } }).Chart.getChart(canvas);
-      const ctx = canvas.getContext('2d')!;
-      const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-      let drawn = 0;
-      for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) drawn++;
-      return { label: canvas.getAttribute('aria-label'), datasets: chart?.data.datasets.length ?? 0, points: chart?.data.datasets.reduce((n, d) => n + d.data.filter((v) => typeof v === 'number' && v > 0).length, 0) ?? 0, drawn };
-    }),
-  );
+  await page.waitForFunction('document.querySelectorAll("canvas").length >= 3');
+  // Chart.js reports its datasets; the canvas has drawn pixels. (Browser code as a string: the test's
+  // TypeScript has no DOM types.)
+  const charts = (await page.evaluate(`[...document.querySelectorAll('canvas')].map((canvas) => {
+    const chart = window.Chart.getChart(canvas);
+    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let drawn = 0;
+    for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) drawn++;
+    const points = chart ? chart.data.datasets.reduce((n, d) => n + d.data.filter((v) => typeof v === 'number' && v > 0).length, 0) : 0;
+    return { label: canvas.getAttribute('aria-label'), datasets: chart ? chart.data.datasets.length : 0, points, drawn };
+  })`)) as { label: string; datasets: number; points: number; drawn: number }[];
   expect(charts).toHaveLength(3);
   for (const c of charts) {
     expect(c.datasets).toBeGreaterThan(0);
