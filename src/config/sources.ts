@@ -342,3 +342,21 @@ export function describeServiceConfig(config: ServiceConfig): Record<string, unk
     sources: config.sources.map((s) => ({ id: s.id, host: new URL(s.baseUrl).host, auth: s.auth.type, models: s.models, schedule: s.schedule?.cron })),
   };
 }
+
+/**
+ * What the service commands take from the environment: the sources file (`FHIR_ML_SOURCES`, below
+ * `--sources`), the API key `fhir-ml runs --api` sends (`FHIR_ML_API_KEY` or `FHIR_ML_API_KEY_FILE`), and
+ * the database settings the sources file would otherwise give.
+ */
+export function serviceEnvironment(env: Env = process.env): { sourcesFile?: string; apiKey?: string; env: Env } {
+  let apiKey = env.FHIR_ML_API_KEY?.trim() || undefined;
+  const keyFile = env.FHIR_ML_API_KEY_FILE?.trim();
+  if (keyFile) {
+    try {
+      apiKey = readFileSync(keyFile, 'utf8').trim();
+    } catch (err) {
+      throw new AdapterError('config-invalid', `FHIR_ML_API_KEY_FILE: the file ${keyFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  return { sourcesFile: env.FHIR_ML_SOURCES?.trim() || undefined, apiKey, env: { DATABASE_URL: env.DATABASE_URL, FHIR_ML_DATA_DIR: env.FHIR_ML_DATA_DIR } };
+}

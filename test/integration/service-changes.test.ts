@@ -26,7 +26,7 @@ async function read<T>(type: string, id: string): Promise<T> {
   return (await (await fetch(`${fhir.url}/${type}/${id}`)).json()) as T;
 }
 
-async function put(resource: { resourceType: string; id?: string }): Promise<void> {
+async function put<T extends { resourceType: string; id?: string }>(resource: T): Promise<void> {
   const res = await fetch(`${fhir.url}/${resource.resourceType}/${resource.id}`, { method: 'PUT', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(resource) });
   if (!res.ok) throw new Error(`PUT ${resource.resourceType}: ${res.status}`);
 }
