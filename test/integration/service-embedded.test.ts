@@ -69,3 +69,21 @@ test('a data directory in use by another live process is refused with a clear er
   expect((err as AdapterError).code).toBe('config-invalid');
   expect((err as AdapterError).message).toMatch(/in use by process \d+.*DATABASE_URL/);
 });
+
+test('startServiceForFhirServer gives a running FHIR server an API, a console and a worker in one call', async () => {
+  const { startServiceForFhirServer } = await import('../../src/api/service.js');
+  const demo = await startServiceForFhirServer({ fhirUrl: fhir.url, models: ['diabetes-progression'], adapter: ADAPTER });
+  try {
+    expect(demo.db.kind).toBe('embedded');
+    expect(demo.consoleUrl).toBe(`${demo.url}/console/`);
+    const login = await fetch(`${demo.url}/console/login`, { method: 'POST', body: new URLSearchParams({ apiKey: demo.apiKey }), redirect: 'manual' });
+    expect(login.status).toBe(303);
+    expect(login.headers.get('set-cookie')).toMatch(/fhirml_session=.*HttpOnly.*SameSite=Strict/i);
+    const started = await fetch(`${demo.url}/sources/demo/runs`, { method: 'POST', headers: { authorization: `Bearer ${demo.apiKey}`, 'content-type': 'application/json' }, body: '{}' });
+    const { run } = (await started.json()) as { run: { id: string } };
+    const runs = new RunStore(demo.db);
+    await waitFor('the demo run', async () => (await runs.get(run.id))?.state === 'succeeded', 90_000);
+  } finally {
+    await demo.stop({ graceSeconds: 1 });
+  }
+});
