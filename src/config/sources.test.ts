@@ -66,7 +66,7 @@ sources:
   expect(problems.every((p) => p.startsWith(`${file}: `))).toBe(true);
   expect(text).toMatch(/service\.api\.port/);
   expect(text).toMatch(/service\.apiKeys\.0\.sha256: must be 64 lower-case hex digits/);
-  expect(text).toMatch(/service\.apiKeys\.1: give exactly one of sha256 or scrypt/);
+  expect(text).toMatch(/service\.apiKeys\.1: give exactly one of sha256, scrypt or sha256Env/);
   expect(text).toMatch(/sources\.0\.id: must be 1-40 lower-case/);
   expect(text).toMatch(/sources\.0\.baseUrl: must be an http\(s\) URL/);
   expect(text).toMatch(/sources\.0\.models: must name at least one model/);
@@ -125,6 +125,9 @@ test('secrets come from the environment or from files relative to the sources fi
 `,
   );
   const config = loadServiceConfig(file, { B_PW: 'pw', DATABASE_URL: 'postgres://u@db/fhirml' });
+  const fromEnv = parseServiceConfig({ service: { apiKeys: [{ name: 'ops', sha256Env: 'OPS_SHA' }] } }, { env: { OPS_SHA: 'AB'.repeat(32) } });
+  expect(fromEnv.apiKeys).toEqual([{ name: 'ops', sha256: 'ab'.repeat(32) }]);
+  expect(problemsOf(() => parseServiceConfig({ service: { apiKeys: [{ name: 'ops', sha256Env: 'OPS_SHA' }] } }, { env: {} })).join()).toMatch(/OPS_SHA must hold 64 hex digits/);
   expect(config.sources[0].auth).toEqual({ type: 'bearer', token: 'tok-from-file' });
   expect(config.sources[0].schedule).toEqual({ cron: '0 2 * * *', timezone: 'America/New_York' });
   expect(config.sources[0].options).toEqual({ batchSize: 100, concurrency: 4, timeoutMs: 30000, maxRetries: 5, rescoreInterval: 'P30D', overlap: 'PT10M' });
@@ -148,4 +151,10 @@ test('a YAML syntax error names the line, not its content', () => {
   } catch (err) {
     expect((err as Error).message).not.toContain('unterminated');
   }
+});
+
+test('the docker compose sources file is valid with the key hash in the environment', () => {
+  const config = loadServiceConfig(packagePath('fixtures', 'service', 'sources.compose.yaml'), { FHIR_ML_API_KEY_SHA256: 'c'.repeat(64), DATABASE_URL: 'postgres://fhirml:fhirml@postgres:5432/fhirml' });
+  expect(config.sources.map((s) => [s.id, s.baseUrl])).toEqual([['hapi', 'http://hapi:8080/fhir']]);
+  expect(config.apiKeys).toEqual([{ name: 'compose', sha256: 'c'.repeat(64) }]);
 });

@@ -83,8 +83,10 @@ const apiKeySchema = z
       .string()
       .regex(/^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/, 'must be scrypt$N$r$p$<salt base64>$<hash base64>')
       .optional(),
+    /** An environment variable holding the sha256 (deployments that template their secrets). */
+    sha256Env: z.string().regex(ENV_NAME, 'must name an environment variable (A-Z, 0-9, _)').optional(),
   })
-  .refine((k) => !!k.sha256 !== !!k.scrypt, 'give exactly one of sha256 or scrypt');
+  .refine((k) => [k.sha256, k.scrypt, k.sha256Env].filter(Boolean).length === 1, 'give exactly one of sha256, scrypt or sha256Env');
 
 const jwtIssuerSchema = z.strictObject({
   issuer: z.string().min(1),
@@ -243,9 +245,15 @@ export function parseServiceConfig(data: unknown, options: { file?: string; env?
   });
 
   const keyNames = new Set<string>();
-  doc.service.apiKeys.forEach((k, i) => {
+  const apiKeys = doc.service.apiKeys.map((k, i) => {
     if (keyNames.has(k.name)) problems.push(`${label}: service.apiKeys.${i}.name: duplicate API key name "${k.name}"`);
     keyNames.add(k.name);
+    if (!k.sha256Env) return k;
+    const value = env[k.sha256Env]?.trim().toLowerCase();
+    if (!value || !/^[0-9a-f]{64}$/.test(value)) {
+      problems.push(`${label}: service.apiKeys.${i}.sha256Env: the environment variable ${k.sha256Env} must hold 64 hex digits (the sha256 of the key)`);
+    }
+    return { name: k.name, sha256: value };
   });
 
   const url = env.DATABASE_URL?.trim() || undefined;
@@ -257,7 +265,7 @@ export function parseServiceConfig(data: unknown, options: { file?: string; env?
   if (problems.length) fail(problems);
   return {
     api: doc.service.api,
-    apiKeys: doc.service.apiKeys,
+    apiKeys,
     jwtIssuers: doc.service.jwtIssuers,
     database: { ...doc.service.database, dataDir, url },
     worker: doc.service.worker,
