@@ -163,23 +163,27 @@ export class RunStore {
   constructor(private readonly db: Database) {}
 
   /** Creates a queued run, or says which run of the source is still active. */
-  async create(input: { sourceId: string; trigger: string; asOf: Date; modelIds: string[] }): Promise<CreateRunResult> {
+  async create(input: { sourceId: string; trigger: string; asOf: Date; modelIds: string[]; id?: string }): Promise<CreateRunResult> {
     try {
       return { created: true, run: await this.insert(this.db, input) };
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
       const active = await this.activeRun(input.sourceId);
-      // The active run may have finished between the insert and this read: try once more.
-      if (!active) return this.create(input);
+      if (!active) {
+        // The id itself exists (a retried job whose run finished meanwhile): nothing to create.
+        if (input.id && (await this.get(input.id))) return { created: false, activeRunId: input.id };
+        // The active run finished between the insert and this read: try once more.
+        return this.create(input);
+      }
       return { created: false, activeRunId: active.id };
     }
   }
 
   /** Inserts a queued run; a unique violation (code 23505) means the source has an active run. */
-  async insert(q: Queryable, input: { sourceId: string; trigger: string; asOf: Date; modelIds: string[] }): Promise<RunRow> {
+  async insert(q: Queryable, input: { sourceId: string; trigger: string; asOf: Date; modelIds: string[]; id?: string }): Promise<RunRow> {
     const { rows } = await q.query(
       `INSERT INTO ${SCHEMA}.runs (id, source_id, state, trigger, as_of, model_ids) VALUES ($1, $2, 'queued', $3, $4, $5) RETURNING ${RUN_COLUMNS}`,
-      [randomUUID(), input.sourceId, input.trigger, input.asOf, input.modelIds],
+      [input.id ?? randomUUID(), input.sourceId, input.trigger, input.asOf, input.modelIds],
     );
     return toRun(rows[0]);
   }
@@ -392,11 +396,21 @@ export class RunStore {
     return this.finalize(tx, input.runId);
   }
 
-  /** Fails a run that never reached its batches (its selection failed for good). */
+  /** Records why a selection attempt failed (it is retried; the run stays where it is). */
+  async noteSelectionError(id: string, code: string, message: string): Promise<void> {
+    await this.db.query(`UPDATE ${SCHEMA}.runs SET error_code = $2, error_message = $3 WHERE id = $1 AND state IN ('queued', 'selecting')`, [id, code, message.slice(0, 500)]);
+  }
+
+  /**
+   * Fails a run that never reached its batches (its selection failed for good). The code of the last
+   * selection error is kept when there was one.
+   */
   async failRun(id: string, code: string, message: string): Promise<void> {
     await this.db.query(
-      `UPDATE ${SCHEMA}.runs SET state = 'failed', error_code = $2, error_message = $3, finished_at = now() WHERE id = $1 AND state IN ('queued', 'selecting')`,
-      [id, code, message.slice(0, 500)],
+      `UPDATE ${SCHEMA}.runs SET state = 'failed', error_code = COALESCE(error_code, $2),
+         error_message = CASE WHEN error_message IS NULL THEN $3 ELSE $3 || ': ' || error_message END, finished_at = now()
+       WHERE id = $1 AND state IN ('queued', 'selecting')`,
+      [id, code, message.slice(0, 300)],
     );
   }
 

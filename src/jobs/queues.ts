@@ -63,7 +63,7 @@ export async function ensureQueues(boss: PgBoss, config: ServiceConfig, options:
   for (const source of config.sources) {
     const name = sourceRunQueue(source.id);
     // Selecting a large population can take a while; a selection that dies is retried from the start.
-    await ensure(name, { retryLimit: 2, retryDelay: 60, retryBackoff: true, expireInSeconds: w.batchTimeoutSeconds, deadLetter: SOURCE_RUN_DEAD });
+    await ensure(name, { retryLimit: 2, retryDelay: Math.max(1, w.retryDelaySeconds), retryBackoff: true, expireInSeconds: w.batchTimeoutSeconds, deadLetter: SOURCE_RUN_DEAD });
     if (!options.schedules) continue;
     if (source.schedule) await boss.schedule(name, source.schedule.cron, { sourceId: source.id } satisfies SourceRunJob, { tz: source.schedule.timezone });
     else await boss.unschedule(name);

@@ -96,19 +96,34 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     }
     let run = job.data.runId ? await runs.get(job.data.runId) : undefined;
     if (!job.data.runId) {
-      const created = await runs.create({ sourceId: source.id, trigger: 'schedule', asOf: clock.now(), modelIds: source.models });
-      deps.metrics?.runTriggers.inc({ source: source.id, result: created.created ? 'started' : 'already-running' });
-      if (!created.created) {
-        logger.warn({ source: source.id, activeRun: created.activeRunId }, 'scheduled run skipped: the source is already running');
-        return { skipped: 'already-running', activeRunId: created.activeRunId };
+      // A scheduled run's id is its job's id, so a retried job resumes its own run instead of finding
+      // the source "already running" (by itself).
+      run = await runs.get(job.id);
+      if (!run) {
+        const created = await runs.create({ id: job.id, sourceId: source.id, trigger: 'schedule', asOf: clock.now(), modelIds: source.models });
+        deps.metrics?.runTriggers.inc({ source: source.id, result: created.created ? 'started' : 'already-running' });
+        if (!created.created) {
+          logger.warn({ source: source.id, activeRun: created.activeRunId }, 'scheduled run skipped: the source is already running');
+          return { skipped: 'already-running', activeRunId: created.activeRunId };
+        }
+        run = created.run;
       }
-      run = created.run;
     }
     // Deleted by retention, or fanned out already (this is a redelivery after a crash): nothing to do.
     if (!run || (run.state !== 'queued' && run.state !== 'selecting')) return { runId: run?.id, state: run?.state };
     await runs.markSelecting(run.id);
-    const client = deps.clientFor(source.id);
-    const selection = await selectPatients({ client, watermarks, scores, clock, logger: deps.logger }, source, run.modelIds, { full: job.data.full });
+    let selection: Awaited<ReturnType<typeof selectPatients>>;
+    try {
+      const client = deps.clientFor(source.id);
+      selection = await selectPatients({ client, watermarks, scores, clock, logger: deps.logger }, source, run.modelIds, { full: job.data.full });
+    } catch (err) {
+      const e = toAdapterError(err, 'internal', 'selection');
+      await runs.noteSelectionError(run.id, e.code, e.message);
+      logger.warn({ run: run.id, source: source.id, code: e.code, transient: e.transient }, 'selecting the patients of a run failed; it will be retried');
+      const safe = new Error(`${e.code}: ${e.message}`);
+      safe.stack = safe.message;
+      throw safe;
+    }
     const batches = chunk(selection.patientIds, source.options.batchSize);
     const runId = run.id;
     const finalized = await db.transaction(async (tx) => {
@@ -240,8 +255,10 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   };
 
   const handleDeadRun = async (job: PgBoss.Job<SourceRunJob>): Promise<void> => {
-    if (job.data.runId) await runs.failRun(job.data.runId, 'selection-failed', 'selecting the patients of the run failed on every attempt');
-    logger.warn({ source: job.data.sourceId, run: job.data.runId }, 'run selection failed for good');
+    // The dead-letter job has an id of its own; the run is the source's active one (there is at most one).
+    const run = job.data.runId ? await runs.get(job.data.runId) : await runs.activeRun(job.data.sourceId);
+    if (run) await runs.failRun(run.id, 'selection-failed', 'selecting the patients failed on every attempt');
+    logger.warn({ source: job.data.sourceId, run: run?.id }, 'run selection failed for good');
   };
 
   const handleRetention = async (): Promise<unknown> => {

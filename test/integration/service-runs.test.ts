@@ -42,12 +42,15 @@ let behaviour: (input: BatchInput, real: BatchExecutor) => Promise<BatchReport> 
 beforeAll(async () => {
   database = await createTestDatabase('runs');
   ({ server: fhir, patientIds } = await seededFhirServer(PATIENTS));
-  const config = serviceConfig(fhir.url, {
+  const base = serviceConfig(fhir.url, {
     databaseUrl: database.url,
     apiKeySha256: API_KEY_SHA256,
     // Every second (pg-boss debounces a schedule to one job a minute): the first run starts right away.
     source: { schedule: { cron: '* * * * * *', timezone: 'Europe/Berlin' } },
   });
+  // A second source whose server is down: its selection fails on every attempt.
+  const down = { ...base.sources[0], id: 'down', baseUrl: 'http://127.0.0.1:9/fhir', schedule: undefined, options: { ...base.sources[0].options, maxRetries: 0 } };
+  const config = { ...base, sources: [...base.sources, down] };
   const client = new FhirClient({ baseUrl: fhir.url });
   const real = createSyncExecutor({ clientFor: () => client, modelsFor: createModelCache(ADAPTER), identifierSystem: ADAPTER.identifierSystem });
   service = await startService({
@@ -230,5 +233,44 @@ test('the re-score interval brings back patients whose last score is older than 
     expect(total).toBe(PATIENTS);
   } finally {
     clockOffsetMs = 0;
+  }
+});
+
+test('a run whose patient selection fails on every attempt fails with the cause, and frees its source', async () => {
+  const first = await fetch(`${service.url}/sources/down/runs`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
+  expect(first.status).toBe(202);
+  const { run } = (await first.json()) as { run: RunRow };
+  const done = await finished(run.id);
+  expect(done).toMatchObject({ state: 'failed', errorCode: 'fhir-unavailable', batchesTotal: 0 });
+  expect(done.errorMessage).toMatch(/^selecting the patients failed on every attempt: /);
+  const again = await fetch(`${service.url}/sources/down/runs`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
+  expect(again.status).toBe(202);
+});
+
+test('a batch failing on every retry fails the run, is reported per patient, and leaves the watermark where it was', async () => {
+  const before = (await watermarks.get('test', ['diabetes-progression'])).get('diabetes-progression')!;
+  let attempts = 0;
+  behaviour = async (input, real) => {
+    if (input.batchSeq === 0) {
+      attempts++;
+      const { AdapterError } = await import('../../src/core/errors.js');
+      throw new AdapterError('fhir-rejected', 'injected: the server rejects this batch');
+    }
+    return real(input);
+  };
+  try {
+    const response = await trigger({ full: true });
+    const { run } = (await response.json()) as { run: RunRow };
+    const done = await finished(run.id);
+    expect(done).toMatchObject({ state: 'failed', errorCode: 'batches-failed' });
+    expect(done.errorMessage).toMatch(/1 of 3 batches failed after all retries \(fhir-rejected\)/);
+    expect(attempts).toBe(4); // the first attempt and retryLimit (3) retries
+    const batches = await runs.batches(run.id);
+    expect(batches[0]).toMatchObject({ state: 'failed', attempts: 4, errorCode: 'fhir-rejected' });
+    const counts = await runs.counts(run.id);
+    expect(counts.outcomes['diabetes-progression'].failed).toBe(5);
+    expect((await watermarks.get('test', ['diabetes-progression'])).get('diabetes-progression')!.toISOString()).toBe(before.toISOString());
+  } finally {
+    behaviour = (input, real) => real(input);
   }
 });
