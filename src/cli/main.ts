@@ -9,6 +9,8 @@ import { registerDemoCommand } from './commands/demo.js';
 import { registerFeaturesCommand } from './commands/features.js';
 import { registerFhirServerCommand } from './commands/fhir-server.js';
 import { registerNlpCommand } from './commands/nlp.js';
+import { registerRunsCommand } from './commands/runs.js';
+import { registerServeCommand } from './commands/serve.js';
 import { registerSyncCommand } from './commands/sync.js';
 import { setConfigFile } from './context.js';
 import { mustExitAtOnce } from './interrupt.js';
@@ -29,6 +31,8 @@ export function buildProgram(): Command {
   registerFhirServerCommand(program);
   registerCatalogCommands(program);
   registerNlpCommand(program);
+  registerServeCommand(program);
+  registerRunsCommand(program);
   return program;
 }
 

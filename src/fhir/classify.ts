@@ -12,7 +12,7 @@ import { AdapterError, type ErrorCode } from '../core/errors.js';
 
 /** What a request does, for logs, error messages and the retry policy. */
 export interface Operation {
-  name: 'read' | 'search' | 'page' | 'transaction' | 'capabilities' | 'binary' | 'discovery' | 'token';
+  name: 'read' | 'search' | 'history' | 'page' | 'transaction' | 'capabilities' | 'binary' | 'discovery' | 'token';
   resourceType: string;
 }
 

@@ -257,17 +257,35 @@ export class FhirClient {
   ): AsyncGenerator<SearchPage<T>, void, undefined> {
     assertResourceType(resourceType);
     const first: Operation = { name: 'search', resourceType };
+    const bundles = this.pages(first, (options) => this.fhir.resourceSearch({ resourceType, searchParams: params, options }));
+    for await (const bundle of bundles) yield splitPage<T>(bundle, resourceType);
+  }
+
+  /**
+   * History of a type (`[type]/_history`) or of one resource (`[type]/[id]/_history`), every page, as the
+   * server gives it: newest first, a deletion as an entry with `request.method` DELETE and no resource.
+   * `_since` bounds it (incremental runs look for deleted data this way). Paging as in search().
+   */
+  async *history(resourceType: string, params: SearchParams = {}, id?: string): AsyncGenerator<Bundle, void, undefined> {
+    assertResourceType(resourceType);
+    if (id !== undefined && !FHIR_ID.test(id)) throw new AdapterError('input-invalid', `Not a valid FHIR id for a ${resourceType} history`);
+    const query = new URLSearchParams();
+    for (const [name, value] of Object.entries(params)) for (const v of Array.isArray(value) ? value : [value]) query.append(name, v);
+    const url = `${this.baseUrl}/${resourceType}${id === undefined ? '' : `/${id}`}/_history${query.size ? `?${query}` : ''}`;
+    const first: Operation = { name: 'history', resourceType };
+    yield* this.pages(first, (options) => this.fhir.request(url, { options }));
+  }
+
+  /** The first Bundle, then every `next` page (same origin only, never a page twice). */
+  private async *pages(first: Operation, send: (options: AttemptInit) => Promise<unknown>): AsyncGenerator<Bundle, void, undefined> {
+    const { resourceType } = first;
     const next: Operation = { name: 'page', resourceType };
-    let bundle = expectResourceType<Bundle>(
-      await this.run(first, 'idempotent', (options) => this.fhir.resourceSearch({ resourceType, searchParams: params, options })),
-      'Bundle',
-      first,
-    );
+    let bundle = expectResourceType<Bundle>(await this.run(first, 'idempotent', send), 'Bundle', first);
     const seen = new Set<string>();
     let pages = 0;
     for (;;) {
       pages += 1;
-      yield splitPage<T>(bundle, resourceType);
+      yield bundle;
       const link = bundle.link?.find((l) => l.relation === 'next')?.url;
       if (!link) break;
       const url = this.sameOriginUrl(link, resourceType);

@@ -5,13 +5,16 @@ import { pagingLinks, parseInstant, parseNonNegative, type SearchPaging } from '
 
 /**
  * Type- and system-level history (`GET [base]/Observation/_history?_since=...`, `GET [base]/_history`),
- * which medplum's FhirRouter does not route. Answered from the repository's change log, so deletions
+ * which medplum's FhirRouter does not route, and the history of a resource the change log knows (a
+ * deleted one included, which medplum's own instance history no longer finds). Answered from the repository's change log, so deletions
  * are in it (entry.request.method DELETE, no resource): an incremental reader learns what was deleted
  * since its last run, not only what changed. Newest first, paged with `_count`/`_offset` like search.
  */
 export interface HistoryOptions {
   /** undefined: system-level history (every type). */
   resourceType?: string;
+  /** With resourceType: the history of one resource (`GET [base]/Observation/123/_history`). */
+  id?: string;
   baseUrl: string;
   defaultPageSize: number;
   maxPageSize: number;
@@ -35,7 +38,8 @@ export function historyBundle(repo: IndexedMemoryRepository, params: URLSearchPa
   }
   if (problems.length > 0) throw new OperationOutcomeError({ resourceType: 'OperationOutcome', issue: problems });
 
-  const changes = repo.changesSince(since, { inclusive: true, resourceType: options.resourceType });
+  const all = repo.changesSince(since, { inclusive: true, resourceType: options.resourceType });
+  const changes = options.id === undefined ? all : all.filter((c) => c.id === options.id);
   const total = changes.length;
   // Newest first: the page starting `offset` from the end of the (oldest-first) log.
   const page: ChangeRecord[] = [];
@@ -43,7 +47,9 @@ export function historyBundle(repo: IndexedMemoryRepository, params: URLSearchPa
   // Links carry only what the server honoured, `_since` normalised.
   const kept = new URLSearchParams({ ...(since ? { _since: since } : {}), _count: String(count) });
   const paging: SearchPaging = { params: kept, count, offset, summaryCount: false };
-  const path = options.resourceType ? `${options.baseUrl}/${options.resourceType}/_history` : `${options.baseUrl}/_history`;
+  const path = options.resourceType
+    ? `${options.baseUrl}/${options.resourceType}${options.id === undefined ? '' : `/${options.id}`}/_history`
+    : `${options.baseUrl}/_history`;
   const entry: BundleEntry[] = page.map((c) => ({
     fullUrl: `${options.baseUrl}/${c.resourceType}/${c.id}`,
     // The stored version itself: it is serialised as it is sent, never changed.

@@ -135,13 +135,19 @@ export function createFhirServer(options: FhirServerOptions = {}): FhirServer {
 
   exports.register(fhir);
 
-  const history = (req: Request, res: Response, resourceType?: string): void => {
+  const history = (req: Request, res: Response, resourceType?: string, id?: string): void => {
     if (resourceType !== undefined && !isR4ResourceType(resourceType)) return sendOutcome(res, unknownType(resourceType));
     const lenient = /handling\s*=\s*lenient/i.test(req.get('prefer') ?? '');
-    send(res, 200, historyBundle(repo, queryParams(req), { resourceType, baseUrl, defaultPageSize, maxPageSize, lenient }));
+    send(res, 200, historyBundle(repo, queryParams(req), { resourceType, id, baseUrl, defaultPageSize, maxPageSize, lenient }));
   };
   fhir.get('/_history', (req, res) => history(req, res));
   fhir.get('/:resourceType/_history', (req, res) => history(req, res, String(req.params.resourceType)));
+  // A resource's history from the change log when it has one (deletions included); else medplum's.
+  fhir.get('/:resourceType/:id/_history', (req, res, next) => {
+    const { resourceType, id } = req.params as { resourceType: string; id: string };
+    if (!isR4ResourceType(resourceType) || !repo.changesSince(undefined, { inclusive: true, resourceType }).some((c) => c.id === id)) return next();
+    history(req, res, resourceType, id);
+  });
 
   const search = async (req: Request, res: Response, resourceType: string, params: URLSearchParams): Promise<void> => {
     if (!isR4ResourceType(resourceType)) return sendOutcome(res, unknownType(resourceType));

@@ -1,0 +1,113 @@
+import { openDatabase, type Database } from '../../src/db/database.js';
+import { migrate } from '../../src/db/migrate.js';
+import { MIGRATIONS, SCHEMA } from '../../src/db/migrations.js';
+import { PatientScoreStore } from '../../src/db/patient-scores.js';
+import { RunStore } from '../../src/db/runs.js';
+import { SessionStore } from '../../src/db/sessions.js';
+import { WatermarkStore } from '../../src/db/watermarks.js';
+import { createTestDatabase, type TestDatabase } from './support/service.js';
+
+/** Migrations and stores on the machine's PostgreSQL, in a database of this file's own. */
+let database: TestDatabase;
+let a: Database;
+let b: Database;
+
+beforeAll(async () => {
+  database = await createTestDatabase('db');
+  a = await openDatabase({ url: database.url });
+  b = await openDatabase({ url: database.url });
+});
+
+afterAll(async () => {
+  await a?.close();
+  await b?.close();
+  await database?.drop();
+});
+
+test('two processes migrating at once apply each migration exactly once', async () => {
+  const [ra, rb] = await Promise.all([migrate(a), migrate(b)]);
+  expect([...ra.applied, ...rb.applied].sort()).toEqual(MIGRATIONS.map((m) => m.version));
+  const { rows } = await a.query<{ version: number }>(`SELECT version FROM ${SCHEMA}.schema_migrations`);
+  expect(rows.map((r) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
+  expect((await migrate(a)).applied).toEqual([]);
+});
+
+test('an edited migration or a database newer than the adapter stops the start', async () => {
+  const edited = MIGRATIONS.map((m) => (m.version === 1 ? { ...m, sql: `${m.sql}\n-- edited` } : m));
+  await expect(migrate(a, { migrations: edited })).rejects.toThrow(/migration 1 .* differs/);
+  await a.query(`INSERT INTO ${SCHEMA}.schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')`);
+  try {
+    await expect(migrate(a)).rejects.toThrow(/schema is at version 999, newer than this adapter knows/);
+  } finally {
+    await a.query(`DELETE FROM ${SCHEMA}.schema_migrations WHERE version = 999`);
+  }
+});
+
+test('one active run per source; watermarks only move forward; patient scores keep the latest as-of', async () => {
+  const runs = new RunStore(a);
+  const first = await runs.create({ sourceId: 's1', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  expect(first.created).toBe(true);
+  const second = await runs.create({ sourceId: 's1', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  expect(second).toEqual({ created: false, activeRunId: first.created ? first.run.id : '' });
+  expect((await runs.create({ sourceId: 's2', trigger: 'api', asOf: new Date(), modelIds: ['m'] })).created).toBe(true);
+
+  const marks = new WatermarkStore(a);
+  const runId = first.created ? first.run.id : '';
+  await a.transaction((tx) => marks.advance(tx, 's1', ['m'], new Date('2026-01-02T00:00:00Z'), runId));
+  await a.transaction((tx) => marks.advance(tx, 's1', ['m'], new Date('2026-01-01T00:00:00Z'), runId));
+  expect((await marks.get('s1', ['m'])).get('m')?.toISOString()).toBe('2026-01-02T00:00:00.000Z');
+
+  const scores = new PatientScoreStore(a);
+  const rec = (asOf: string, hash: string | null, version = '1.0.0') =>
+    a.transaction((tx) => scores.record(tx, 's1', runId, [{ patientId: 'p1', modelId: 'm', modelVersion: version, inputHash: hash, asOf: new Date(asOf) }]));
+  await rec('2026-01-02T00:00:00Z', 'h2');
+  await rec('2026-01-01T00:00:00Z', 'h1'); // older: ignored
+  expect((await scores.get('s1', 'm', ['p1'])).get('p1')).toMatchObject({ inputHash: 'h2', lastAsOf: new Date('2026-01-02T00:00:00Z') });
+  await rec('2026-01-03T00:00:00Z', null); // no hash yet (today's executor): the last known one stays for the same version
+  expect((await scores.get('s1', 'm', ['p1'])).get('p1')?.inputHash).toBe('h2');
+  await rec('2026-01-04T00:00:00Z', null, '2.0.0'); // a new model version forgets the old hash
+  expect((await scores.get('s1', 'm', ['p1'])).get('p1')).toMatchObject({ inputHash: null, modelVersion: '2.0.0' });
+  expect(await scores.staleBefore('s1', ['m'], new Date('2026-01-05T00:00:00Z'))).toEqual(['p1']);
+  expect(await scores.staleBefore('s1', ['m'], new Date('2026-01-04T00:00:00Z'))).toEqual([]);
+});
+
+test('retention deletes finished runs older than the setting with their batches and outcomes, and expired sessions', async () => {
+  const runs = new RunStore(a);
+  const created = await runs.create({ sourceId: 'old', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  if (!created.created) throw new Error('not created');
+  const id = created.run.id;
+  await a.transaction(async (tx) => {
+    await runs.fanOut(tx, id, { mode: 'full', changesUntil: new Date(), selection: { total: 1 }, batchSizes: [1] });
+  });
+  const claim = await runs.claimBatch(id, 0, '00000000-0000-4000-8000-000000000001', 'w');
+  await a.transaction((tx) =>
+    runs.completeBatch(tx, { runId: id, seq: 0, attempt: claim!.attempt, outcomes: [{ patientId: 'p', modelId: 'm', status: 'scored', probability: 0.4, band: 'moderate' }], exclusions: [], requests: 3, durationMs: 10 }),
+  );
+  expect((await runs.get(id))?.state).toBe('succeeded');
+  await a.query(`UPDATE ${SCHEMA}.runs SET created_at = now() - interval '100 days' WHERE id = $1`, [id]);
+  expect(await runs.deleteOlderThan(90)).toBe(1);
+  expect(await runs.get(id)).toBeUndefined();
+  const { rows } = await a.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${SCHEMA}.patient_outcomes WHERE run_id = $1`, [id]);
+  expect(rows[0].n).toBe(0);
+
+  const sessions = new SessionStore(a);
+  const live = await sessions.create('key:x', 60_000);
+  const dead = await sessions.create('key:y', -1000);
+  expect(await sessions.principalOf(live.id)).toBe('key:x');
+  expect(await sessions.principalOf(dead.id)).toBeUndefined();
+  expect(await sessions.deleteExpired()).toBe(1);
+});
+
+test('a batch result from an attempt that another worker has taken over is dropped', async () => {
+  const runs = new RunStore(a);
+  const created = await runs.create({ sourceId: 'takeover', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  if (!created.created) throw new Error('not created');
+  const id = created.run.id;
+  await a.transaction((tx) => runs.fanOut(tx, id, { mode: 'full', changesUntil: new Date(), selection: { total: 1 }, batchSizes: [1] }));
+  const stale = await runs.claimBatch(id, 0, '00000000-0000-4000-8000-000000000002', 'dead');
+  const current = await runs.claimBatch(id, 0, '00000000-0000-4000-8000-000000000002', 'alive');
+  const outcome = { patientId: 'p', modelId: 'm', status: 'scored' as const };
+  expect(await a.transaction((tx) => runs.completeBatch(tx, { runId: id, seq: 0, attempt: stale!.attempt, outcomes: [outcome], exclusions: [], requests: 1, durationMs: 1 }))).toBeUndefined();
+  const done = await a.transaction((tx) => runs.completeBatch(tx, { runId: id, seq: 0, attempt: current!.attempt, outcomes: [outcome], exclusions: [], requests: 1, durationMs: 1 }));
+  expect(done).toMatchObject({ state: 'succeeded', finished: true });
+});
