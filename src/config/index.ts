@@ -1,11 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { PACKAGE_ROOT, packagePath } from '../core/paths.js';
 import { smartAuthSchema } from '../fhir/auth/smart-options.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
+import { readYamlFile } from './yaml.js';
 
 /**
  * Configuration, the only reader of the environment. Sources, highest first: CLI flags, environment
@@ -19,7 +19,7 @@ type Env = Record<string, string | undefined>;
 
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://fhir.example.org/R4' })
-  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'must not embed credentials (use FHIR_ML_TOKEN or FHIR_ML_USERNAME/FHIR_ML_PASSWORD)')
+  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), "must not embed credentials (give them as auth: FHIR_ML_TOKEN, FHIR_ML_USERNAME/FHIR_ML_PASSWORD, or a source's auth)")
   .refine((u) => !/[?#]/.test(u), 'must be a base URL, without a query or fragment');
 
 export const authSchema = z.discriminatedUnion('type', [
@@ -145,14 +145,9 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /** Reads the config file's YAML; unknown and misplaced keys become problems, values are checked with the rest. */
 function readConfigFile(file: string, problems: string[]): Record<string, unknown> {
-  let data: unknown;
-  try {
-    data = parseYaml(readFileSync(file, 'utf8'));
-  } catch (err) {
-    // Never echo the parser's message: it quotes the offending line, which may hold a secret.
-    const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
-    const where = pos ? `YAML syntax error at line ${pos.line}, column ${pos.col}` : ((err as NodeJS.ErrnoException).code ?? 'unreadable');
-    problems.push(`${file}: cannot be read: ${where}`);
+  const { data, problem } = readYamlFile(file);
+  if (problem) {
+    problems.push(`${file}: cannot be read: ${problem}`);
     return {};
   }
   if (data === null || data === undefined) return {};
