@@ -36,6 +36,8 @@ export interface ApiDeps {
   app: Pick<App, 'config' | 'models' | 'inspectModels' | 'mapContext'>;
   clientFor(sourceId: string): FhirClient;
   metrics: ServiceMetrics;
+  /** Told when a run was queued here (a worker in this process takes it at once). */
+  onRunQueued?: (sourceId: string) => void;
   logger?: Logger;
   clock?: Clock;
 }
@@ -191,6 +193,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
     if (!result.started) {
       throw new AdapterError('conflict', `source ${source.id} is already running (run ${result.activeRunId}); try again when it has finished`, { details: { activeRunId: result.activeRunId } });
     }
+    deps.onRunQueued?.(source.id);
     res.status(202).location(`${req.baseUrl}/runs/${result.run.id}`).json({ run: result.run });
   });
 

@@ -104,7 +104,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     let url: string | undefined;
     let metricsUrl: string | undefined;
     if (mode !== 'worker') {
-      const api = createApiApp({ db, boss, config, app, clientFor, metrics, logger, clock });
+      const api = createApiApp({ db, boss, config, app, clientFor, metrics, logger, clock, onRunQueued: (sourceId) => worker?.wake(sourceId) });
       const server = await listen(api, options.listen?.host ?? config.api.host, options.listen?.port ?? config.api.port, 'the API');
       servers.push(server);
       url = baseUrlOf(server, options.listen?.host ?? config.api.host);

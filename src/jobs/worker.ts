@@ -58,6 +58,8 @@ export interface WorkerDeps {
 
 export interface Worker {
   readonly id: string;
+  /** A run of the source was just queued by this process: take it now rather than at the next poll. */
+  wake(sourceId: string): void;
   stop(options?: { graceSeconds?: number }): Promise<void>;
 }
 
@@ -147,6 +149,9 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       return result;
     });
     reportFinalized(finalized);
+    // This process's batch workers take the new batches now instead of at their next poll (other
+    // processes poll as usual); a small incremental run is then not mostly waiting.
+    if (batches.length) for (const workerId of batchWorkers) boss.notifyWorker(workerId);
     logger.info({ run: runId, source: source.id, mode: selection.mode, patients: selection.patientIds.length, batches: batches.length }, 'run fanned out');
     return { runId, batches: batches.length };
   };
@@ -280,12 +285,25 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     }
   };
 
+  let stopping: Promise<void> | undefined;
   const poll = { pollingIntervalSeconds: w.pollingIntervalSeconds };
   const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => handler(jobs[0]);
+  const batchWorkers: string[] = [];
+  const runWorkers = new Map<string, string>();
   for (let i = 0; i < w.batchConcurrency; i++) {
-    await boss.work<PatientBatchJob>(PATIENT_BATCH_QUEUE, { ...poll, batchSize: 1, includeMetadata: true }, one(handleBatch));
+    // After a batch, this slot asks for the next one at once (pg-boss would otherwise wait out the rest of
+    // its polling interval); with the queue empty the fetch finds nothing and the slot polls as usual.
+    const slot: { workerId?: string } = {};
+    slot.workerId = await boss.work<PatientBatchJob>(PATIENT_BATCH_QUEUE, { ...poll, batchSize: 1, includeMetadata: true }, async (jobs) => {
+      try {
+        return await handleBatch(jobs[0]);
+      } finally {
+        if (slot.workerId && !stopping) boss.notifyWorker(slot.workerId);
+      }
+    });
+    batchWorkers.push(slot.workerId);
   }
-  for (const source of config.sources) await boss.work<SourceRunJob>(sourceRunQueue(source.id), { ...poll, batchSize: 1 }, one(handleSourceRun));
+  for (const source of config.sources) runWorkers.set(source.id, await boss.work<SourceRunJob>(sourceRunQueue(source.id), { ...poll, batchSize: 1 }, one(handleSourceRun)));
   await boss.work<PatientBatchJob>(PATIENT_BATCH_DEAD, { ...poll, batchSize: 1 }, one(handleDeadBatch));
   await boss.work<SourceRunJob>(SOURCE_RUN_DEAD, { ...poll, batchSize: 1 }, one(handleDeadRun));
   await boss.work(RETENTION_QUEUE, { pollingIntervalSeconds: 60, batchSize: 1 }, one(handleRetention));
@@ -301,9 +319,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   reaper.unref();
   logger.info({ worker: id, sources: config.sources.length, concurrency: w.batchConcurrency }, 'worker started');
 
-  let stopping: Promise<void> | undefined;
   return {
     id,
+    wake: (sourceId) => {
+      const workerId = runWorkers.get(sourceId);
+      if (workerId && !stopping) boss.notifyWorker(workerId);
+    },
     stop: (options = {}) =>
       (stopping ??= (async () => {
         clearInterval(reaper);
