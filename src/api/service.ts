@@ -13,7 +13,7 @@ import { migrate } from '../db/migrate.js';
 import { PatientScoreStore } from '../db/patient-scores.js';
 import { loadSigningKey } from '../fhir/auth/index.js';
 import type { FhirClient } from '../fhir/client.js';
-import { startBoss } from '../jobs/boss.js';
+import { startBoss, stopBoss } from '../jobs/boss.js';
 import type { BatchExecutor } from '../jobs/executor.js';
 import { createServiceMetrics, fhirExchangeRecorder, type ServiceMetrics } from '../jobs/metrics.js';
 import { ensureQueues } from '../jobs/queues.js';
@@ -133,13 +133,13 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         (stopping ??= (async () => {
           await Promise.all(servers.map(close));
           if (worker) await worker.stop({ graceSeconds: stopOptions.graceSeconds });
-          else await theBoss.stop({ graceful: true, wait: true, close: false, timeout: 5000 });
+          else await stopBoss(theBoss);
           if (ownDb) await db.close();
         })()),
     };
   } catch (err) {
     await Promise.all(servers.map(close));
-    if (boss) await boss.stop({ graceful: false, close: false, wait: true }).catch(() => undefined);
+    if (boss) await stopBoss(boss, { graceful: false }).catch(() => undefined);
     if (ownDb) await db.close().catch(() => undefined);
     throw err;
   }

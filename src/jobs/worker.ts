@@ -13,6 +13,7 @@ import { RunStore, type FinalizeResult } from '../db/runs.js';
 import { SessionStore } from '../db/sessions.js';
 import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
+import { bossSettled, stopBoss } from './boss.js';
 import type { BatchExecutor } from './executor.js';
 import type { ServiceMetrics } from './metrics.js';
 import {
@@ -63,6 +64,9 @@ export interface Worker {
   stop(options?: { graceSeconds?: number }): Promise<void>;
 }
 
+/** How long a stop waits for released batches to record their end before the database closes. */
+const RELEASE_WAIT_MS = 10_000;
+
 export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const logger = (deps.logger ?? silentLogger).child({ component: 'worker' });
   const clock = deps.clock ?? systemClock;
@@ -74,6 +78,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const scores = new PatientScoreStore(db);
   const sources = new Map(config.sources.map((s) => [s.id, s]));
   const inflight = new Set<AbortController>();
+  /** Job handlers running, so a stop can wait for them to record how they ended. */
+  const running = new Set<Promise<unknown>>();
 
   /** After a run finished: watermarks (only when every batch succeeded), metrics, a log line. */
   const onFinalized = async (tx: Queryable, result: FinalizeResult | undefined): Promise<void> => {
@@ -287,7 +293,13 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
 
   let stopping: Promise<void> | undefined;
   const poll = { pollingIntervalSeconds: w.pollingIntervalSeconds };
-  const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => handler(jobs[0]);
+  const track = <T>(handled: Promise<T>): Promise<T> => {
+    running.add(handled);
+    const forget = () => running.delete(handled);
+    handled.then(forget, forget);
+    return handled;
+  };
+  const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => track(handler(jobs[0]));
   const batchWorkers: string[] = [];
   const runWorkers = new Map<string, string>();
   for (let i = 0; i < w.batchConcurrency; i++) {
@@ -296,7 +308,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     const slot: { workerId?: string } = {};
     slot.workerId = await boss.work<PatientBatchJob>(PATIENT_BATCH_QUEUE, { ...poll, batchSize: 1, includeMetadata: true }, async (jobs) => {
       try {
-        return await handleBatch(jobs[0]);
+        return await track(handleBatch(jobs[0]));
       } finally {
         if (slot.workerId && !stopping) boss.notifyWorker(slot.workerId);
       }
@@ -332,8 +344,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
         logger.info({ worker: id, running: inflight.size, graceSeconds }, 'worker stopping: no new jobs, finishing the current batches');
         // pg-boss stops fetching, waits for running handlers up to the grace period, then fails what still
         // runs (released: retried by another worker). close: false, the database is ours.
-        await boss.stop({ graceful: true, wait: true, close: false, timeout: graceSeconds * 1000 });
+        await stopBoss(boss, { timeoutMs: graceSeconds * 1000 });
+        // What still runs was released (its job failed, to be retried elsewhere): stop it, let it record
+        // its end (briefly), and let pg-boss finish its last statements before the database closes.
         for (const controller of inflight) controller.abort();
+        if (running.size) await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
+        await bossSettled(boss);
         logger.info({ worker: id }, 'worker stopped');
       })()),
   };
