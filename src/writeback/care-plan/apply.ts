@@ -38,6 +38,11 @@ export interface ApplyOptions {
   existing?: ExistingCare;
   /** This adapter's earlier proposals on the server (any patient), for the ordering. */
   history?: CarePlan[];
+  /**
+   * Acceptance per ActivityDefinition url for this model and band, already computed from the history
+   * (`acceptanceByActivity`): a run reads the history once and reuses it for every patient. Wins over `history`.
+   */
+  acceptance?: ReadonlyMap<string, AcceptanceStats>;
   /** Provenance.recorded (the run's clock); default as-of. */
   recorded?: Date;
 }
@@ -204,7 +209,8 @@ export function applyPlanDefinition(
     if (has) omitted.push({ actionId: action.id!, activityDefinition: canonicalOf(ad), code: ad.code!, reason: has.reason, evidence: has.evidence });
     else candidates.push({ action, ad, activityUrl: ad.url!, priority: action.priority ?? ad.priority });
   }
-  const stats = acceptanceByActivity(options.history ?? [], { modelId: context.modelId, band: context.band, identifierSystem: options.identifierSystem });
+  const stats =
+    options.acceptance ?? acceptanceByActivity(options.history ?? [], { modelId: context.modelId, band: context.band, identifierSystem: options.identifierSystem });
   const ranked = rankByAcceptance(candidates, stats);
   const proposed: ProposedActivity[] = ranked.map(({ item, stats: s }) => ({
     actionId: item.action.id!,
