@@ -32,22 +32,22 @@ export function demoVariant(index: number) {
   };
 }
 
-function daysBefore(asOf: Date, days: number, hour = 9): string {
+export function daysBefore(asOf: Date, days: number, hour = 9): string {
   const d = new Date(asOf.getTime() - days * 86_400_000);
   d.setUTCHours(hour, 15, 0, 0);
   return d.toISOString();
 }
 
-function quantity(value: number, unit: string) {
+export function quantity(value: number, unit: string) {
   return { value, unit, system: UCUM, code: unit };
 }
 
-function round(value: number, digits: number): number {
+export function round(value: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
 }
 
-function obs(
+export function obs(
   id: string,
   patientId: string,
   code: string,
