@@ -9,6 +9,7 @@ import type { Coding } from '../fhir/pull.js';
 import { RISK_CODES } from '../models/model-card.js';
 import {
   acceptanceByActivity,
+  applicableActivities,
   applyPlanDefinition,
   buildAssessmentContext,
   planCarePlanWrite,
@@ -89,9 +90,7 @@ export class CarePlanStep {
     const windows: string[] = [];
     for (const c of candidates) {
       for (const pd of c.model.carePlans!.planDefinitions) {
-        const bare = applyPlanDefinition(pd, c.model.carePlans!.activityDefinitions, c.context, this.applyOptions(c.entry, c.device, recorded));
-        for (const p of bare.proposed) {
-          const ad = c.model.carePlans!.activityDefinitions.get(p.activityDefinition)!;
+        for (const ad of applicableActivities(pd, c.model.carePlans!.activityDefinitions, c.context)) {
           activityPatients.add(c.entry.patientId);
           for (const coding of ad.code?.coding ?? []) if (coding.system && coding.code) codes.set(`${coding.system}|${coding.code}`, { system: coding.system, code: coding.code });
           const within = satisfiedWithin(ad);
@@ -137,7 +136,6 @@ export class CarePlanStep {
       identifierSystem: this.options.identifierSystem,
       addresses: entry.evidence ?? [],
       recorded,
-      acceptance: new Map<string, AcceptanceStats>(),
     };
   }
 
