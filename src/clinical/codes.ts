@@ -41,17 +41,9 @@ export function conceptMatches(concept: { coding?: { system?: string; code?: str
 /**
  * The codings to put in a `code` search for these codes, or undefined when a search by code cannot
  * express them (a `descendants` code: FHIR token search has no portable prefix match, so every
- * Condition of the patients is fetched and matched here).
+ * Condition of the patients is fetched and matched here). The pull planner removes repeats.
  */
 export function searchableCodes(codes: readonly ConditionCode[]): { system: string; code: string }[] | undefined {
   if (codes.some((c) => c.descendants)) return undefined;
-  const seen = new Set<string>();
-  const out: { system: string; code: string }[] = [];
-  for (const c of codes) {
-    const key = `${c.system}|${c.code}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ system: c.system, code: c.code });
-  }
-  return out;
+  return codes.map((c) => ({ system: c.system, code: c.code }));
 }

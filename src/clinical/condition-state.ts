@@ -5,7 +5,7 @@ import { addDuration, parseFhirDateTime } from '../core/time.js';
 /**
  * What a Condition says about a patient at one as-of instant. One home for the semantics of
  * clinicalStatus, verificationStatus, onset[x], abatement[x] and recordedDate, shared by the intended-use
- * gate (src/models/intended-use.ts) and, later, the Condition mapping source. Pure.
+ * gate (src/models/intended-use.ts) and the `condition` mapping source (src/features/sources/condition.ts). Pure.
  *
  * Rules, in order:
  *  1. verificationStatus `entered-in-error` or `refuted`: the Condition is excluded (reason `status`): it
