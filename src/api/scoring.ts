@@ -1,4 +1,4 @@
-import type { Binary, Bundle, CarePlan, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient, RiskAssessment } from 'fhir/r4.js';
+import type { Binary, Bundle, CarePlan, Condition, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient, RiskAssessment } from 'fhir/r4.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -6,10 +6,11 @@ import type { FeatureRow, PatientRecord } from '../core/types.js';
 import type { FhirClient } from '../fhir/client.js';
 import { patientIdOf, type PullResult } from '../fhir/pull.js';
 import type { MapContext } from '../features/index.js';
-import { scoreBatch, writeBatch, type BatchEntry } from '../sync/batch.js';
+import { scoreBatch, type BatchEntry } from '../sync/batch.js';
+import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
 import { pullStep } from '../sync/pull-step.js';
-import { patientResult } from '../sync/totals.js';
+import { patientResult, type PatientResult } from '../sync/totals.js';
 import { assessmentIdentifierValue, MODEL_REGISTRY_SYSTEM } from '../writeback/identifiers.js';
 import { FhirWriter } from '../writeback/writer.js';
 
@@ -35,6 +36,14 @@ export interface ScoreResult {
   counts?: FeatureRow['counts'];
   excluded?: Record<string, number>;
   write?: 'created' | 'already-present' | 'dry-run' | 'not-requested';
+  /** What a skip rests on (the intended-use gate's or the card's policy's detail). */
+  reasonDetail?: string;
+  /** The status the RiskAssessment is (or would be) written with: `preliminary` by the card's policy. */
+  riskAssessmentStatus?: PatientResult['riskAssessmentStatus'];
+  applicability?: PatientResult['applicability'];
+  rationale?: PatientResult['rationale'];
+  /** CarePlan proposals written with the RiskAssessment (write-back only). */
+  carePlans?: PatientResult['carePlans'];
 }
 
 interface ScoringContext {
@@ -51,22 +60,27 @@ export async function scoreFromSource(client: FhirClient, model: SyncModel, inpu
   // Without a Device the batch step plans nothing: a dry run.
   const devices = writer ? new Map([[card.id, await writer.ensureDevice(card)]]) : undefined;
   const pulled = await pullStep([model], input.asOf, input.logger)(client, [input.patientId]);
+  const recorded = (input.clock ?? systemClock).now();
   const batch = await scoreBatch([input.patientId], pulled, {
     models: [model],
     asOf: input.asOf,
     identifierSystem: input.identifierSystem,
     devices,
     mapContext: input.mapContext,
-    recorded: (input.clock ?? systemClock).now(),
+    recorded,
   });
-  if (writer) await writeBatch(writer, batch);
+  if (writer) {
+    // As a run writes: the RiskAssessment with its Provenance and the model's CarePlan proposals, in one transaction.
+    const step = new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, logger: input.logger });
+    await writeWithCarePlans(writer, batch, step.active ? step : undefined, devices, recorded, input.logger);
+  }
   const entry = batch.entries[0];
   return { ...resultOf(model, entry, input.asOf), write: entry.status === 'scored' ? (writer ? entry.write : 'not-requested') : undefined };
 }
 
 /**
  * Scores the patient of a posted Bundle (collection, searchset, transaction ...): exactly one Patient, and
- * the Observations, DiagnosticReports, ImagingStudies and Binaries that belong to it. Resources of other
+ * the Observations, DiagnosticReports, ImagingStudies, Conditions and Binaries that belong to it. Resources of other
  * subjects are refused rather than silently dropped.
  */
 export async function scoreFromBundle(model: SyncModel, bundle: Bundle, input: ScoringContext): Promise<ScoreResult & { features: FeatureView[] }> {
@@ -99,6 +113,11 @@ function resultOf(model: SyncModel, entry: BatchEntry, asOf: Date): ScoreResult 
     explanation: r.explanation,
     counts: r.counts,
     excluded: r.excluded as Record<string, number> | undefined,
+    ...(r.reasonDetail !== undefined ? { reasonDetail: r.reasonDetail } : {}),
+    ...(r.riskAssessmentStatus ? { riskAssessmentStatus: r.riskAssessmentStatus } : {}),
+    ...(r.applicability ? { applicability: r.applicability } : {}),
+    ...(r.rationale ? { rationale: r.rationale } : {}),
+    ...(r.carePlans ? { carePlans: r.carePlans } : {}),
   };
 }
 
@@ -129,7 +148,7 @@ export function recordFromBundle(bundle: Bundle): PatientRecord {
   }
   const patient = patients[0];
   const problems: string[] = [];
-  const ofPatient = <T extends Observation | DiagnosticReport | ImagingStudy>(type: T['resourceType']): T[] =>
+  const ofPatient = <T extends Observation | DiagnosticReport | ImagingStudy | Condition>(type: T['resourceType']): T[] =>
     resources
       .filter((r): r is T => r.resourceType === type)
       .filter((r, i) => {
@@ -142,6 +161,7 @@ export function recordFromBundle(bundle: Bundle): PatientRecord {
     observations: ofPatient<Observation>('Observation'),
     diagnosticReports: ofPatient<DiagnosticReport>('DiagnosticReport'),
     imagingStudies: ofPatient<ImagingStudy>('ImagingStudy'),
+    conditions: ofPatient<Condition>('Condition'),
     binaries: new Map(resources.filter((r): r is Binary => r.resourceType === 'Binary' && !!r.id).map((b) => [`Binary/${b.id}`, b])),
   };
   if (problems.length) throw new AdapterError('input-invalid', problems.slice(0, 10).join('; '), { details: { problems: problems.length } });
@@ -166,6 +186,8 @@ export interface PatientDetail {
   features: FeatureView[];
   columns: { id: string; value: number; imputed: boolean }[];
   skipReason?: string;
+  /** What the skip rests on (the intended-use gate's or the card's policy's detail). */
+  skipDetail?: string;
   counts: FeatureRow['counts'];
   used: string[];
   excluded: { reference: string; reason: string; featureId?: string; detail?: string }[];
@@ -223,6 +245,7 @@ export async function patientDetail(
     features: featureView(model, row),
     columns: row.columns.map((c, i) => ({ id: c, value: row.values[i], imputed: row.imputed[i] })),
     skipReason: batch.entries[0].status === 'skipped' ? batch.entries[0].reason : undefined,
+    skipDetail: batch.entries[0].status === 'skipped' ? batch.entries[0].reasonDetail : undefined,
     counts: row.counts,
     used: row.basis,
     excluded: row.exclusions.filter((e) => !used.has(e.reference)).map((e) => ({ reference: e.reference, reason: e.reason, featureId: e.featureId, detail: e.detail })),

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Binary, DiagnosticReport, ImagingStudy, Observation, Patient, Reference, Resource } from 'fhir/r4.js';
+import type { Binary, Condition, DiagnosticReport, ImagingStudy, Observation, Patient, Reference, Resource } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { PatientRecord } from '../core/types.js';
@@ -24,6 +24,13 @@ export interface PullSpec {
   reports?: { since?: Date; codes?: Coding[]; categories?: Coding[] };
   /** Absent: no ImagingStudy search. */
   imaging?: { since?: Date };
+  /**
+   * Absent: no Condition search. `codes` OR-ed into one `code` parameter; absent codes: every Condition
+   * of the patients (when the codes wanted cannot be searched, e.g. ICD-10 prefixes). Never bounded by
+   * date: a Condition's state at as-of depends on onset, abatement and recordedDate together
+   * (src/clinical/condition-state.ts decides), and a search by date would drop undated ones.
+   */
+  conditions?: { codes?: Coding[] };
 }
 
 export interface PullOptions {
@@ -45,7 +52,7 @@ export interface UnattributedResource {
   detail: UnattributedDetail;
 }
 
-export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Binary';
+export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Condition' | 'Binary';
 
 /**
  * Result of one batch pull.
@@ -90,28 +97,8 @@ export async function pullBatch(
   const asOfParam = `le${asOf.toISOString()}`;
   const count = String(pageSize);
 
-  const fetched = new Map<PulledType, Map<string, Resource>>();
-  for (const type of ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Binary'] as const) {
-    fetched.set(type, new Map());
-  }
-  let requests = 0;
-
-  const collect = async (resourceType: PulledType, params: SearchParams): Promise<void> => {
-    const into = fetched.get(resourceType)!;
-    for await (const page of client.search(resourceType, params)) {
-      requests += 1;
-      for (const resource of page.resources) {
-        // Paging over a changing result set can repeat a resource; keep the first copy.
-        const key = resource.id ?? `#${into.size}`;
-        if (!into.has(key)) into.set(key, resource);
-      }
-    }
-  };
-
   // Each search type builds its fixed parameters; the patient list is added per chunk.
-  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [];
-  const subjects = (chunk: string[]): SearchParams => ({ subject: chunk.map((id) => `Patient/${id}`).join(',') });
-  searches.push({ resourceType: 'Patient', fixed: { _count: count }, idParam: (chunk) => ({ _id: chunk.join(',') }) });
+  const searches: PatientSearch[] = [{ resourceType: 'Patient', fixed: { _count: count }, by: '_id' }];
   if (spec.observationCodes.length > 0) {
     searches.push({
       resourceType: 'Observation',
@@ -120,47 +107,41 @@ export async function pullBatch(
         date: dateRange(spec.observationSince, asOfParam),
         _count: count,
       },
-      idParam: subjects,
     });
   }
   if (spec.reports) {
     const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
     if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
     if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
-    searches.push({ resourceType: 'DiagnosticReport', fixed, idParam: subjects });
+    searches.push({ resourceType: 'DiagnosticReport', fixed });
   }
   if (spec.imaging) {
-    searches.push({
-      resourceType: 'ImagingStudy',
-      fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count },
-      idParam: subjects,
-    });
+    searches.push({ resourceType: 'ImagingStudy', fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count } });
   }
-
-  const tasks: Promise<void>[] = [];
-  for (const search of searches) {
-    const urlLength = (chunk: string[]) =>
-      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...search.idParam(chunk), ...search.fixed });
-    for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
-      tasks.push(collect(search.resourceType, { ...search.idParam(chunk), ...search.fixed }));
-    }
+  if (spec.conditions) {
+    const fixed: SearchParams = { _count: count };
+    if (spec.conditions.codes?.length) fixed.code = tokenList(spec.conditions.codes);
+    searches.push({ resourceType: 'Condition', fixed });
   }
-  // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
-  // not leave siblings running after the batch has already been reported failed.
-  await settleAll(tasks);
+  const searched = await searchByPatients(client, ids, searches, { maxIdsPerRequest: maxIds, maxUrlLength });
+  let requests = searched.requests;
+  const fetched = new Map<PulledType, Map<string, Resource>>();
+  for (const type of ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Condition', 'Binary'] as const) {
+    fetched.set(type, searched.fetched.get(type) ?? new Map());
+  }
 
   const records = new Map<string, PatientRecord>();
   const unattributed: UnattributedResource[] = [];
   for (const patient of fetched.get('Patient')!.values() as Iterable<Patient>) {
     if (patient.id && inBatch.has(patient.id)) {
-      records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [] });
+      records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [], conditions: [] });
     } else {
       unattributed.push({ reference: `Patient/${patient.id ?? ''}`, reason: 'no-subject', detail: 'outside-batch' });
     }
   }
   const missingPatients = ids.filter((id) => !records.has(id));
 
-  const place = <T extends Observation | DiagnosticReport | ImagingStudy>(
+  const place = <T extends Observation | DiagnosticReport | ImagingStudy | Condition>(
     resourceType: PulledType,
     list: (record: PatientRecord) => T[],
   ): void => {
@@ -179,10 +160,12 @@ export async function pullBatch(
   place<Observation>('Observation', (r) => r.observations);
   place<DiagnosticReport>('DiagnosticReport', (r) => r.diagnosticReports);
   place<ImagingStudy>('ImagingStudy', (r) => r.imagingStudies);
+  place<Condition>('Condition', (r) => r.conditions);
   for (const record of records.values()) {
     record.observations.sort(byId);
     record.diagnosticReports.sort(byId);
     record.imagingStudies.sort(byId);
+    record.conditions.sort(byId);
   }
 
   const missingBinaries = await pullBinaries(client, records, fetched.get('Binary')!, () => (requests += 1));
@@ -202,6 +185,60 @@ export async function pullBatch(
     'pulled batch',
   );
   return { records, missingPatients, unattributed, missingBinaries, fetched: counts, requests };
+}
+
+/** One search of a batched pull: its fixed parameters; the patients go into `subject` (default) or `_id`. */
+export interface PatientSearch {
+  resourceType: string;
+  fixed: SearchParams;
+  by?: 'subject' | '_id';
+}
+
+/**
+ * Runs each search for every chunk of the patients (at most `maxIdsPerRequest` ids per request, URLs
+ * within `maxUrlLength`), all pages, concurrently within the client's bound. Resources are kept per type
+ * by id, the first copy of a resource repeated across pages. Shared by the batch pull and the care
+ * context pull (`care-pull.ts`): one search per resource type per chunk of patients, never per patient.
+ */
+export async function searchByPatients(
+  client: FhirClient,
+  patientIds: string[],
+  searches: PatientSearch[],
+  options: { maxIdsPerRequest?: number; maxUrlLength?: number } = {},
+): Promise<{ fetched: Map<string, Map<string, Resource>>; requests: number }> {
+  const maxIds = options.maxIdsPerRequest ?? 50;
+  const maxUrlLength = options.maxUrlLength ?? 6000;
+  const ids = [...new Set(patientIds)];
+  const fetched = new Map<string, Map<string, Resource>>();
+  let requests = 0;
+  const collect = async (resourceType: string, params: SearchParams): Promise<void> => {
+    let into = fetched.get(resourceType);
+    if (!into) fetched.set(resourceType, (into = new Map()));
+    for await (const page of client.search(resourceType, params)) {
+      requests += 1;
+      for (const resource of page.resources) {
+        // Paging over a changing result set can repeat a resource; keep the first copy.
+        const key = resource.id ?? `#${into.size}`;
+        if (!into.has(key)) into.set(key, resource);
+      }
+    }
+  };
+  const idParam = (search: PatientSearch, chunk: string[]): SearchParams =>
+    search.by === '_id' ? { _id: chunk.join(',') } : { subject: chunk.map((id) => `Patient/${id}`).join(',') };
+  const tasks: Promise<void>[] = [];
+  for (const search of searches) {
+    if (!fetched.has(search.resourceType)) fetched.set(search.resourceType, new Map());
+    if (ids.length === 0) continue;
+    const urlLength = (chunk: string[]) =>
+      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...idParam(search, chunk), ...search.fixed });
+    for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
+      tasks.push(collect(search.resourceType, { ...idParam(search, chunk), ...search.fixed }));
+    }
+  }
+  // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
+  // not leave siblings running after the batch has already been reported failed.
+  await settleAll(tasks);
+  return { fetched, requests };
 }
 
 /**
@@ -325,13 +362,13 @@ function validate(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: numb
   if (dates.some((d) => d !== undefined && (!(d instanceof Date) || Number.isNaN(d.getTime())))) {
     problems.push('a since date is not a valid date');
   }
-  const codings = [...spec.observationCodes, ...(spec.reports?.codes ?? []), ...(spec.reports?.categories ?? [])];
+  const codings = [...spec.observationCodes, ...(spec.reports?.codes ?? []), ...(spec.reports?.categories ?? []), ...(spec.conditions?.codes ?? [])];
   if (codings.some((c) => !c?.system || !c?.code)) problems.push('every code needs a system and a code');
   if (problems.length > 0) throw new AdapterError('input-invalid', `Invalid pull request: ${problems.join('; ')}`);
 }
 
 /** `system|code` tokens OR-ed with commas, with FHIR search escaping of the separators. */
-function tokenList(codings: Coding[]): string {
+export function tokenList(codings: Coding[]): string {
   return codings.map((c) => `${escapeSearchValue(c.system)}|${escapeSearchValue(c.code)}`).join(',');
 }
 
@@ -340,7 +377,7 @@ function escapeSearchValue(value: string): string {
 }
 
 /** Repeated parameter = AND: `date=ge<since>&date=le<asOf>`. */
-function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
+export function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
   return since ? [`ge${since.toISOString()}`, asOfParam] : asOfParam;
 }
 
@@ -352,7 +389,7 @@ function queryLength(params: SearchParams): number {
   return query.toString().length;
 }
 
-function byId(a: Resource, b: Resource): number {
+export function byId(a: Resource, b: Resource): number {
   const x = a.id ?? '';
   const y = b.id ?? '';
   return x < y ? -1 : x > y ? 1 : 0;

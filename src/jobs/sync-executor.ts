@@ -7,7 +7,8 @@ import type { PatientScoreStore } from '../db/patient-scores.js';
 import type { ExclusionCount } from '../db/runs.js';
 import type { FhirClient } from '../fhir/client.js';
 import { newTally, tallied } from '../fhir/traffic.js';
-import { scoreBatch, writeBatch, type BatchEntry, type ScoredBatch } from '../sync/batch.js';
+import { scoreBatch, type BatchEntry, type ScoredBatch } from '../sync/batch.js';
+import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
 import { pullStep } from '../sync/pull-step.js';
 import { batchOutcome, patientResult, type ModelTotals } from '../sync/totals.js';
@@ -17,8 +18,9 @@ import { decideWrite, inputHash } from './input-hash.js';
 
 /**
  * The BatchExecutor of the service: one batch of one run through the orchestrator's steps, directly:
- * the pull step (`pullStep`), the batch step (`scoreBatch`), the write decision on each scored patient's
- * input hash, the one write (`writeBatch`), and the batch's counts (`batchOutcome`). Models, the mapper's
+ * the pull step (`pullStep`), the batch step (`scoreBatch`: intended-use gates, applicability, the
+ * card's policy), the write decision on each scored patient's input hash, the CarePlan proposals and the
+ * one write (`writeWithCarePlans`), and the batch's counts (`batchOutcome`). Models, the mapper's
  * services and the identifier system come from the composition root (`app`); clients from the service
  * (one per source, with its metrics observer). Every FHIR exchange of the batch is counted by a request
  * tally bound to it (`fhir/traffic`), so concurrent batches on one client each count their own.
@@ -35,6 +37,9 @@ export interface SyncExecutorDeps {
   logger?: Logger;
 }
 
+/** Runs whose CarePlan step a process keeps. */
+const MAX_RUNS_KEPT = 4;
+
 /** Reason of an `unchanged` outcome. */
 export const UNCHANGED_REASON = 'inputs-unchanged';
 
@@ -45,6 +50,19 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   // A model's Device is created once per source and model version (conditional create), then reused by
   // every batch of this process. A failed lookup is not cached.
   const devices = new Map<string, Promise<string>>();
+  // A run's CarePlan step, shared by its batches in this process (it reads the acceptance of earlier
+  // proposals once per run); the last few runs are kept.
+  const carePlanSteps = new Map<string, CarePlanStep>();
+  const carePlanStepFor = (input: BatchInput, client: FhirClient, models: SyncModel[]): CarePlanStep | undefined => {
+    const key = `${input.runId}\u0000${input.modelIds.join(',')}`;
+    let step = carePlanSteps.get(key);
+    if (!step) {
+      step = new CarePlanStep(client, models, { asOf: input.asOf, identifierSystem, logger });
+      carePlanSteps.set(key, step);
+      for (const old of carePlanSteps.keys()) if (carePlanSteps.size > MAX_RUNS_KEPT) carePlanSteps.delete(old);
+    }
+    return step.active ? step : undefined;
+  };
   const deviceFor = (sourceId: string, writer: FhirWriter, model: SyncModel): Promise<string> => {
     const card = model.runner.card;
     const key = `${sourceId}\u0000${card.id}\u0000${card.version}`;
@@ -69,17 +87,20 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     stopped();
     const pulled = await pullStep(models, input.asOf, logger)(client, input.patientIds);
     stopped();
+    const recorded = clock.now();
     const batch = await scoreBatch(input.patientIds, pulled, {
       models,
       asOf: input.asOf,
       identifierSystem,
       devices: deviceRefs,
       mapContext: deps.app.mapContext,
-      recorded: clock.now(),
+      recorded,
     });
+    // Patients whose inputs are those of their last score lose their plans here, so they get neither a
+    // RiskAssessment nor a CarePlan proposal.
     const decisions = await decideWrites(batch, models, input.sourceId, deps.scores);
     stopped();
-    const written = await writeBatch(writer, batch);
+    const written = await writeWithCarePlans(writer, batch, carePlanStepFor(input, client, models), deviceRefs, recorded, logger);
     const outcome = batchOutcome(batch, written.requests);
     const versions = new Map(models.map((m) => [m.runner.card.id, m.runner.card.version]));
     const outcomes: BatchPatientOutcome[] = batch.entries.map((entry) => {

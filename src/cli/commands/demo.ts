@@ -6,6 +6,7 @@ import { AdapterError } from '../../core/errors.js';
 import { RunStore, type RunRow } from '../../db/runs.js';
 import { DEMO_MODELS, runDemo, type DemoRun } from '../../demo/demo.js';
 import { DEMO_AS_OF } from '../../demo/seed.js';
+import { formatShowcase } from '../../demo/showcase.js';
 import { commandContext } from '../context.js';
 import { stdout } from '../output.js';
 import { formatSyncSummary } from '../summary.js';
@@ -35,8 +36,12 @@ export async function demoCommand(opts: DemoOptions = {}): Promise<number> {
     stdout.write(`Starting the embedded FHIR server and seeding demo patients (as-of ${DEMO_AS_OF.toISOString()}) ...\n`);
     const demo = await runDemo(app);
     try {
-      stdout.write(`Seeded ${demo.rows.length} patients (${demo.seeded} resources) into ${demo.server.url}\n\n`);
-      stdout.write(formatSyncSummary(demo.result) + '\n');
+      const extra = demo.result.patients - demo.rows.length;
+      stdout.write(
+        `Seeded ${demo.result.patients} patients (${demo.rows.length} from the diabetes data set, ${extra} more that show what the safety gates refuse or flag; ${demo.seeded} resources) into ${demo.server.url}\n\n`,
+      );
+      stdout.write(formatSyncSummary(demo.result) + '\n\n');
+      stdout.write(formatShowcase(demo.result, demo.showcase) + '\n');
       if (opts.serve) await serveDemo(app, demo, port);
     } finally {
       await demo.server.close();
