@@ -82,15 +82,16 @@ export async function incrementalBench(options: IncrementalBenchOptions = {}): P
     // 1% of the patients, spread over the population, get a new glucose result before the as-of.
     const step = Math.floor(patients / changedCount);
     const changed = Array.from({ length: changedCount }, (_, i) => demoPatientId(i * step));
+    // Values inside the model's training range: a value its out-of-distribution check refuses would be skipped, not scored.
     const glucose = changed.map(
-      (id): Observation => ({
+      (id, i): Observation => ({
         resourceType: 'Observation',
         id: `${id}-glu-bench`,
         status: 'final',
         code: { coding: [{ system: 'http://loinc.org', code: '2339-0', display: 'Glucose [Mass/volume] in Blood' }] },
         subject: { reference: `Patient/${id}` },
         effectiveDateTime: new Date(DEMO_AS_OF.getTime() - 2 * 3_600_000).toISOString(),
-        valueQuantity: { value: 211, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+        valueQuantity: { value: 95 + (i % 20), unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
       }),
     );
     const posted = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(putTransaction(glucose)) });

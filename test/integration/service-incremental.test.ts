@@ -101,15 +101,16 @@ afterAll(async () => {
 test('an incremental run over five changed patients, two of whose changes leave the inputs as they were, writes exactly three RiskAssessments', async () => {
   await new Promise((r) => setTimeout(r, 20));
   const [p0, p1, p2, p3, p4] = ids;
-  // Inputs change: a newer glucose; an updated BMI; an HDL entered in error (now imputed).
+  // Inputs change: a newer glucose (a little higher); an updated BMI; an HDL entered in error (now imputed).
+  const glucose = await read<Observation>('Observation', `${p0}-glu`);
   await put<Observation>({
     resourceType: 'Observation',
     id: `${p0}-glu-new`,
     status: 'final',
-    code: { coding: [{ system: 'http://loinc.org', code: '2339-0', display: 'Glucose [Mass/volume] in Blood' }] },
+    code: glucose.code,
     subject: { reference: `Patient/${p0}` },
     effectiveDateTime: hoursAgo(2),
-    valueQuantity: { value: 187, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+    valueQuantity: { ...glucose.valueQuantity, value: glucose.valueQuantity!.value! + 6 },
   });
   const bmi = await read<Observation>('Observation', `${p1}-bmi`);
   await put({ ...bmi, valueQuantity: { ...bmi.valueQuantity, value: bmi.valueQuantity!.value! + 3 } });

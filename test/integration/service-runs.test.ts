@@ -195,13 +195,16 @@ test('an incremental run after three patients got new data re-scores exactly tho
   // Data recorded after the last run's change window (the clock of the server and the service is one).
   await new Promise((r) => setTimeout(r, 20));
   for (const id of changed) {
+    // A newer glucose, a little above the last one (a value far outside the training data would be
+    // refused by the model's out-of-distribution check).
+    const last = (await (await fetch(`${fhir.url}/Observation/${id}-glu`)).json()) as Observation;
     const glucose: Observation = {
       resourceType: 'Observation',
       status: 'final',
-      code: { coding: [{ system: 'http://loinc.org', code: '2345-7', display: 'Glucose' }] },
+      code: last.code,
       subject: { reference: `Patient/${id}` },
       effectiveDateTime: new Date(Date.now() - 3600_000).toISOString(),
-      valueQuantity: { value: 140, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' },
+      valueQuantity: { ...last.valueQuantity, value: last.valueQuantity!.value! + 5 },
     };
     await fhir.load(glucose as Parameters<RunningFhirServer['load']>[0]);
   }
