@@ -113,7 +113,7 @@ maybe('the patient drill-down shows the written score and its rationale, with no
   expect(page.url()).not.toContain(patientId);
   await expect(page.locator('#risk-assessment-id').textContent()).resolves.toMatch(/^RiskAssessment\/\S+/);
   await expect(page.locator('#score-probability').textContent()).resolves.toMatch(/^\d+\.\d %$/);
-  await expect(page.locator('#rationale').textContent()).resolves.toMatch(/largest contributions \(log-odds\)/);
+  await expect(page.locator('#rationale').textContent()).resolves.toMatch(/(raises|lowers) the risk \([+-]\d+\.\d+ log-odds\)/);
   const features = page.getByRole('table', { name: 'Features with units' });
   await expect(features.textContent()).resolves.toMatch(/mg\/dL/);
   await expect(page.getByRole('table', { name: 'Excluded resources and why' }).count()).resolves.toBe(1);
