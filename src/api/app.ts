@@ -267,6 +267,8 @@ export function createApiApp(deps: ApiDeps): express.Express {
         write: body.write,
         identifierSystem,
         mapContext: deps.app.mapContext,
+        shadow: deps.app.config.sync.shadow,
+        carePlans: deps.app.config.sync.carePlans,
         logger: deps.logger,
         clock,
       }),

@@ -50,6 +50,9 @@ interface ScoringContext {
   asOf: Date;
   identifierSystem: string;
   mapContext: MapContext;
+  /** The configuration's `sync.shadow` (RiskAssessments written preliminary, no CarePlans) and `sync.carePlans`. */
+  shadow?: boolean;
+  carePlans?: boolean;
   logger?: Logger;
   clock?: Clock;
 }
@@ -68,11 +71,12 @@ export async function scoreFromSource(client: FhirClient, model: SyncModel, inpu
     devices,
     mapContext: input.mapContext,
     recorded,
+    shadow: input.shadow,
   });
   if (writer) {
     // As a run writes: the RiskAssessment with its Provenance and the model's CarePlan proposals, in one transaction.
-    const step = new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, logger: input.logger });
-    await writeWithCarePlans(writer, batch, step.active ? step : undefined, devices, recorded, input.logger);
+    const step = input.shadow || input.carePlans === false ? undefined : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, logger: input.logger });
+    await writeWithCarePlans(writer, batch, step?.active ? step : undefined, devices, recorded, input.logger);
   }
   const entry = batch.entries[0];
   return { ...resultOf(model, entry, input.asOf), write: entry.status === 'scored' ? (writer ? entry.write : 'not-requested') : undefined };

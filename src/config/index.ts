@@ -73,6 +73,10 @@ export const configSchema = z.strictObject({
     identifierSystem: z
       .url({ error: 'must be an absolute URI' })
       .refine((s) => !/[?&#|]/.test(s), 'must not contain ?, &, # or | (it is used inside conditional-create queries)'),
+    /** Shadow mode: RiskAssessments written `preliminary`, no CarePlans (silent validation before go-live). */
+    shadow: z.boolean(),
+    /** Write CarePlan proposals with final RiskAssessments. */
+    carePlans: z.boolean(),
   }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -91,6 +95,8 @@ export interface ConfigOverrides {
   concurrency?: number | string;
   timeoutMs?: number | string;
   logLevel?: string;
+  shadow?: boolean;
+  carePlans?: boolean;
   /** Defaults of the running command, below the environment and the file (e.g. `fhir-server` logs at info). */
   defaults?: { logLevel?: string };
 }
@@ -100,7 +106,7 @@ export interface ConfigOverrides {
  * default. Numbers from the environment or flags are parsed; file paths in the config file are
  * relative to the file.
  */
-const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; number?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
+const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; number?: boolean; boolean?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
   { at: ['fhir', 'url'], env: 'FHIR_ML_FHIR_URL', flag: 'fhirUrl', fallback: () => undefined },
   { at: ['fhir', 'timeoutMs'], env: 'FHIR_ML_TIMEOUT_MS', flag: 'timeoutMs', number: true, fallback: () => 30_000 },
   { at: ['fhir', 'maxRetries'], env: 'FHIR_ML_MAX_RETRIES', number: true, fallback: () => 5 },
@@ -112,6 +118,8 @@ const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; numbe
   { at: ['models', 'mappingsDir'], env: 'FHIR_ML_MAPPINGS_DIR', filePath: true, fallback: () => packagePath('mappings') },
   { at: ['sync', 'batchSize'], env: 'FHIR_ML_BATCH_SIZE', flag: 'batchSize', number: true, fallback: () => 100 },
   { at: ['sync', 'identifierSystem'], env: 'FHIR_ML_IDENTIFIER_SYSTEM', fallback: () => DEFAULT_IDENTIFIER_SYSTEM },
+  { at: ['sync', 'shadow'], env: 'FHIR_ML_SHADOW', flag: 'shadow', boolean: true, fallback: () => false },
+  { at: ['sync', 'carePlans'], env: 'FHIR_ML_CARE_PLANS', flag: 'carePlans', boolean: true, fallback: () => true },
   { at: ['log', 'level'], env: 'FHIR_ML_LOG_LEVEL', flag: 'logLevel', fallback: (o) => o.defaults?.logLevel ?? 'warn' },
 ];
 
@@ -121,7 +129,7 @@ const FILE_KEYS: Record<string, readonly string[]> = {
   'fhir.backoff': ['baseMs', 'maxMs'],
   'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile', 'clientId', 'privateKeyFile', 'kid', 'alg', 'scopes', 'tokenEndpoint'],
   models: ['dir', 'mappingsDir'],
-  sync: ['batchSize', 'identifierSystem'],
+  sync: ['batchSize', 'identifierSystem', 'shadow', 'carePlans'],
   log: ['level'],
 };
 /** Keys of the earlier flat file format, with their place now. */
@@ -186,6 +194,13 @@ function setIn(obj: Record<string, unknown>, keys: string[], value: unknown): vo
   o[keys.at(-1)!] = value;
 }
 
+/** `true`/`false` (also 1/0, yes/no) from the environment; anything else is left for the schema to refuse. */
+function bool(value: string | boolean): boolean | string {
+  if (typeof value === 'boolean') return value;
+  const v = value.trim().toLowerCase();
+  return ['true', '1', 'yes'].includes(v) ? true : ['false', '0', 'no'].includes(v) ? false : value;
+}
+
 function num(value: string | number): number | string {
   if (typeof value === 'number') return value;
   const n = value.trim() === '' ? NaN : Number(value);
@@ -207,13 +222,14 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
   const candidate: Record<string, unknown> = {};
   const origin = new Map<string, string>();
   for (const s of SETTINGS) {
-    const flag = s.flag ? (overrides[s.flag] as string | number | undefined) : undefined;
+    const flag = s.flag ? (overrides[s.flag] as string | number | boolean | undefined) : undefined;
+    const parse = (v: string | number | boolean) => (s.number ? num(v as string | number) : s.boolean ? bool(v as string | boolean) : v);
     const fromEnv = env[s.env];
     const inFile = getIn(file, s.at);
     let value: unknown;
     let from: string;
-    if (flag !== undefined && flag !== '') [value, from] = [s.number ? num(flag) : flag, `--${s.flag!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`];
-    else if (fromEnv !== undefined && fromEnv !== '') [value, from] = [s.number ? num(fromEnv) : fromEnv, s.env];
+    if (flag !== undefined && flag !== '') [value, from] = [parse(flag), `--${s.flag!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`];
+    else if (fromEnv !== undefined && fromEnv !== '') [value, from] = [parse(fromEnv), s.env];
     else if (inFile !== undefined) [value, from] = [s.filePath ? fromFile(inFile) : inFile, fileLabel];
     else [value, from] = [s.fallback(overrides), 'default'];
     setIn(candidate, s.at, value);

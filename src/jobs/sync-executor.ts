@@ -46,7 +46,7 @@ export const UNCHANGED_REASON = 'inputs-unchanged';
 export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   const logger = deps.logger ?? silentLogger;
   const clock = deps.clock ?? systemClock;
-  const identifierSystem = deps.app.config.sync.identifierSystem;
+  const { identifierSystem, shadow, carePlans } = deps.app.config.sync;
   // A model's Device is created once per source and model version (conditional create), then reused by
   // every batch of this process. A failed lookup is not cached.
   const devices = new Map<string, Promise<string>>();
@@ -54,6 +54,8 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   // proposals once per run); the last few runs are kept.
   const carePlanSteps = new Map<string, CarePlanStep>();
   const carePlanStepFor = (input: BatchInput, client: FhirClient, models: SyncModel[]): CarePlanStep | undefined => {
+    // Shadow mode (silent validation: preliminary RiskAssessments) and `sync.carePlans: false` propose none.
+    if (shadow || !carePlans) return undefined;
     const key = `${input.runId}\u0000${input.modelIds.join(',')}`;
     let step = carePlanSteps.get(key);
     if (!step) {
@@ -95,6 +97,7 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
       devices: deviceRefs,
       mapContext: deps.app.mapContext,
       recorded,
+      shadow,
     });
     // Patients whose inputs are those of their last score lose their plans here, so they get neither a
     // RiskAssessment nor a CarePlan proposal.

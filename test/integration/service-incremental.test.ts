@@ -1,6 +1,8 @@
-import type { Observation, Patient, RiskAssessment } from 'fhir/r4.js';
-import type { App } from '../../src/app.js';
+import type { Bundle, CarePlan, Observation, Patient, RiskAssessment } from 'fhir/r4.js';
+import { createApp, type App } from '../../src/app.js';
 import { startService, type RunningService } from '../../src/api/service.js';
+import { FhirClient } from '../../src/fhir/client.js';
+import { createSyncExecutor } from '../../src/jobs/sync-executor.js';
 import { PatientScoreStore } from '../../src/db/patient-scores.js';
 import { RunStore, type OutcomeRow, type RunRow } from '../../src/db/runs.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
@@ -62,6 +64,21 @@ async function assessmentsByPatient(): Promise<Map<string, RiskAssessment[]>> {
   return out;
 }
 
+async function carePlansByPatient(): Promise<Map<string, CarePlan[]>> {
+  const out = new Map<string, CarePlan[]>();
+  let url: string | undefined = `${fhir.url}/CarePlan?_count=1000`;
+  while (url) {
+    const bundle = (await (await fetch(url)).json()) as Bundle;
+    for (const e of bundle.entry ?? []) {
+      const plan = e.resource as CarePlan;
+      const id = plan.subject.reference!.split('/')[1];
+      out.set(id, [...(out.get(id) ?? []), plan]);
+    }
+    url = bundle.link?.find((l) => l.relation === 'next')?.url;
+  }
+  return out;
+}
+
 function newAssessments(before: Map<string, RiskAssessment[]>, after: Map<string, RiskAssessment[]>): Map<string, RiskAssessment[]> {
   const out = new Map<string, RiskAssessment[]>();
   for (const [id, list] of after) {
@@ -89,6 +106,10 @@ beforeAll(async () => {
   const first = await runNow();
   expect(first.run).toMatchObject({ state: 'succeeded', mode: 'full', patientsTotal: PATIENTS });
   expect([...first.outcomes.values()].every((o) => o.status === 'scored' && o.write === 'created')).toBe(true);
+  // The service writes what `fhir-ml sync` writes: CarePlan proposals citing their RiskAssessment.
+  const plans = [...(await carePlansByPatient()).values()].flat();
+  expect(plans.length).toBeGreaterThan(0);
+  expect(plans.every((c) => c.status === 'draft' && c.intent === 'proposal' && c.supportingInfo?.some((r) => r.reference?.includes('RiskAssessment/')))).toBe(true);
 });
 
 afterAll(async () => {
@@ -129,6 +150,7 @@ test('an incremental run over five changed patients, two of whose changes leave 
   await put({ ...patient, telecom: [{ system: 'phone', value: '+49 30 1234567' }] });
 
   const before = await assessmentsByPatient();
+  const plansBefore = await carePlansByPatient();
   const { run, outcomes } = await runNow();
   expect(run).toMatchObject({ state: 'succeeded', mode: 'incremental', patientsTotal: 5 });
   expect(run.selection).toMatchObject({ changed: 5, stale: 0, total: 5 });
@@ -141,6 +163,9 @@ test('an incremental run over five changed patients, two of whose changes leave 
   expect([...written.values()].flat()).toHaveLength(3);
   expect(written.get(p0)![0].basis?.map((b) => b.reference)).toContain(`Observation/${p0}-glu-new`);
   expect(written.get(p2)![0].basis?.map((b) => b.reference)).not.toContain(`Observation/${p2}-hdl`);
+  // No new CarePlan proposal for an unchanged patient either.
+  const plansAfter = await carePlansByPatient();
+  for (const id of [p3, p4]) expect((plansAfter.get(id) ?? []).length).toBe((plansBefore.get(id) ?? []).length);
 
   // Every evaluated patient's hash is kept, the unchanged ones' too (now at this run's as-of).
   const scores = await new PatientScoreStore(service.db).get('test', 'diabetes-progression', ids);
@@ -192,4 +217,26 @@ test('a full run re-evaluates everyone and still writes nothing for unchanged in
   expect(run).toMatchObject({ state: 'succeeded', mode: 'full', patientsTotal: PATIENTS });
   expect([...outcomes.values()].every((o) => o.status === 'unchanged')).toBe(true);
   expect(newAssessments(before, await assessmentsByPatient()).size).toBe(0);
+});
+
+test('with sync.shadow set, the executor writes the RiskAssessments preliminary and proposes no CarePlan', async () => {
+  const shadowApp = createApp({ env: { FHIR_ML_LOG_LEVEL: 'silent', FHIR_ML_SHADOW: 'true' } });
+  try {
+    const client = new FhirClient({ baseUrl: fhir.url });
+    const execute = createSyncExecutor({ app: shadowApp, clientFor: () => client, scores: new PatientScoreStore(service.db) });
+    // Patients the service proposed CarePlans for: a run at a new as-of would propose again.
+    const plansBefore = await carePlansByPatient();
+    const proposedFor = ids.filter((id) => plansBefore.has(id)).slice(0, 2);
+    expect(proposedFor.length).toBeGreaterThan(0);
+    const asOf = new Date();
+    const report = await execute({ runId: '00000000-0000-4000-8000-00000000beef', batchSeq: 0, sourceId: 'shadow', patientIds: proposedFor, modelIds: ['diabetes-progression'], asOf });
+    expect(report.outcomes.map((o) => [o.patientId, o.status, o.write])).toEqual(proposedFor.map((id) => [id, 'scored', 'created']));
+    expect(report.requests).toBeGreaterThan(0);
+    const written = (await allRiskAssessments(fhir.url)).filter((ra) => ra.occurrenceDateTime === asOf.toISOString());
+    expect(written.map((ra) => ra.status)).toEqual(proposedFor.map(() => 'preliminary'));
+    const plansAfter = await carePlansByPatient();
+    for (const id of proposedFor) expect(plansAfter.get(id)!.length).toBe(plansBefore.get(id)!.length);
+  } finally {
+    await shadowApp.close();
+  }
 });

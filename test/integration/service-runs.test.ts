@@ -217,7 +217,7 @@ test('an incremental run after three patients got new data re-scores exactly tho
   expect(done.selection).toMatchObject({ changed: 3, stale: 0, total: 3 });
   const { items } = await runs.outcomes(run.id);
   expect(items.map((o) => o.patientId).sort()).toEqual([...changed].sort());
-  expect(items.every((o) => o.status === 'scored' && o.write === 'created')).toBe(true);
+  expect(items.map((o) => `${o.status}:${o.write}:${o.reason ?? ''}`)).toEqual(changed.map(() => 'scored:created:'));
   const after = await riskAssessmentsByPatient();
   for (const id of patientIds) expect(after.get(id) ?? 0).toBe((before.get(id) ?? 0) + (changed.includes(id) ? 1 : 0));
 });
