@@ -289,6 +289,8 @@ describe('fhir-ml features', () => {
       const text = await run(base);
       expect(text.code).toBe(0);
       expect(text.stdout).toMatch(/scorable/);
+      // The model's own version (as `models list` and the RiskAssessment say), the mapping's beside it.
+      expect(text.stdout.split('\n')[0]).toBe('model diabetes-progression 1.0.0 (mapping diabetes-progression 1.1.0) for Patient/demo-0004 as of 2026-01-01T00:00:00.000Z');
       expect(text.stdout).toMatch(/excluded {2}Observation\/demo-0004-glu-err {2}status \(glucose\)/);
       const json = JSON.parse((await run([...base, '--json'])).stdout) as { counts: { fetched: number; used: number; excluded: number }; columns: string[]; values: number[] };
       expect(json.counts.fetched).toBe(json.counts.used + json.counts.excluded);

@@ -54,7 +54,9 @@ export function registerFeaturesCommand(program: Command): void {
           stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), intendedUse, features }, null, 2) + '\n');
           return;
         }
-        const out: string[] = [`${model.mapping.id} ${model.mapping.version} for Patient/${patientId} as of ${asOf.toISOString()}`];
+        // The model's version is what `models list` and the written RiskAssessment name; the mapping has its own.
+        const card = model.runner.card;
+        const out: string[] = [`model ${card.id} ${card.version} (mapping ${model.mapping.id} ${model.mapping.version}) for Patient/${patientId} as of ${asOf.toISOString()}`];
         out.push(assessed.skip ? `NOT SCORED: ${assessed.skip.reason}${assessed.skip.detail ? ` (${assessed.skip.detail})` : ''}` : 'scorable');
         if (assessed.intendedUse.eligible && assessed.evidence.length) out.push(`intended use met by ${assessed.evidence.join(', ')}`);
         out.push('');
