@@ -1,3 +1,5 @@
+import { EXIT_OUTPUT_CLOSED } from '../core/error-mapping.js';
+
 /**
  * Standard output for commands. When the reader goes away (`fhir-ml ... | head`), writing fails with
  * EPIPE: instead of a stack trace, further output is dropped and listeners are told, so a running
@@ -14,6 +16,9 @@ function install(): void {
     if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
     if (closed) return;
     closed = true;
+    // A command that wrote its last output before the reader left learns it only now, after its exit
+    // code was set: what it wrote was not all read, so it ends as a process ended by SIGPIPE would.
+    if (!process.exitCode) process.exitCode = EXIT_OUTPUT_CLOSED;
     for (const listener of listeners) listener();
   });
 }

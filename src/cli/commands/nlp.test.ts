@@ -4,9 +4,11 @@
  * lines reported by number, and `nlp evaluate`.
  */
 import { jest } from '@jest/globals';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../../core/paths.js';
 import { main } from '../main.js';
 
 interface Run {
@@ -149,6 +151,22 @@ describe('fhir-ml nlp', () => {
     expect(r.stderr).toContain('line 2: not valid JSON');
     expect(r.stderr).toContain('line 3: not valid UTF-8');
     expect(r.stderr).toContain('3 line(s) analysed, 4 bad line(s) reported');
+  });
+
+  it('ends quietly when its reader goes away (| head): exit 141, no stack trace, for a text and for JSON Lines', async () => {
+    const text = file('long.txt', 'No pneumonia. Consolidation in the right lower lobe.\n'.repeat(4000));
+    const jsonl = file('long.jsonl', '{"text":"No pneumonia. Consolidation in the right lower lobe."}\n'.repeat(4000));
+    for (const args of [[text], ['--jsonl', jsonl]]) {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'nlp', ...args], { cwd: PACKAGE_ROOT, env: { ...process.env, FHIR_ML_CONFIG: '' } });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const code = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      // As `head -c 100` does once it has what it wants.
+      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+      child.stdout.destroy();
+      expect(await code).toBe(141);
+      expect(stderr).not.toMatch(/EPIPE|Error|\n\s+at /);
+    }
   });
 
   it('evaluate: per split, dimension and class precision, recall, F1 and the confusion matrix', async () => {

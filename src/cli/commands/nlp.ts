@@ -13,6 +13,7 @@ import {
   type TextAnalysis,
 } from '../../nlp/index.js';
 import { evaluate, formatEvaluation, loadLabelledFile, SPLITS, type Split } from '../../nlp/evaluate.js';
+import { stdout } from '../output.js';
 
 /**
  * `fhir-ml nlp [--target PHRASE ...] [--content-type TYPE] [--jsonl] [--pretty] [FILE|-]`
@@ -42,12 +43,12 @@ export function registerNlpCommand(program: Command): Command {
     .action(async (file: string, opts: { target: string[]; contentType?: string; jsonl?: boolean; pretty?: boolean }) => {
       const unsupported = checkContentType(opts.contentType);
       if (unsupported) throw new AdapterError('input-invalid', `--content-type: ${unsupported.detail} is not supported (text/plain, text/html, application/xhtml+xml)`);
-      const out = (line: string) => process.stdout.write(`${line}\n`);
+      const out = (line: string) => stdout.write(`${line}\n`);
       if (!opts.jsonl) {
         out(runNlpText(readInput(file), { targets: opts.target, contentType: opts.contentType, pretty: opts.pretty === true, name: inputName(file) }));
         return;
       }
-      const result = await runNlpJsonl(openInput(file), { targets: opts.target, contentType: opts.contentType, pretty: opts.pretty === true }, out);
+      const result = await runNlpJsonl(openInput(file), { targets: opts.target, contentType: opts.contentType, pretty: opts.pretty === true, stopped: () => stdout.closed }, out);
       for (const bad of result.bad) process.stderr.write(`fhir-ml nlp: ${inputName(file)}: line ${bad.line}: ${bad.message}\n`);
       if (result.bad.length > 0) {
         process.stderr.write(`fhir-ml nlp: ${result.analysed} line(s) analysed, ${result.bad.length} bad line(s) reported\n`);
@@ -66,7 +67,7 @@ export function registerNlpCommand(program: Command): Command {
       }
       const items = files.flatMap((f) => loadLabelledFile(f));
       const report = evaluate(items, { splits: opts.split ? [opts.split as Split] : undefined });
-      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvaluation(report)}\n`);
+      stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvaluation(report)}\n`);
     });
   return nlp;
 }
@@ -147,7 +148,7 @@ const MAX_LINE_BYTES = 16 * 1024 * 1024;
  */
 export async function runNlpJsonl(
   input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  opts: RenderOptions & { targets?: string[]; contentType?: string },
+  opts: RenderOptions & { targets?: string[]; contentType?: string; stopped?: () => boolean },
   out: (line: string) => void,
 ): Promise<JsonlResult> {
   const result: JsonlResult = { analysed: 0, bad: [] };
@@ -156,6 +157,8 @@ export async function runNlpJsonl(
     out(JSON.stringify({ line, error: { code: 'input-invalid', message } }));
   };
   for await (const { line, bytes, tooLong } of splitLines(input)) {
+    // The reader of the results went away (`| head`): nothing more can be delivered.
+    if (opts.stopped?.()) break;
     if (tooLong) {
       fail(line, `longer than ${MAX_LINE_BYTES} bytes`);
       continue;

@@ -4,6 +4,7 @@ import { defaultServiceConfig, loadServiceConfig, serviceEnvironment } from '../
 import { openDatabase } from '../../db/database.js';
 import { migrate } from '../../db/migrate.js';
 import { RunStore, type BatchRow, type OutcomeRow, type RunCounts, type RunRow, type RunState } from '../../db/runs.js';
+import { stdout } from '../output.js';
 import { table } from '../summary.js';
 
 /**
@@ -109,14 +110,14 @@ export async function runsList(opts: ListOptions): Promise<number> {
         return Promise.all(list.map(async (r) => ({ ...r, counts: await runs.counts(r.id) })));
       });
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ runs: rows }) + '\n');
+    stdout.write(JSON.stringify({ runs: rows }) + '\n');
     return 0;
   }
   if (!rows.length) {
-    process.stdout.write('no runs\n');
+    stdout.write('no runs\n');
     return 0;
   }
-  process.stdout.write(
+  stdout.write(
     table(
       ['run', 'source', 'state', 'mode', 'as-of', 'patients', 'scored', 'skipped', 'failed', 'batches', 'error'],
       rows.map((r) => {
@@ -140,7 +141,7 @@ export async function runsShow(id: string, opts: ShowOptions): Promise<number> {
       });
   if (!opts.outcomes) delete detail.outcomes;
   if (opts.json) {
-    process.stdout.write(JSON.stringify(detail) + '\n');
+    stdout.write(JSON.stringify(detail) + '\n');
     return 0;
   }
   const { run, counts, batches } = detail;
@@ -158,7 +159,7 @@ export async function runsShow(id: string, opts: ShowOptions): Promise<number> {
     out.push(`outcomes ${offset + 1}-${offset + detail.outcomes.items.length} of ${detail.outcomes.total}`);
     out.push(table(['patient', 'model', 'status', 'reason', 'probability', 'band', 'write'], detail.outcomes.items.map((o) => [o.patientId, o.modelId, o.status, o.reason ?? '', o.probability === undefined ? '' : o.probability.toFixed(4), o.band ?? '', o.write ?? ''])));
   }
-  process.stdout.write(out.join('\n') + '\n');
+  stdout.write(out.join('\n') + '\n');
   return 0;
 }
 
