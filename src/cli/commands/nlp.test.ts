@@ -134,7 +134,8 @@ describe('fhir-ml nlp', () => {
       Buffer.from('{"text": 3}\n'),
       Buffer.from('{"text":"<p>No <b>pneumonia</b></p>","contentType":"text/html"}\n'),
       Buffer.from('{"text":"a\\u0000b\\u0000c"}\n'),
-      Buffer.from('{"text":"History of pneumonia."}'),
+      Buffer.from('{"text":"History of pneumonia."}\n'),
+      Buffer.from('{"text":"%PDF-1.4","contentType":"application/pdf"}'),
     ]);
     const r = await run(['nlp', '--jsonl', file('in.jsonl', lines)]);
     expect(r.code).toBe(3);
@@ -147,10 +148,11 @@ describe('fhir-ml nlp', () => {
       expect.objectContaining({ line: 6, mentions: [expect.objectContaining({ text: 'pneumonia', negation: 'negated' })] }),
       { line: 7, error: { code: 'input-invalid', message: '"text": data is binary (NUL bytes)' } },
       expect.objectContaining({ line: 8, mentions: [expect.objectContaining({ text: 'pneumonia', temporality: 'historical', assertion: 'historical' })] }),
+      { line: 9, error: { code: 'input-invalid', message: '"contentType": content type application/pdf is not supported (text/plain, text/html, application/xhtml+xml)' } },
     ]);
     expect(r.stderr).toContain('line 2: not valid JSON');
     expect(r.stderr).toContain('line 3: not valid UTF-8');
-    expect(r.stderr).toContain('3 line(s) analysed, 4 bad line(s) reported');
+    expect(r.stderr).toContain('3 line(s) analysed, 5 bad line(s) reported');
   });
 
   it('ends quietly when its reader goes away (| head): exit 141, no stack trace, for a text and for JSON Lines', async () => {

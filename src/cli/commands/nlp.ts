@@ -42,7 +42,7 @@ export function registerNlpCommand(program: Command): Command {
     .option('--pretty', 'indent the JSON output')
     .action(async (file: string, opts: { target: string[]; contentType?: string; jsonl?: boolean; pretty?: boolean }) => {
       const unsupported = checkContentType(opts.contentType);
-      if (unsupported) throw new AdapterError('input-invalid', `--content-type: ${unsupported.detail} is not supported (text/plain, text/html, application/xhtml+xml)`);
+      if (unsupported) throw new AdapterError('input-invalid', `--content-type: ${unsupported.detail} is not supported (${SUPPORTED_TYPES})`);
       const out = (line: string) => stdout.write(`${line}\n`);
       if (!opts.jsonl) {
         out(runNlpText(readInput(file), { targets: opts.target, contentType: opts.contentType, pretty: opts.pretty === true, name: inputName(file) }));
@@ -71,6 +71,9 @@ export function registerNlpCommand(program: Command): Command {
     });
   return nlp;
 }
+
+/** The content types report text may have, as the messages name them. */
+const SUPPORTED_TYPES = 'text/plain, text/html, application/xhtml+xml';
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
@@ -196,7 +199,7 @@ export async function runNlpJsonl(
     }
     const decoded = textOfCharacters(text, contentType ?? opts.contentType);
     if (isDecodeProblem(decoded)) {
-      fail(line, `"text": ${decoded.detail}`);
+      fail(line, decoded.reason === 'unsupported-content-type' ? `"contentType": ${decoded.detail} is not supported (${SUPPORTED_TYPES})` : `"text": ${decoded.detail}`);
       continue;
     }
     out(render(analyzeText(decoded.text, { targets: [...(opts.targets ?? []), ...((targets as string[] | undefined) ?? [])] }), opts, { line }));
