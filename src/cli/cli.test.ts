@@ -236,6 +236,8 @@ describe('fhir-ml CLI', () => {
     for (const ra of assessments) {
       expect(ra.status).toBe('preliminary');
       expect(ra.note!.map((n) => n.text)).toContain('Shadow mode: written as preliminary for silent validation before go-live; not for clinical decisions.');
+      // The applicability sentence (note and extension) never contradicts the status.
+      expect(JSON.stringify(ra)).not.toContain('written as final');
     }
     for await (const page of client.search<fhir4.CarePlan>('CarePlan', { _count: '500' })) expect(page.resources.filter((c) => c.created === at)).toEqual([]);
     const table = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', asOf, '--shadow']);

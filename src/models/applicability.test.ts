@@ -39,6 +39,15 @@ describe('assessApplicability with the diabetes-progression policy', () => {
     );
   });
 
+  it('says in shadow mode that the score is written preliminary, never "written as final"', () => {
+    const final = assessApplicability(diabetes, { ...diabetesRow(typical), ood: passed, shadow: true });
+    expect(final.decision).toBe('score');
+    expect(final.text).toMatch(/Policy: final, but written as preliminary \(shadow mode\)\.$/);
+    expect(final.text).not.toContain('written as final');
+    const some = assessApplicability(diabetes, { ...diabetesRow({ ...typical, ldl: null, hdl: null, tc_hdl_ratio: null }), ood: passed, shadow: true });
+    expect(some.text).toContain('Policy: written as preliminary (too-many-imputed, shadow mode).');
+  });
+
   it('writes preliminary above 2 imputed inputs and skips above 5 (a score on age, sex, BMI and MAP alone)', () => {
     const some = assessApplicability(diabetes, { ...diabetesRow({ ...typical, ldl: null, hdl: null, tc_hdl_ratio: null }), ood: passed });
     expect(some).toMatchObject({ imputed: ['ldl', 'hdl', 'tc_hdl_ratio'], decision: 'score-preliminary' });

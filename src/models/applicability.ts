@@ -22,6 +22,8 @@ export interface ApplicabilityInput {
   ood?: { error: number; flagged: boolean; threshold: number };
   /** Names for the sentence by column id (rationaleFeaturesFromMapping gives them); default the column id. */
   labels?: Readonly<Record<string, string>>;
+  /** Shadow mode: whatever the policy decides, a written score is preliminary; the sentence says so. */
+  shadow?: boolean;
 }
 
 export interface OutOfRange {
@@ -109,7 +111,7 @@ export function assessApplicability(
   const skipReason = decision === 'skip' ? SKIP_PRECEDENCE.find((r) => triggers.some((t) => t.reason === r && t.action === 'skip')) : undefined;
   const result: Applicability = { inputs: ids.length, imputed, outOfRange, rangesAssessed: ranges !== undefined, ood, decision, triggers, text: '' };
   if (skipReason) result.skipReason = skipReason;
-  result.text = applicabilitySentence(result, input.labels);
+  result.text = applicabilitySentence(result, input.labels, { shadow: input.shadow });
   return result;
 }
 
@@ -122,7 +124,7 @@ function rangeText(o: OutOfRange, label: string): string {
 }
 
 /** The readable sentence of an applicability result. */
-export function applicabilitySentence(a: Omit<Applicability, 'text'>, labels: Readonly<Record<string, string>> = {}): string {
+export function applicabilitySentence(a: Omit<Applicability, 'text'>, labels: Readonly<Record<string, string>> = {}, options: { shadow?: boolean } = {}): string {
   const label = (id: string) => labels[id] ?? id;
   const parts: string[] = [];
   parts.push(a.imputed.length ? `${a.imputed.length} of ${a.inputs} inputs imputed (${a.imputed.map(label).join(', ')})` : `all ${a.inputs} inputs observed`);
@@ -136,11 +138,15 @@ export function applicabilitySentence(a: Omit<Applicability, 'text'>, labels: Re
         ? `out-of-distribution check flagged the input (reconstruction error ${formatValue(a.ood.error)} above ${a.ood.threshold})`
         : `out-of-distribution check passed (reconstruction error ${formatValue(a.ood.error)}, threshold ${a.ood.threshold})`,
     );
+  const preliminaryReasons = a.triggers.filter((t) => t.action === 'score-preliminary').map((t) => t.reason);
+  // In shadow mode nothing is written final: the sentence must not say otherwise beside status preliminary.
   const outcome =
     a.decision === 'skip'
       ? `not written (${a.skipReason})`
       : a.decision === 'score-preliminary'
-        ? `written as preliminary (${a.triggers.filter((t) => t.action === 'score-preliminary').map((t) => t.reason).join(', ')})`
-        : 'written as final';
+        ? `written as preliminary (${[...preliminaryReasons, ...(options.shadow ? ['shadow mode'] : [])].join(', ')})`
+        : options.shadow
+          ? 'final, but written as preliminary (shadow mode)'
+          : 'written as final';
   return `Applicability: ${parts.join('; ')}. Policy: ${outcome}.`;
 }

@@ -142,6 +142,7 @@ export async function scoreBatch(patientIds: string[], pull: PullResult, ctx: Ba
         raw: row.raw,
         ...(ood ? { ood: { error: ood.error[i], flagged: ood.flagged[i], threshold: ood.threshold } } : {}),
         labels,
+        shadow: ctx.shadow,
       });
       entry.applicability = applicability;
       if (applicability.decision === 'skip') {
