@@ -81,6 +81,9 @@ describe('write plan', () => {
     const prov = bundle.entry![1].resource as fhir4.Provenance;
     expect(prov.target[0].reference).toBe(bundle.entry![0].fullUrl);
     expect(prov.agent[0].who?.reference).toBe('Device/d1');
+    // The model is the author of the assessment's content (as for CarePlan proposals and in HL7 AI
+    // Transparency on FHIR), not an "assembler", which by definition authors none of it.
+    expect(prov.agent[0].type?.coding).toEqual([{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author', display: 'Author' }]);
     expect(prov.entity?.map((e) => e.what.reference)).toEqual(['Observation/o1', 'Observation/o2']);
   });
 

@@ -136,10 +136,10 @@ export function buildProvenance(args: {
     },
     agent: [
       {
+        // The model authored the assessment's content (probability, band, rationale); "assembler" would
+        // say it only put together content authored by others.
         type: {
-          coding: [
-            { system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'assembler', display: 'Assembler' },
-          ],
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author', display: 'Author' }],
         },
         who: { reference: args.deviceReference },
       },
