@@ -42,7 +42,7 @@ function storedKey(config: ApiKeyConfig): StoredKey {
   return { name: config.name, check: (key) => timingSafeEqual(scryptSync(key, Buffer.from(salt, 'base64'), expected.length, params), expected) };
 }
 
-/** `sha256:<hex>` for a key, as the sources file wants it (`fhir-ml serve --hash-key` prints it). */
+/** The sha256 of a key in hex, as the sources file wants it (`fhir-ml serve --hash-key` prints it). */
 export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startService, type RunningService } from '../../src/api/service.js';
+import { loadServiceConfig } from '../../src/config/sources.js';
 import { main } from '../../src/cli/main.js';
 import { packagePath } from '../../src/core/paths.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
@@ -138,4 +139,16 @@ test('fhir-ml serve runs API and worker until SIGTERM, then exits 0', async () =
     if (child.exitCode === null) child.kill('SIGKILL');
     await fhir.close();
   }
+});
+
+test('serve --hash-key prints the bare sha256, which a sha256Env variable takes as docker-compose.yml says', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', packagePath('src', 'cli', 'main.ts'), 'serve', '--hash-key'], { cwd: packagePath(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stdin!.end(API_KEY);
+  expect(await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)))).toBe(0);
+  expect(stdout).toBe(`${API_KEY_SHA256}\n`);
+  // export FHIR_ML_API_KEY_SHA256=$(printf '%s' "$KEY" | npx fhir-ml serve --hash-key)
+  const config = loadServiceConfig(packagePath('fixtures', 'service', 'sources.compose.yaml'), { FHIR_ML_API_KEY_SHA256: stdout.trim() });
+  expect(config.apiKeys).toEqual([expect.objectContaining({ name: 'compose', sha256: API_KEY_SHA256 })]);
 });

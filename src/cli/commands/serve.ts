@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { Command, Option } from 'commander';
+import { hashApiKey } from '../../api/auth.js';
 import { startService } from '../../api/service.js';
 import { AdapterError } from '../../core/errors.js';
 import { describeServiceConfig, loadServiceConfig, serviceEnvironment } from '../../config/sources.js';
@@ -22,7 +22,7 @@ export function registerServeCommand(program: Command): void {
     .option('--port <n>', 'API port (default: the sources file, else 8787)')
     .option('--host <host>', 'API host (default: the sources file, else 127.0.0.1)')
     .option('--metrics-port <n>', 'worker only: port of /metrics (default: the sources file\'s service.metrics.port, else 9464)')
-    .option('--hash-key', 'read an API key on stdin, print the sha256 the sources file wants, and exit')
+    .option('--hash-key', 'read an API key on stdin, print its sha256 (hex, for apiKeys[].sha256 or a sha256Env variable), and exit')
     .action(async (opts: ServeOptions) => {
       process.exitCode = await serveCommand(opts);
     });
@@ -55,7 +55,8 @@ export async function serveCommand(opts: ServeOptions): Promise<number> {
   if (opts.hashKey) {
     const key = await readStdin();
     if (key.length < 24) throw new AdapterError('input-invalid', 'an API key should be random and at least 24 characters long');
-    process.stdout.write(`sha256: ${createHash('sha256').update(key).digest('hex')}\n`);
+    // The bare digest, so `export FHIR_ML_API_KEY_SHA256=$(... | fhir-ml serve --hash-key)` (docker-compose.yml) works.
+    process.stdout.write(`${hashApiKey(key)}\n`);
     return 0;
   }
   const environment = serviceEnvironment();
