@@ -58,6 +58,8 @@ const predictBody = z.strictObject({
 
 /** Rules across predict's fields, checked on the raw body so they are reported with the schema's problems. */
 function predictProblems(body: unknown): string[] {
+  // express.json leaves no body for another content type: say so rather than fail on a missing field.
+  if (body === undefined) return ['body: expected a JSON object (Content-Type: application/json or application/fhir+json)'];
   if (!body || typeof body !== 'object') return [];
   const b = body as Record<string, unknown>;
   const fromSource = b.source !== undefined || b.patientId !== undefined;
@@ -90,16 +92,22 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, what: string, more: stri
   throw new AdapterError('input-invalid', problems.join('; '), { details: { problems } });
 }
 
-function asOfOf(value: string | undefined, clock: Clock): Date {
-  if (value === undefined) return clock.now();
+/** What is wrong with a body's `asOf` (none when absent or not a string: the schema names that), listed with the body's other problems. */
+function asOfProblems(body: unknown, clock: Clock): string[] {
+  const value = body && typeof body === 'object' ? (body as { asOf?: unknown }).asOf : undefined;
+  if (typeof value !== 'string') return [];
   let asOf: Date;
   try {
     asOf = parseAsOf(value, clock.now());
   } catch {
-    throw new AdapterError('input-invalid', `asOf "${value.slice(0, 40)}" is not a date (YYYY-MM-DD) or a dateTime with a time zone`);
+    return [`body.asOf: "${value.slice(0, 40)}" is not a date (YYYY-MM-DD) or a dateTime with a time zone`];
   }
-  if (asOf.getTime() > clock.now().getTime() + 5 * 60_000) throw new AdapterError('input-invalid', 'asOf is in the future');
-  return asOf;
+  return asOf.getTime() > clock.now().getTime() + 5 * 60_000 ? ['body.asOf: is in the future'] : [];
+}
+
+/** The as-of of a body already checked by `asOfProblems`. */
+function asOfOf(value: string | undefined, clock: Clock): Date {
+  return value === undefined ? clock.now() : parseAsOf(value, clock.now());
 }
 
 export function createApiApp(deps: ApiDeps): express.Express {
@@ -186,7 +194,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   api.post('/sources/:id/runs', async (req, res) => {
     const source = sourceOf(String(req.params.id));
-    const body = parse(runBody, req.body, 'body');
+    const body = parse(runBody, req.body, 'body', asOfProblems(req.body, clock));
     if (!deps.boss) throw new AdapterError('fhir-unavailable', 'this API process cannot start runs (no job queue)', { transient: true });
     const result = await triggerRun({ db: deps.db, boss: deps.boss, runs }, source, { trigger: 'api', asOf: asOfOf(body.asOf, clock), full: body.full });
     deps.metrics.runTriggers.inc({ source: source.id, result: result.started ? 'started' : 'already-running' });
@@ -252,7 +260,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   api.post('/models/:id/predict', async (req, res) => {
     const modelId = String(req.params.id);
-    const body = parse(predictBody, req.body, 'body', predictProblems(req.body));
+    const body = parse(predictBody, req.body, 'body', [...predictProblems(req.body), ...asOfProblems(req.body, clock)]);
     const asOf = asOfOf(body.asOf, clock);
     const [model] = await deps.app.models([modelId]);
     if (body.bundle) {

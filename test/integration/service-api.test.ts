@@ -248,6 +248,16 @@ test('bodies are validated with every problem named, and limited in size', async
   expect(text).toMatch(/body.write/);
   expect(text).toMatch(/not both/);
   expect((await call('POST', '/sources/test/runs', { token: API_KEY, body: { asOf: 'tomorrow' } })).status).toBe(400);
+  // A bad as-of is named with the body's other problems, not on a second try.
+  const several = await call('POST', '/sources/test/runs', { token: API_KEY, body: { asOf: 'tomorrow', full: 'yes' } });
+  expect(several.status).toBe(400);
+  const severalText = ((await several.json()) as { issue: { details: { text: string } }[] }).issue[0].details.text;
+  expect(severalText).toMatch(/body\.full/);
+  expect(severalText).toMatch(/body\.asOf: "tomorrow" is not a date/);
+  // A body that is not JSON is a 400 naming what is expected, not an internal error.
+  const plain = await fetch(`${service.url}/models/diabetes-progression/predict`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'text/plain' }, body: 'x' });
+  expect(plain.status).toBe(400);
+  expect(((await plain.json()) as { issue: { details: { text: string } }[] }).issue[0].details.text).toMatch(/expected a JSON object \(Content-Type: application\/json/);
   expect((await call('POST', '/sources/test/runs', { token: API_KEY, body: { unknown: 1 } })).status).toBe(400);
   expect((await call('POST', '/sources/nope/runs', { token: API_KEY, body: {} })).status).toBe(404);
   expect((await call('POST', '/sources/test/runs', { token: API_KEY, raw: '{"asOf":' })).status).toBe(400);
