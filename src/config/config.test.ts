@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AdapterError } from '../core/errors.js';
@@ -111,16 +111,20 @@ describe('loadConfig', () => {
   });
 
   it('configures SMART Backend Services from the environment or the file (key path relative to the file), never beside other credentials', () => {
+    const keyFile = path.join(dir, 'es384.pem');
+    writeFileSync(keyFile, 'a key');
+    mkdirSync(path.join(dir, 'keys'), { recursive: true });
+    writeFileSync(path.join(dir, 'keys', 'sync.jwk.json'), '{}');
     const env = {
       FHIR_ML_SMART_CLIENT_ID: 'nightly',
-      FHIR_ML_SMART_PRIVATE_KEY_FILE: '/keys/es384.pem',
+      FHIR_ML_SMART_PRIVATE_KEY_FILE: keyFile,
       FHIR_ML_SMART_ALG: 'ES384',
       FHIR_ML_SMART_SCOPES: 'system/Patient.rs  system/Observation.rs',
     };
     expect(loadConfig({}, env).fhir.auth).toEqual({
       type: 'smart',
       clientId: 'nightly',
-      privateKeyFile: '/keys/es384.pem',
+      privateKeyFile: keyFile,
       alg: 'ES384',
       scopes: ['system/Patient.rs', 'system/Observation.rs'],
     });
@@ -132,6 +136,12 @@ describe('loadConfig', () => {
     expect(bad.join('\n')).toMatch(/client id must not be empty/);
     expect(bad.join('\n')).toMatch(/private key file must be named/);
     expect(bad.join('\n')).toMatch(/system\/ scopes, not patient\//);
+    // An unreadable key file is found at start, with every other problem, not when the first token is needed.
+    const unreadable = problemsOf(() => loadConfig({}, { ...env, FHIR_ML_SMART_PRIVATE_KEY_FILE: path.join(dir, 'missing.pem'), FHIR_ML_SMART_ALG: 'HS256' }));
+    expect(unreadable).toEqual([
+      expect.stringMatching(/^FHIR_ML_SMART_PRIVATE_KEY_FILE: the SMART private key file .*missing\.pem cannot be read \(ENOENT\)$/),
+      expect.stringMatching(/fhir\.auth\.alg/),
+    ]);
   });
 
   it('reads the shadow and CarePlan switches as booleans from flags, environment and file, refusing other words', () => {

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
@@ -280,6 +280,17 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
     tokenEndpoint: smartSetting('FHIR_ML_SMART_TOKEN_ENDPOINT', 'tokenEndpoint'),
   };
   const smartGiven = Object.values(smart).find((v) => v.from)?.from;
+  // The key is read when the first token is needed; an unreadable file is a configuration problem
+  // reported now with the others (as for a token file), not a failed run later.
+  const keyFile = smart.privateKeyFile;
+  if (typeof keyFile.value === 'string' && keyFile.value) {
+    try {
+      accessSync(keyFile.value, constants.R_OK);
+    } catch (err) {
+      const where = keyFile.from === 'fhir.auth.privateKeyFile' ? `${fileLabel}: fhir.auth.privateKeyFile` : keyFile.from!;
+      problems.push(`${where}: the SMART private key file ${keyFile.value} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
   const kinds = [
     token.from && `a bearer token (${token.from})`,
     basicGiven && `basic credentials (${basicGiven})`,
