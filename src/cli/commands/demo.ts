@@ -17,7 +17,7 @@ export function registerDemoCommand(program: Command): void {
     .command('demo')
     .description('Start the embedded FHIR server, seed demo patients, score them all, write back and print a summary')
     .option('--serve', 'then keep the demo FHIR server, the API and the web console running (until Ctrl-C) and print their URLs and a session API key')
-    .option('--port <n>', 'with --serve: port of the API and console (default 8787; 0 picks a free one)', '8787')
+    .option('--port <n>', 'with --serve: port of the API and console (0 picks a free one)', '8787')
     .action(async (opts: DemoOptions) => {
       process.exitCode = await demoCommand(opts);
     });

@@ -22,14 +22,14 @@ export function registerRunsCommand(program: Command): void {
   common(runs.command('list').description('Recent runs, newest first'))
     .option('--source <id>', 'only this source')
     .option('--state <state>', 'only runs in this state (queued, selecting, running, succeeded, failed)')
-    .option('--limit <n>', 'how many (default 20)', '20')
+    .option('--limit <n>', 'how many', '20')
     .action(async (opts: ListOptions) => {
       process.exitCode = await runsList(opts);
     });
   common(runs.command('show').description('One run: counts, batches, errors and (with --outcomes) per-patient outcomes').argument('<run-id>'))
     .option('--outcomes', 'list the per-patient outcomes')
-    .option('--limit <n>', 'outcomes per page (default 100)', '100')
-    .option('--offset <n>', 'first outcome (default 0)', '0')
+    .option('--limit <n>', 'outcomes per page', '100')
+    .option('--offset <n>', 'first outcome', '0')
     .action(async (id: string, opts: ShowOptions) => {
       process.exitCode = await runsShow(id, opts);
     });
