@@ -5,7 +5,7 @@ import type { Logger } from '../core/log.js';
 import type { FeatureRow, PatientRecord } from '../core/types.js';
 import type { FhirClient } from '../fhir/client.js';
 import { patientIdOf, type PullResult } from '../fhir/pull.js';
-import type { MapContext } from '../features/index.js';
+import { describeTransforms, valueColumns, type MapContext } from '../features/index.js';
 import { scoreBatch, type BatchEntry } from '../sync/batch.js';
 import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
@@ -174,15 +174,18 @@ export function recordFromBundle(bundle: Bundle): PatientRecord {
 
 export interface FeatureView {
   id: string;
+  /** The measured value, in `unit`, before the transforms (`ln_tg`: triglycerides in mg/dL). */
   value: number | null;
   unit?: string;
+  /** What the model input makes of the value, in order (e.g. `log, standardize(...)`); empty: none. */
+  transforms: string;
   input: boolean;
 }
 
 function featureView(model: SyncModel, row: FeatureRow): FeatureView[] {
   return model.mapping.features.flatMap((f) => {
-    const keys = f.oneHot ? f.oneHot.map((c) => `${f.id}=${c}`) : [f.id];
-    return keys.map((k) => ({ id: k, value: row.raw[k] ?? null, unit: f.unit, input: !!f.input }));
+    const transforms = describeTransforms(f);
+    return valueColumns(f).map((k) => ({ id: k, value: row.raw[k] ?? null, unit: f.unit, transforms, input: !!f.input }));
   });
 }
 

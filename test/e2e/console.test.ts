@@ -122,6 +122,8 @@ maybe('the patient drill-down shows the written score and its rationale, with no
   await expect(page.locator('#risk-assessment-from').textContent()).resolves.toBe('by this run');
   const features = page.getByRole('table', { name: 'Features with units' });
   await expect(features.textContent()).resolves.toMatch(/mg\/dL/);
+  // A transformed input is shown as measured, in its unit, with what the model makes of it.
+  await expect(features.getByRole('row').filter({ has: page.getByRole('rowheader', { name: 'ln_tg' }) }).textContent()).resolves.toMatch(/mg\/dLlog, standardize\(mean [\d.]+, std [\d.]+\)/);
   await expect(page.getByRole('table', { name: 'Excluded resources and why' }).count()).resolves.toBe(1);
   expect(await page.getByRole('heading', { level: 1 }).textContent()).toContain(patientId);
   await page.screenshot({ path: path.join(OUT, 'console-patient.png'), fullPage: true });

@@ -170,11 +170,12 @@ test('predict scores the patient of a posted Bundle, the same as from the server
   const bundle = { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource })) };
   const res = await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { bundle, asOf } });
   expect(res.status).toBe(200);
-  const scored = (await res.json()) as { status: string; probability: number; features: { id: string; unit?: string }[] };
+  const scored = (await res.json()) as { status: string; probability: number; features: { id: string; unit?: string; transforms?: string }[] };
   expect(scored.status).toBe('scored');
   const fromServer = (await (await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { source: 'test', patientId: patientIds[1], asOf } })).json()) as { probability: number };
   expect(scored.probability).toBeCloseTo(fromServer.probability, 6);
   expect(scored.features.find((f) => f.id === 'glucose')?.unit).toBe('mg/dL');
+  expect(scored.features.find((f) => f.id === 'ln_tg')).toMatchObject({ unit: 'mg/dL', transforms: expect.stringMatching(/^log, standardize\(/) });
 
   const foreign = { ...bundle, entry: [...bundle.entry, { resource: { ...resources.find((r) => r.resourceType === 'Observation')!, id: 'x1', subject: { reference: 'Patient/other' } } }] };
   const refused = await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { bundle: foreign } });

@@ -244,7 +244,8 @@ async function showOutcome(id) {
     el('section', { 'aria-labelledby': 'features-h' }, el('h2', { id: 'features-h', text: 'Features' }),
       el('p', { className: 'muted', text: 'Read again from the source at the run’s as-of; data changed since the run may differ.' }),
       el('div', { className: 'grid' },
-        table('Features with units', ['Feature', { label: 'Value', num: true }, 'Unit', 'Model input'], detail.features.map((f) => [f.id, f.value === null ? 'missing' : fmt.num(f.value), f.unit ?? '', f.input ? 'yes' : 'no']), { rowHeader: true }),
+        // The measured value in its unit, and what the model input makes of it (ln_tg: mg/dL, then log, ...).
+        table('Features with units', ['Feature', { label: 'Value', num: true }, 'Unit', 'Transforms', 'Model input'], detail.features.map((f) => [f.id, f.value === null ? 'missing' : fmt.num(f.value), f.unit ?? '', f.transforms ?? '', f.input ? 'yes' : 'no']), { rowHeader: true }),
         table('Model inputs', ['Column', { label: 'Value', num: true }, 'Imputed'], detail.columns.map((c) => [c.id, fmt.num(c.value), c.imputed ? 'imputed' : '']), { rowHeader: true }))),
   );
   view.append(
