@@ -152,3 +152,11 @@ test('serve --hash-key prints the bare sha256, which a sha256Env variable takes 
   const config = loadServiceConfig(packagePath('fixtures', 'service', 'sources.compose.yaml'), { FHIR_ML_API_KEY_SHA256: stdout.trim() });
   expect(config.apiKeys).toEqual([expect.objectContaining({ name: 'compose', sha256: API_KEY_SHA256 })]);
 });
+
+test('serve --api-only on the embedded database is refused before anything starts: no worker could ever run its runs', async () => {
+  const sources = path.join(tmp, 'embedded-sources.yaml');
+  writeFileSync(sources, `service:\n  apiKeys: [{ name: ops, sha256: ${API_KEY_SHA256} }]\n  database: { dataDir: memory:// }\nsources:\n  - id: local\n    baseUrl: http://127.0.0.1:9/fhir\n    models: [diabetes-progression]\n`);
+  const r = await run(['serve', '--sources', sources, '--api-only'], { DATABASE_URL: '' });
+  expect(r.code).toBe(64);
+  expect(r.stderr).toMatch(/--api-only needs a PostgreSQL server \(DATABASE_URL\)/);
+});

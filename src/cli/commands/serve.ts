@@ -66,6 +66,11 @@ export async function serveCommand(opts: ServeOptions): Promise<number> {
   const metricsPort = portOption(opts.metricsPort, '--metrics-port');
   const config = loadServiceConfig(file, environment.env);
   const mode = opts.apiOnly ? 'api' : opts.workerOnly ? 'worker' : 'all';
+  // Only one process can open the embedded database: an API alone on it has no worker anywhere to run
+  // the runs it starts (or its schedules), which would stay queued for ever.
+  if (mode === 'api' && !config.database.url) {
+    throw new AdapterError('input-invalid', '--api-only needs a PostgreSQL server (DATABASE_URL): the embedded database opens in one process only, so no worker could run the runs this API starts; use `fhir-ml serve` for API and worker in one process');
+  }
   const app = commandContext();
   try {
     app.logger.info({ mode, ...describeServiceConfig(config) }, 'service starting');
