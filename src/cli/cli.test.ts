@@ -319,6 +319,26 @@ describe('fhir-ml features', () => {
     }
   });
 
+  it("says NOT SCORED where sync skips by the card's policy (out of distribution), not only by the intended-use gate", async () => {
+    const server = await startFhirServer({ port: 0 });
+    try {
+      await seedDemo(server, loadDiabetesRows().slice(0, 1), undefined, { showcase: true });
+      const base = ['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-unit-error', '--as-of', '2026-01-01T00:00:00Z'];
+      const text = (await run(base)).stdout;
+      expect(text).toMatch(/^NOT SCORED: out-of-distribution \(reconstruction error [\d.]+ > [\d.]+\)$/m);
+      expect(text).toMatch(/^Applicability: .*Policy: not written \(out-of-distribution\)\.$/m);
+      const json = JSON.parse((await run([...base, '--json'])).stdout);
+      expect(json).toMatchObject({ intendedUse: { eligible: true }, decision: { status: 'skipped', reason: 'out-of-distribution' }, applicability: { decision: 'skip' } });
+      // The same as sync decides for this patient.
+      const synced = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-unit-error', '--as-of', '2026-01-01T00:00:00Z', '--dry-run', '--json']);
+      expect(JSON.parse(synced.stdout.split('\n')[0])).toMatchObject({ status: 'skipped', reason: 'out-of-distribution' });
+      const scorable = JSON.parse((await run(['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2026-01-01T00:00:00Z', '--json'])).stdout);
+      expect(scorable).toMatchObject({ decision: { status: 'scorable' }, applicability: { decision: 'score' } });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('shows a transformed feature as what was measured, in its unit, and what the transforms make of it', async () => {
     const server = await startFhirServer({ port: 0 });
     try {

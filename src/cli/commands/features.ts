@@ -3,7 +3,7 @@ import { AdapterError } from '../../core/errors.js';
 import { parseAsOf } from '../../core/time.js';
 import type { FeatureRow } from '../../core/types.js';
 import { describeTransforms, valueColumns, type FeatureSpec } from '../../features/index.js';
-import { assessPatient, pullStep } from '../../sync/index.js';
+import { assessPatient, pullStep, scoreBatch } from '../../sync/index.js';
 import { commandContext, invocationError, parsePatientIds } from '../context.js';
 import { stdout } from '../output.js';
 import { table } from '../summary.js';
@@ -50,15 +50,26 @@ export function registerFeaturesCommand(program: Command): void {
         const intendedUse = assessed.intendedUse.eligible
           ? { eligible: true, evidence: assessed.evidence }
           : { eligible: false, reason: assessed.intendedUse.reason, detail: assessed.intendedUse.detail };
+        // Past the gate, the model and its out-of-distribution check decide with the card's policy, as in
+        // a sync (its batch step, writing nothing): "scorable" must not be shown for a patient sync skips.
+        const entry = assessed.skip
+          ? undefined
+          : (await scoreBatch([patientId], pull, { models: [model], asOf, identifierSystem: app.config.sync.identifierSystem, mapContext: app.mapContext, recorded: asOf, explain: false })).entries.find(
+              (e) => e.patientId === patientId,
+            );
+        const skip = assessed.skip ?? (entry?.status === 'skipped' ? { reason: entry.reason!, detail: entry.reasonDetail } : undefined);
+        const applicability = entry?.applicability;
+        const decision = skip ? { status: 'skipped', reason: skip.reason, ...(skip.detail ? { detail: skip.detail } : {}) } : { status: 'scorable' };
         if (opts.json) {
-          stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), intendedUse, features }, null, 2) + '\n');
+          stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), intendedUse, decision, ...(applicability ? { applicability } : {}), features }, null, 2) + '\n');
           return;
         }
         // The model's version is what `models list` and the written RiskAssessment name; the mapping has its own.
         const card = model.runner.card;
         const out: string[] = [`model ${card.id} ${card.version} (mapping ${model.mapping.id} ${model.mapping.version}) for Patient/${patientId} as of ${asOf.toISOString()}`];
-        out.push(assessed.skip ? `NOT SCORED: ${assessed.skip.reason}${assessed.skip.detail ? ` (${assessed.skip.detail})` : ''}` : 'scorable');
+        out.push(skip ? `NOT SCORED: ${skip.reason}${skip.detail ? ` (${skip.detail})` : ''}` : 'scorable');
         if (assessed.intendedUse.eligible && assessed.evidence.length) out.push(`intended use met by ${assessed.evidence.join(', ')}`);
+        if (applicability) out.push(applicability.text);
         out.push('');
         out.push(
           table(
