@@ -108,10 +108,11 @@ export async function pullBatch(
     }
   };
 
-  // Each search type builds its fixed parameters; the patient list is added per chunk.
-  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [];
-  const subjects = (chunk: string[]): SearchParams => ({ subject: chunk.map((id) => `Patient/${id}`).join(',') });
-  searches.push({ resourceType: 'Patient', fixed: { _count: count }, idParam: (chunk) => ({ _id: chunk.join(',') }) });
+  // Each search type builds its fixed parameters; the patient list is added per chunk, as one
+  // comma-joined parameter (`idKey`) of one value per patient (`idValue`).
+  const searches: { resourceType: PulledType; fixed: SearchParams; idKey: string; idValue: (id: string) => string }[] = [];
+  const subjects = { idKey: 'subject', idValue: (id: string) => `Patient/${id}` };
+  searches.push({ resourceType: 'Patient', fixed: { _count: count }, idKey: '_id', idValue: (id) => id });
   if (spec.observationCodes.length > 0) {
     searches.push({
       resourceType: 'Observation',
@@ -120,29 +121,28 @@ export async function pullBatch(
         date: dateRange(spec.observationSince, asOfParam),
         _count: count,
       },
-      idParam: subjects,
+      ...subjects,
     });
   }
   if (spec.reports) {
     const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
     if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
     if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
-    searches.push({ resourceType: 'DiagnosticReport', fixed, idParam: subjects });
+    searches.push({ resourceType: 'DiagnosticReport', fixed, ...subjects });
   }
   if (spec.imaging) {
     searches.push({
       resourceType: 'ImagingStudy',
       fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count },
-      idParam: subjects,
+      ...subjects,
     });
   }
 
   const tasks: Promise<void>[] = [];
   for (const search of searches) {
-    const urlLength = (chunk: string[]) =>
-      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...search.idParam(chunk), ...search.fixed });
+    const urlLength = searchUrlLength(client.baseUrl, search.resourceType, search.fixed, search.idKey, search.idValue);
     for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
-      tasks.push(collect(search.resourceType, { ...search.idParam(chunk), ...search.fixed }));
+      tasks.push(collect(search.resourceType, { [search.idKey]: chunk.map(search.idValue).join(','), ...search.fixed }));
     }
   }
   // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
@@ -342,6 +342,40 @@ function escapeSearchValue(value: string): string {
 /** Repeated parameter = AND: `date=ge<since>&date=le<asOf>`. */
 function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
   return since ? [`ge${since.toISOString()}`, asOfParam] : asOfParam;
+}
+
+/**
+ * Measures `base/Type?query` for a search of the `fixed` parameters plus `idKey` = the chunk's
+ * `idValue`s joined by commas, exactly as URLSearchParams encodes it, without building the query:
+ * `chunkIds` measures a growing chunk once per id, and encoding the whole query each time was the
+ * pull's largest CPU cost. Form encoding is per character, so the length is a sum of parts: the fixed
+ * parameters (once), the key, each id's value (once per id) and the encoded commas between them.
+ */
+export function searchUrlLength(
+  baseUrl: string,
+  resourceType: string,
+  fixed: SearchParams,
+  idKey: string,
+  idValue: (id: string) => string,
+): (chunk: string[]) => number {
+  const fixedLength = queryLength(fixed);
+  const head = baseUrl.length + resourceType.length + 2 + fixedLength + (fixedLength > 0 ? 1 : 0) + encodedLength(idKey) + 1;
+  const comma = encodedLength(',');
+  const lengths = new Map<string, number>();
+  return (chunk) => {
+    let length = head + comma * Math.max(0, chunk.length - 1);
+    for (const id of chunk) {
+      let l = lengths.get(id);
+      if (l === undefined) lengths.set(id, (l = encodedLength(idValue(id))));
+      length += l;
+    }
+    return length;
+  };
+}
+
+/** Length of `value` form-encoded as URLSearchParams encodes a parameter value. */
+function encodedLength(value: string): number {
+  return new URLSearchParams([['', value]]).toString().length - 1;
 }
 
 function queryLength(params: SearchParams): number {
