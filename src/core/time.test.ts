@@ -26,6 +26,21 @@ describe('the month-end rule (one rule for lookback starts and horizon ends)', (
     expect(() => horizonEnd(new Date(), { value: 1.5, unit: 'a' })).toThrow(/whole numbers/);
     expect(() => horizonEnd(new Date(), { value: 1, unit: 'fortnight' })).toThrow(/unsupported time unit/);
   });
+
+  it('gives the same lookback start when asked again, for alternating as-ofs, and a Date the caller may change', () => {
+    const asOfs = ['2024-03-31T12:00:00Z', '2023-01-31T00:00:00Z', '2024-03-31T12:00:00Z'].map((t) => new Date(t));
+    for (const asOf of asOfs) {
+      for (const duration of ['P1M', 'P2Y', 'PT48H']) {
+        const expected = addDuration(asOf, { ...{ P1M: { months: 1 }, P2Y: { years: 2 }, PT48H: { hours: 48 } }[duration] }, -1).toISOString();
+        const first = lookbackStart(duration, asOf);
+        expect(first.toISOString()).toBe(expected);
+        first.setTime(0);
+        expect(lookbackStart(duration, asOf).toISOString()).toBe(expected);
+      }
+    }
+    expect(() => lookbackStart('P1X', asOfs[0])).toThrow(/not an ISO 8601 duration/);
+    expect(Number.isNaN(lookbackStart('P1Y', new Date(NaN)).getTime())).toBe(true);
+  });
 });
 
 describe('parseFhirDateTime', () => {

@@ -56,9 +56,19 @@ export function addDuration(date: Date, duration: Partial<Duration>, sign: 1 | -
   return new Date(t.getTime() + sign * fixedMs(d));
 }
 
+/** The last lookback start computed per duration (a run asks for the same few, per patient and feature). */
+const lastLookback = new Map<string, { asOf: number; start: number }>();
+
 /** Start of a lookback window of `duration` (ISO 8601) ending at `asOf`. */
 export function lookbackStart(duration: string, asOf: Date): Date {
-  return addDuration(asOf, parseDuration(duration), -1);
+  const at = asOf.getTime();
+  const hit = lastLookback.get(duration);
+  if (hit && Object.is(hit.asOf, at)) return new Date(hit.start);
+  const start = addDuration(asOf, parseDuration(duration), -1);
+  // Durations come from mappings (a handful); the bound only guards against unexpected callers.
+  if (lastLookback.size >= 256) lastLookback.clear();
+  lastLookback.set(duration, { asOf: at, start: start.getTime() });
+  return start;
 }
 
 /** UCUM time units a model horizon may use, as durations of one unit. */
