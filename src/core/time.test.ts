@@ -76,3 +76,23 @@ describe('parseAsOf', () => {
     expect(() => parseAsOf('2025-07-03', now)).toThrow(/is in the future/);
   });
 });
+
+describe('parseFhirDateTime asked again', () => {
+  it('gives the same span for the same text, as a new object each time, around invalid texts', () => {
+    const expected: Record<string, { start: number; end: number } | undefined> = {
+      '2012-12-01T10:00:00Z': { start: Date.UTC(2012, 11, 1, 10), end: Date.UTC(2012, 11, 1, 10) },
+      '2024-02-29': { start: Date.UTC(2024, 1, 29), end: Date.UTC(2024, 2, 1) - 1 },
+      '2023-02-29': undefined,
+      'not a date': undefined,
+    };
+    for (const t of ['2012-12-01T10:00:00Z', '2012-12-01T10:00:00Z', '2024-02-29', 'not a date', 'not a date', '2024-02-29', '2023-02-29', '2023-02-29']) {
+      const span = parseFhirDateTime(t);
+      expect(span).toEqual(expected[t]);
+      if (span) span.start = 0;
+    }
+    expect(parseFhirDateTime('2024-02-29')).toEqual(expected['2024-02-29']);
+    // Date.UTC reads years 0-99 as 1900-1999: 0004 counts as 1904, a leap year; 0100 is year 100, not one.
+    expect(parseFhirDateTime('0004-02-29')).toBeDefined();
+    expect(parseFhirDateTime('0100-02-29')).toBeUndefined();
+  });
+});
