@@ -113,7 +113,8 @@ function indexOf(keys: ReadonlySet<string>): Map<string, Set<string>> {
  */
 export function hasCode(concept: { coding?: { system?: string; code?: string }[] } | undefined, keys: ReadonlySet<string>): boolean {
   const codings = concept?.coding;
-  if (!Array.isArray(codings)) return !!codings?.some((c) => keys.has(codeKey(c)));
+  // Not an array (absent, or malformed data): the plain rule, which behaves as it always did.
+  if (!Array.isArray(codings)) return !!concept?.coding?.some((c) => keys.has(codeKey(c)));
   const bySystem = indexOf(keys);
   for (const c of codings) {
     const system = c.system ?? '';
