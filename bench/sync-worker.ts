@@ -12,6 +12,7 @@
  * process, start-up and model loading included), and the sync's counts.
  */
 import { readFileSync } from 'node:fs';
+import { boundHeapGrowth } from '../src/core/heap.js';
 import { packagePath } from '../src/core/paths.js';
 import { prepareModels, runSync } from '../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../src/writeback/identifiers.js';
@@ -42,6 +43,8 @@ function mainThreadCpuMs(): number {
 }
 
 async function main(): Promise<void> {
+  // As `fhir-ml sync` does before it starts (src/cli/commands/sync.ts).
+  boundHeapGrowth();
   const [url, asOf, recordingFile] = process.argv.slice(2);
   const client = new RecordingClient({ baseUrl: url, auth: { type: 'none' } }, recordingFile || undefined);
   const models = await prepareModels(['diabetes-progression'], { modelsDir: packagePath('models'), mappingsDir: packagePath('mappings') });
