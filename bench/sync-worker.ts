@@ -8,8 +8,8 @@
  *
  * Prints one JSON line: `ms` (the sync's wall time without the recording's own time), `cpuMs` (this
  * process's CPU during the sync, all threads, without the recording's; `mainThreadCpuMs` the JavaScript
- * thread's alone), `maxRssMb` (peak RSS of the
- * process, start-up and model loading included), and the sync's counts.
+ * thread's alone), `maxRssMb` (peak RSS of the process, start-up and model loading included),
+ * `retainedHeapMb` (heap in use after a full collection at the end, with --expose-gc), and the counts.
  */
 import { readFileSync } from 'node:fs';
 import { boundHeapGrowth } from '../src/core/heap.js';
@@ -23,6 +23,8 @@ export interface WorkerResult {
   cpuMs: number;
   /** CPU of the main (JavaScript) thread alone during the sync (Linux; NaN elsewhere). */
   mainThreadCpuMs: number;
+  /** Heap still in use after a full collection at the end (NaN unless node runs with --expose-gc). */
+  retainedHeapMb: number;
   recordingMs: number;
   maxRssMb: number;
   patients: number;
@@ -62,12 +64,18 @@ async function main(): Promise<void> {
   const mainCpuMs = mainThreadCpuMs() - main0;
   client.close();
   const totals = result.byModel['diabetes-progression'];
+  const maxRssMb = process.resourceUsage().maxRSS / 1024;
+  // What the run still holds once its garbage is gone (after the peak RSS is taken).
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const retainedHeapMb = gc ? process.memoryUsage().heapUsed / 1048576 : NaN;
   const out: WorkerResult = {
     ms: wallMs - client.recordingMs,
     cpuMs: (cpu.user + cpu.system) / 1000 - client.recordingMs,
     mainThreadCpuMs: mainCpuMs - client.recordingMs,
     recordingMs: client.recordingMs,
-    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    maxRssMb,
+    retainedHeapMb,
     patients: result.patients,
     scored: totals.scored,
     created: totals.created,
