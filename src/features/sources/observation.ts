@@ -213,9 +213,12 @@ export const observationSource = defineSource<typeof schema, Compiled, Observati
     const start = lookbackStart(f.lookback!, asOf).getTime();
     const out: Candidate[] = [];
     for (const { resource: o, ref, time } of resources) {
+      const own = hasCode(o.code, c.codes);
+      const panel = hasCode(o.code, c.panels);
+      if (!own && !panel) continue; // another feature's resource: nothing to allocate
       const parts: { node: Observation | ObservationComponent; part: number }[] = [];
-      if (hasCode(o.code, c.codes)) parts.push({ node: o, part: -1 });
-      if (hasCode(o.code, c.panels))
+      if (own) parts.push({ node: o, part: -1 });
+      if (panel)
         (o.component ?? []).forEach((comp, k) => {
           if (hasCode(comp.code, c.codes)) parts.push({ node: comp, part: k });
         });
