@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Command, Option } from 'commander';
 import { startService } from '../../api/service.js';
+import { boundHeapGrowth } from '../../core/heap.js';
 import { AdapterError } from '../../core/errors.js';
 import { describeServiceConfig, loadServiceConfig, serviceEnvironment } from '../../config/sources.js';
 import { commandContext } from '../context.js';
@@ -65,6 +66,8 @@ export async function serveCommand(opts: ServeOptions): Promise<number> {
   const metricsPort = portOption(opts.metricsPort, '--metrics-port');
   const config = loadServiceConfig(file, environment.env);
   const mode = opts.apiOnly ? 'api' : opts.workerOnly ? 'worker' : 'all';
+  // A worker syncs batch after batch: the same bound on heap growth as `fhir-ml sync` (core/heap.ts).
+  if (mode !== 'api') boundHeapGrowth();
   const app = commandContext();
   try {
     app.logger.info({ mode, ...describeServiceConfig(config) }, 'service starting');
