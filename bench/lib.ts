@@ -1,43 +1,54 @@
 /**
- * Shared pieces of the benchmarks: the FHIR server in its own process, seeding demo patients, the
- * recording client that captures a sync's HTTP work, and the bare replay of that work.
+ * Shared pieces of the benchmarks: the FHIR server in its own process (seeded in it), seeding over HTTP,
+ * the recording client that streams a sync's HTTP work to an NDJSON file, and the bare replay of that
+ * file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, writeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import type { Bundle, FhirResource, Resource } from 'fhir/r4.js';
 import { chunk } from '../src/core/chunk.js';
 import { packagePath } from '../src/core/paths.js';
 import { loadDiabetesRows } from '../src/demo/diabetes-rows.js';
 import { buildDemoPatient, DEMO_AS_OF, putTransaction } from '../src/demo/seed.js';
-import { FhirClient, type SearchPage, type SearchParams } from '../src/fhir/client.js';
+import { FhirClient, type FhirClientOptions, type SearchPage, type SearchParams } from '../src/fhir/client.js';
 
 export const TSX = ['--import', 'tsx'];
 
 export interface ServerProcess {
   url: string;
   child: ChildProcess;
+  /** Patients seeded in the process before it listened (0: empty). */
+  patients: number;
+  /** Resources seeded. */
+  resources: number;
 }
 
-/** `fhir-ml fhir-server` in a child process; resolves with its base URL once it listens. */
-export async function startServerProcess(): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [...TSX, packagePath('src/cli/main.ts'), 'fhir-server', '--port', '0'], {
+/**
+ * The embedded FHIR server in a child process (bench/server-process.ts), seeded in that process with
+ * `patients` demo patients before it listens; resolves with its base URL once it does.
+ */
+export async function startServerProcess(patients = 0): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [...TSX, packagePath('bench/server-process.ts'), String(patients)], {
     cwd: packagePath(),
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, FHIR_ML_LOG_LEVEL: 'warn' },
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  return new Promise<ServerProcess>((resolve, reject) => {
     let out = '';
+    const onExit = (code: number | null) => reject(new Error(`FHIR server process exited early (${code})`));
+    child.once('exit', onExit);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]);
+      const m = /seeded (\d+) patients \((\d+) resources\)[^\n]*\nFHIR server listening on (\S+)/.exec(out);
+      if (!m) return;
+      child.off('exit', onExit);
+      resolve({ url: m[3], child, patients: Number(m[1]), resources: Number(m[2]) });
     });
-    child.once('exit', (code) => reject(new Error(`FHIR server exited early (${code})`)));
   });
-  return { url, child };
 }
 
-export async function stopServer(s: ServerProcess): Promise<void> {
+export async function stopServer(s: { child: ChildProcess }): Promise<void> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
   const exited = new Promise((resolve) => s.child.once('exit', resolve));
   s.child.kill('SIGTERM');
   await exited;
@@ -54,7 +65,11 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
 }
 
 export async function post(url: string, body: unknown): Promise<Bundle> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(body) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/fhir+json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
   const json = (await res.json()) as Bundle;
   if (!res.ok) throw new Error(`POST ${res.status}: ${JSON.stringify(json).slice(0, 500)}`);
   return json;
@@ -64,36 +79,67 @@ export async function post(url: string, body: unknown): Promise<Bundle> {
 export type Around = <T>(kind: string, request: () => Promise<T>) => Promise<T>;
 const plain: Around = (_kind, request) => request();
 
-/** Seeds n demo patients (rows reused cyclically), 100 per PUT transaction; returns the resources sent. */
-export async function seed(url: string, n: number, around: Around = plain): Promise<number> {
+/** The demo resources of `n` patients (rows reused cyclically), 100 patients per chunk. */
+export function* demoPopulation(n: number): Generator<FhirResource[]> {
   const rows = loadDiabetesRows();
-  let resources = 0;
   const ids = Array.from({ length: n }, (_, i) => i);
-  for (const part of chunk(ids, 100)) {
-    const batch: FhirResource[] = part.flatMap((i) => buildDemoPatient(rows[i % rows.length], i, DEMO_AS_OF));
+  for (const part of chunk(ids, 100)) yield part.flatMap((i) => buildDemoPatient(rows[i % rows.length], i, DEMO_AS_OF));
+}
+
+/** Seeds n demo patients over HTTP, 100 per PUT transaction; returns the resources sent. */
+export async function seed(url: string, n: number, around: Around = plain): Promise<number> {
+  let resources = 0;
+  for (const batch of demoPopulation(n)) {
     resources += batch.length;
     await around('seed PUT transaction (100 patients)', () => post(url, putTransaction(batch)));
   }
   return resources;
 }
 
-/** The HTTP work of one sync: the searches it paged and the transaction bundles it posted, in order. */
-export interface Recording {
-  searches: { resourceType: string; params: SearchParams }[];
-  transactions: Bundle[];
-}
+/**
+ * The HTTP work of one sync, as NDJSON, one exchange per line in the order the adapter started them:
+ * `{"search":{"resourceType":...,"params":{...}}}` for a search (replayed with all its pages), or
+ * `{"transaction":<Bundle>}` for a posted transaction.
+ */
+const TRANSACTION_PREFIX = '{"transaction":';
 
+/**
+ * A FhirClient that appends every search and transaction it is asked for to an NDJSON file as it goes,
+ * so the recording never sits in the adapter's memory. `recordingMs` is the time spent serialising and
+ * writing it (the benchmark's instrumentation, not the adapter's work).
+ */
 export class RecordingClient extends FhirClient {
-  readonly recording: Recording = { searches: [], transactions: [] };
+  private readonly fd: number | undefined;
+  recordingMs = 0;
+  exchanges = 0;
+
+  constructor(options: FhirClientOptions, file: string | undefined) {
+    super(options);
+    this.fd = file ? openSync(file, 'w') : undefined;
+  }
+
+  private record(line: () => string): void {
+    if (this.fd === undefined) return;
+    const t0 = performance.now();
+    writeSync(this.fd, line() + '\n');
+    this.exchanges++;
+    this.recordingMs += performance.now() - t0;
+  }
 
   override search<T extends Resource>(resourceType: string, params: SearchParams): AsyncGenerator<SearchPage<T>> {
-    this.recording.searches.push({ resourceType, params });
+    this.record(() => JSON.stringify({ search: { resourceType, params } }));
     return super.search<T>(resourceType, params);
   }
 
-  override transaction(bundle: Bundle): Promise<Bundle> {
-    this.recording.transactions.push(bundle);
-    return super.transaction(bundle);
+  override transaction(bundle: Bundle): Promise<Bundle>;
+  override transaction(bundle: Bundle, options: Parameters<FhirClient['transaction']>[1]): Promise<Bundle | undefined>;
+  override transaction(bundle: Bundle, options?: Parameters<FhirClient['transaction']>[1]): Promise<Bundle | undefined> {
+    this.record(() => `${TRANSACTION_PREFIX}${JSON.stringify(bundle)}}`);
+    return options ? super.transaction(bundle, options) : super.transaction(bundle);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
   }
 }
 
@@ -103,25 +149,30 @@ function kindOf(type: string, params: SearchParams): string {
 }
 
 /**
- * The same HTTP work done by a bare client, sequentially: every search paged to the end, every bundle
- * posted. Searches and transactions interleave as in the sync (each batch's transaction follows its
- * RiskAssessment identifier pre-check), so the pre-checks see the same server state.
+ * The same HTTP work done by a bare client, sequentially, streamed from the recording: every search
+ * paged to the end, every transaction posted as recorded (its text sent as is, never re-serialised).
+ * Exchanges run in the order the adapter started them, so a RiskAssessment identifier pre-check sees
+ * the same server state as the adapter's did. Returns the requests made.
  */
-export async function replayRecording(url: string, recording: Recording, around: Around = plain): Promise<number> {
+export async function replayRecording(url: string, file: string, around: Around = plain): Promise<number> {
   let requests = 0;
   const searchUrl = (type: string, params: SearchParams) => {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params)) for (const value of Array.isArray(v) ? v : [v]) q.append(k, value);
     return `${url}/${type}?${q}`;
   };
-  const postNext = async (tx: Bundle) => {
-    await around(`POST transaction (${tx.entry?.length ?? 0} entries)`, () => post(url, tx));
-    requests++;
-  };
-  let t = 0;
-  for (const s of recording.searches) {
-    let next: string | undefined = searchUrl(s.resourceType, s.params);
-    const kind = kindOf(s.resourceType, s.params);
+  const lines = createInterface({ input: createReadStream(file, { highWaterMark: 1 << 20 }), crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (!line) continue;
+    if (line.startsWith(TRANSACTION_PREFIX)) {
+      const body = line.slice(TRANSACTION_PREFIX.length, -1);
+      await around('POST transaction', () => post(url, body));
+      requests++;
+      continue;
+    }
+    const { search } = JSON.parse(line) as { search: { resourceType: string; params: SearchParams } };
+    let next: string | undefined = searchUrl(search.resourceType, search.params);
+    const kind = kindOf(search.resourceType, search.params);
     while (next) {
       const page: Bundle = await around(kind, async () => {
         const res = await fetch(next!, { headers: { accept: 'application/fhir+json' } });
@@ -131,8 +182,6 @@ export async function replayRecording(url: string, recording: Recording, around:
       requests++;
       next = page.link?.find((l) => l.relation === 'next')?.url;
     }
-    if (s.resourceType === 'RiskAssessment' && t < recording.transactions.length) await postNext(recording.transactions[t++]);
   }
-  while (t < recording.transactions.length) await postNext(recording.transactions[t++]);
   return requests;
 }

@@ -1,21 +1,24 @@
 /**
- * Profiling aid (not part of `npm run bench`): seeds N patients into a FHIR server child process and runs
- * one sync worker with --cpu-prof, writing the profile to PROFILE_DIR (default /tmp).
+ * Profiling aid (not part of `npm run bench`): a FHIR server process seeded with N patients, and one
+ * sync worker under `node --cpu-prof` (no recording), writing the profile to PROFILE_DIR (default /tmp).
+ * `bench/profile-summary.ts` prints where the time went.
  *   node --import tsx bench/profile-sync.ts 5000
  */
 import { spawn } from 'node:child_process';
-import { seed, startServerProcess, stopServer } from './lib.js';
 import { packagePath } from '../src/core/paths.js';
 import { DEMO_AS_OF } from '../src/demo/seed.js';
+import { startServerProcess, stopServer, TSX } from './lib.js';
 
 const n = Number(process.argv[2] ?? 5000);
-const server = await startServerProcess();
-await seed(server.url, n);
+const server = await startServerProcess(n);
 const dir = process.env.PROFILE_DIR ?? '/tmp';
-await new Promise<void>((resolve, reject) => {
-  const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--import', 'tsx', packagePath('bench/sync-worker.ts'), server.url, DEMO_AS_OF.toISOString(), ''], {
-    stdio: 'inherit',
+try {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ...TSX, packagePath('bench/sync-worker.ts'), server.url, DEMO_AS_OF.toISOString()], {
+      stdio: 'inherit',
+    });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`worker ${code}`))));
   });
-  child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`worker ${code}`))));
-});
-await stopServer(server);
+} finally {
+  await stopServer(server);
+}

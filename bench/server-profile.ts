@@ -1,24 +1,22 @@
 /**
  * Server-side profile of the sync benchmark's HTTP work, per request kind.
  *
- *   node --import tsx bench/server-profile.ts record <patients> <recording.json>
+ *   node --import tsx bench/server-profile.ts record <patients> <recording.ndjson>
  *       seeds an in-process server and runs the adapter sync against it, recording its searches and
  *       transaction bundles (like bench/sync-worker.ts); the recording does not depend on server speed.
- *   node --import tsx bench/server-profile.ts replay <patients> <recording.json> [--inproc]
+ *   node --import tsx bench/server-profile.ts replay <patients> <recording.ndjson> [--inproc]
  *       seeds a fresh server (a child process, as `npm run bench` runs it, or in-process with --inproc,
  *       e.g. under `node --cpu-prof`) and replays the recording sequentially, timing every request.
  *
  * Printed per kind: count, mean, p50, p95, max, and the mean over the first and last tenth of the
  * requests of that kind (growth with the number of stored resources shows as last >> first).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { packagePath } from '../src/core/paths.js';
 import { DEMO_AS_OF } from '../src/demo/seed.js';
 import { startFhirServer } from '../src/server/index.js';
-import { prepareModels } from '../src/sync/models.js';
-import { runSync } from '../src/sync/sync.js';
+import { prepareModels, runSync } from '../src/sync/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../src/writeback/identifiers.js';
-import { RecordingClient, replayRecording, seed, startServerProcess, stopServer, type Recording } from './lib.js';
+import { RecordingClient, replayRecording, seed, startServerProcess, stopServer } from './lib.js';
 
 interface Target {
   url: string;
@@ -67,7 +65,7 @@ async function main(): Promise<void> {
   const [mode, nArg, file, ...flags] = process.argv.slice(2);
   const n = Number(nArg);
   if ((mode !== 'record' && mode !== 'replay') || !Number.isInteger(n) || !file) {
-    throw new Error('usage: server-profile.ts record|replay <patients> <recording.json> [--inproc]');
+    throw new Error('usage: server-profile.ts record|replay <patients> <recording.ndjson> [--inproc]');
   }
   const target = mode === 'record' || flags.includes('--inproc') ? await startInProcess() : await startChild();
   try {
@@ -75,16 +73,15 @@ async function main(): Promise<void> {
     await seed(target.url, n, timed);
     console.log(`seeded ${n} patients in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     if (mode === 'record') {
-      const client = new RecordingClient({ baseUrl: target.url, auth: { type: 'none' } });
+      const client = new RecordingClient({ baseUrl: target.url, auth: { type: 'none' } }, file);
       const models = await prepareModels(['diabetes-progression'], { modelsDir: packagePath('models'), mappingsDir: packagePath('mappings') });
       const t1 = performance.now();
       const result = await runSync(client, models, { asOf: DEMO_AS_OF, identifierSystem: DEFAULT_IDENTIFIER_SYSTEM, batchSize: 100, collectPatients: false });
       console.log(`sync ${result.patients} patients in ${((performance.now() - t1) / 1000).toFixed(2)} s, failed ${result.failed}`);
-      writeFileSync(file, JSON.stringify(client.recording));
+      client.close();
     } else {
-      const recording = JSON.parse(readFileSync(file, 'utf8')) as Recording;
       const t1 = performance.now();
-      await replayRecording(target.url, recording, timed);
+      await replayRecording(target.url, file, timed);
       console.log(`replayed in ${((performance.now() - t1) / 1000).toFixed(2)} s`);
     }
     report(`${mode} ${n} patients`);

@@ -18,14 +18,10 @@ import { parseServiceConfig } from '../../src/config/sources.js';
 import { RunStore, type RunRow } from '../../src/db/runs.js';
 import type { BatchExecutor } from '../../src/jobs/executor.js';
 import { triggerRun } from '../../src/jobs/trigger.js';
+import type { MeasuredRow as BenchRow } from '../part.js';
 
 /** One measured figure; `goal` as text (`<= 0.05`) when there is one. */
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  goal?: string;
-}
+export type { MeasuredRow as BenchRow } from '../part.js';
 
 export interface JobBenchOptions {
   batches?: number;

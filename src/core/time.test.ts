@@ -26,6 +26,21 @@ describe('the month-end rule (one rule for lookback starts and horizon ends)', (
     expect(() => horizonEnd(new Date(), { value: 1.5, unit: 'a' })).toThrow(/whole numbers/);
     expect(() => horizonEnd(new Date(), { value: 1, unit: 'fortnight' })).toThrow(/unsupported time unit/);
   });
+
+  it('gives the same lookback start when asked again, for alternating as-ofs, and a Date the caller may change', () => {
+    const asOfs = ['2024-03-31T12:00:00Z', '2023-01-31T00:00:00Z', '2024-03-31T12:00:00Z'].map((t) => new Date(t));
+    for (const asOf of asOfs) {
+      for (const duration of ['P1M', 'P2Y', 'PT48H']) {
+        const expected = addDuration(asOf, { ...{ P1M: { months: 1 }, P2Y: { years: 2 }, PT48H: { hours: 48 } }[duration] }, -1).toISOString();
+        const first = lookbackStart(duration, asOf);
+        expect(first.toISOString()).toBe(expected);
+        first.setTime(0);
+        expect(lookbackStart(duration, asOf).toISOString()).toBe(expected);
+      }
+    }
+    expect(() => lookbackStart('P1X', asOfs[0])).toThrow(/not an ISO 8601 duration/);
+    expect(Number.isNaN(lookbackStart('P1Y', new Date(NaN)).getTime())).toBe(true);
+  });
 });
 
 describe('parseFhirDateTime', () => {
@@ -59,5 +74,25 @@ describe('parseAsOf', () => {
     expect(later).toThrow(AdapterError);
     expect(later).toThrow(/--as-of 2025-07-01T13:45:13Z is in the future/);
     expect(() => parseAsOf('2025-07-03', now)).toThrow(/is in the future/);
+  });
+});
+
+describe('parseFhirDateTime asked again', () => {
+  it('gives the same span for the same text, as a new object each time, around invalid texts', () => {
+    const expected: Record<string, { start: number; end: number } | undefined> = {
+      '2012-12-01T10:00:00Z': { start: Date.UTC(2012, 11, 1, 10), end: Date.UTC(2012, 11, 1, 10) },
+      '2024-02-29': { start: Date.UTC(2024, 1, 29), end: Date.UTC(2024, 2, 1) - 1 },
+      '2023-02-29': undefined,
+      'not a date': undefined,
+    };
+    for (const t of ['2012-12-01T10:00:00Z', '2012-12-01T10:00:00Z', '2024-02-29', 'not a date', 'not a date', '2024-02-29', '2023-02-29', '2023-02-29']) {
+      const span = parseFhirDateTime(t);
+      expect(span).toEqual(expected[t]);
+      if (span) span.start = 0;
+    }
+    expect(parseFhirDateTime('2024-02-29')).toEqual(expected['2024-02-29']);
+    // Date.UTC reads years 0-99 as 1900-1999: 0004 counts as 1904, a leap year; 0100 is year 100, not one.
+    expect(parseFhirDateTime('0004-02-29')).toBeDefined();
+    expect(parseFhirDateTime('0100-02-29')).toBeUndefined();
   });
 });

@@ -56,9 +56,19 @@ export function addDuration(date: Date, duration: Partial<Duration>, sign: 1 | -
   return new Date(t.getTime() + sign * fixedMs(d));
 }
 
+/** The last lookback start computed per duration (a run asks for the same few, per patient and feature). */
+const lastLookback = new Map<string, { asOf: number; start: number }>();
+
 /** Start of a lookback window of `duration` (ISO 8601) ending at `asOf`. */
 export function lookbackStart(duration: string, asOf: Date): Date {
-  return addDuration(asOf, parseDuration(duration), -1);
+  const at = asOf.getTime();
+  const hit = lastLookback.get(duration);
+  if (hit && Object.is(hit.asOf, at)) return new Date(hit.start);
+  const start = addDuration(asOf, parseDuration(duration), -1);
+  // Durations come from mappings (a handful); the bound only guards against unexpected callers.
+  if (lastLookback.size >= 256) lastLookback.clear();
+  lastLookback.set(duration, { asOf: at, start: start.getTime() });
+  return start;
 }
 
 /** UCUM time units a model horizon may use, as durations of one unit. */
@@ -85,8 +95,13 @@ const DATE_TIME = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(
  * year/month/day in UTC; a dateTime without a zone is read as UTC. Returns undefined when invalid.
  */
 export function parseFhirDateTime(text: string | undefined): { start: number; end: number } | undefined {
-  return parseDateTimeParts(text)?.span;
+  // The text parsed last is remembered: a resource's effective and issued are often the same instant.
+  if (typeof text === 'string' && text === lastParsed.text) return lastParsed.span && { ...lastParsed.span };
+  const span = parseDateTimeParts(text)?.span;
+  if (typeof text === 'string') lastParsed = { text, span: span && { ...span } };
+  return span;
 }
+let lastParsed: { text?: string; span?: { start: number; end: number } } = {};
 
 function parseDateTimeParts(text: string | undefined): { span: { start: number; end: number }; precision: 'year' | 'month' | 'day' | 'time'; zoned: boolean } | undefined {
   if (typeof text !== 'string') return undefined;
@@ -96,7 +111,8 @@ function parseDateTimeParts(text: string | undefined): { span: { start: number; 
   const mo = m[2] ? Number(m[2]) - 1 : undefined;
   const d = m[3] ? Number(m[3]) : undefined;
   if (mo !== undefined && (mo < 0 || mo > 11)) return undefined;
-  if (d !== undefined && (d < 1 || d > new Date(Date.UTC(y, (mo ?? 0) + 1, 0)).getUTCDate())) return undefined;
+  // Days in the month as Date.UTC counts them (years 0-99 are 1900-1999 there, as in the spans below).
+  if (d !== undefined && (d < 1 || d > (Date.UTC(y, (mo ?? 0) + 1, 1) - Date.UTC(y, mo ?? 0, 1)) / 86_400_000)) return undefined;
   if (mo === undefined) return { span: { start: Date.UTC(y, 0, 1), end: Date.UTC(y + 1, 0, 1) - 1 }, precision: 'year', zoned: false };
   if (d === undefined) return { span: { start: Date.UTC(y, mo, 1), end: Date.UTC(y, mo + 1, 1) - 1 }, precision: 'month', zoned: false };
   if (m[4] === undefined) return { span: { start: Date.UTC(y, mo, d), end: Date.UTC(y, mo, d + 1) - 1 }, precision: 'day', zoned: false };

@@ -88,6 +88,44 @@ export function eligible<T extends { id?: string; resourceType: string; subject?
 /** `system|code`, the key codings are matched by. */
 export const codeKey = (c: { system?: string; code?: string }) => `${c.system ?? ''}|${c.code ?? ''}`;
 
+/**
+ * Key sets indexed by system: code sets per system, from the keys that split unambiguously at their
+ * one `|`. With the key set's size, so a set that grew is indexed again.
+ */
+const indexes = new WeakMap<ReadonlySet<string>, { size: number; bySystem: Map<string, Set<string>> }>();
+
+function indexOf(keys: ReadonlySet<string>): Map<string, Set<string>> {
+  const hit = indexes.get(keys);
+  if (hit && hit.size === keys.size) return hit.bySystem;
+  const bySystem = new Map<string, Set<string>>();
+  for (const key of keys) {
+    const bar = key.indexOf('|');
+    if (bar < 0 || key.indexOf('|', bar + 1) >= 0) continue;
+    const system = key.slice(0, bar);
+    let codes = bySystem.get(system);
+    if (!codes) bySystem.set(system, (codes = new Set()));
+    codes.add(key.slice(bar + 1));
+  }
+  indexes.set(keys, { size: keys.size, bySystem });
+  return bySystem;
+}
+
+/**
+ * Whether a coding of `concept` has one of `keys` (`system|code`, see codeKey). Looked up by system
+ * and code without building the key string (the mapping asks this for every resource and feature);
+ * a coding whose system or code is not a plain string without `|` is matched by its key, as before.
+ */
 export function hasCode(concept: { coding?: { system?: string; code?: string }[] } | undefined, keys: ReadonlySet<string>): boolean {
-  return !!concept?.coding?.some((c) => keys.has(codeKey(c)));
+  const codings = concept?.coding;
+  // Not an array (absent, or malformed data): the plain rule, which behaves as it always did.
+  if (!Array.isArray(codings)) return !!concept?.coding?.some((c) => keys.has(codeKey(c)));
+  const bySystem = indexOf(keys);
+  for (const c of codings) {
+    const system = c.system ?? '';
+    const code = c.code ?? '';
+    if (typeof system !== 'string' || typeof code !== 'string' || system.includes('|') || code.includes('|')) {
+      if (keys.has(codeKey(c))) return true;
+    } else if (bySystem.get(system)?.has(code)) return true;
+  }
+  return false;
 }

@@ -2,6 +2,28 @@ import type { FeatureFields } from './mapping/fields.js';
 
 /** Value rules every source shares: plausibility ranges, transforms and imputation. Pure. */
 
+/** A Quantity as found in a resource (any field may be missing or of the wrong type). */
+export interface RawQuantity {
+  value?: unknown;
+  comparator?: string;
+  code?: string;
+  system?: string;
+  unit?: string;
+}
+
+/**
+ * The Quantity that FHIRPath `value` gives for an Observation or component whose only `value[x]` is
+ * `valueQuantity` (an object): the object itself. Undefined when anything else could make FHIRPath
+ * answer differently (another `value…` or `_value…` element, an array, a primitive); the caller then
+ * evaluates FHIRPath. Same answer, without building FHIRPath nodes for every value of a run.
+ */
+export function soleValueQuantity(node: object): RawQuantity | undefined {
+  const q = (node as { valueQuantity?: unknown }).valueQuantity;
+  if (typeof q !== 'object' || q === null || Array.isArray(q)) return undefined;
+  for (const key in node) if (key !== 'valueQuantity' && (key.startsWith('value') || key.startsWith('_value'))) return undefined;
+  return q as RawQuantity;
+}
+
 export function plausible(f: Pick<FeatureFields, 'plausible'>, v: number): boolean {
   const p = f.plausible;
   return !p || ((p.min === undefined || v >= p.min) && (p.max === undefined || v <= p.max));

@@ -1,7 +1,7 @@
 import type { DiagnosticReport, Observation } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { FhirClient } from './client.js';
-import { chunkIds, listPatientIds, patientIdOf, pullBatch, type PullSpec } from './pull.js';
+import { chunkIds, listPatientIds, patientIdOf, pullBatch, searchUrlLength, type PullSpec } from './pull.js';
 import { recordingClock, searchset, sendJson, startPeer, type ScriptedPeer } from './testing/scripted-peer.js';
 
 const LOINC = 'http://loinc.org';
@@ -174,6 +174,24 @@ describe('chunkIds', () => {
     expect(chunks.every((c) => length(c) <= 400)).toBe(true);
     expect(chunks.map((c) => c.length)).toEqual([5, 5]); // 5 ids of 58 chars + 4 commas + 100 = 394
     expect(chunkIds(ids, 3, 10_000, length).map((c) => c.length)).toEqual([3, 3, 3, 1]);
+  });
+
+  it('measures search URLs exactly as URLSearchParams builds them', () => {
+    const fixed = { code: 'http://loinc.org|2345-7,urn:oid:1.2|a\\,b', date: ['ge2024-01-01T00:00:00.000Z', 'le2025-01-01T00:00:00.000Z'], _count: '1000', empty: [] };
+    const ids = ['p1', 'A-b.9', 'x'.repeat(64), '0'];
+    for (const [key, value, params] of [
+      ['subject', (id: string) => `Patient/${id}`, fixed],
+      ['_id', (id: string) => id, { _count: '50' }],
+      ['patient', (id: string) => `Patient/${id} é&=`, {}],
+    ] as const) {
+      const measure = searchUrlLength('http://h:1/fhir/R4', 'Observation', params, key, value);
+      for (let k = 1; k <= ids.length; k++) {
+        const chunk = ids.slice(0, k);
+        const query = new URLSearchParams();
+        for (const [name, v] of Object.entries({ [key]: chunk.map(value).join(','), ...params })) for (const x of Array.isArray(v) ? v : [v]) query.append(name, x);
+        expect(measure(chunk)).toBe(`http://h:1/fhir/R4/Observation?${query}`.length);
+      }
+    }
   });
 
   it('refuses when a single id cannot fit', () => {

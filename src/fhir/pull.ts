@@ -223,14 +223,14 @@ export async function searchByPatients(
       }
     }
   };
-  const idParam = (search: PatientSearch, chunk: string[]): SearchParams =>
-    search.by === '_id' ? { _id: chunk.join(',') } : { subject: chunk.map((id) => `Patient/${id}`).join(',') };
+  const idKey = (search: PatientSearch) => (search.by === '_id' ? '_id' : 'subject');
+  const idValue = (search: PatientSearch) => (search.by === '_id' ? (id: string) => id : (id: string) => `Patient/${id}`);
+  const idParam = (search: PatientSearch, chunk: string[]): SearchParams => ({ [idKey(search)]: chunk.map(idValue(search)).join(',') });
   const tasks: Promise<void>[] = [];
   for (const search of searches) {
     if (!fetched.has(search.resourceType)) fetched.set(search.resourceType, new Map());
     if (ids.length === 0) continue;
-    const urlLength = (chunk: string[]) =>
-      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...idParam(search, chunk), ...search.fixed });
+    const urlLength = searchUrlLength(client.baseUrl, search.resourceType, search.fixed, idKey(search), idValue(search));
     for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
       tasks.push(collect(search.resourceType, { ...idParam(search, chunk), ...search.fixed }));
     }
@@ -379,6 +379,40 @@ function escapeSearchValue(value: string): string {
 /** Repeated parameter = AND: `date=ge<since>&date=le<asOf>`. */
 export function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
   return since ? [`ge${since.toISOString()}`, asOfParam] : asOfParam;
+}
+
+/**
+ * Measures `base/Type?query` for a search of the `fixed` parameters plus `idKey` = the chunk's
+ * `idValue`s joined by commas, exactly as URLSearchParams encodes it, without building the query:
+ * `chunkIds` measures a growing chunk once per id, and encoding the whole query each time was the
+ * pull's largest CPU cost. Form encoding is per character, so the length is a sum of parts: the fixed
+ * parameters (once), the key, each id's value (once per id) and the encoded commas between them.
+ */
+export function searchUrlLength(
+  baseUrl: string,
+  resourceType: string,
+  fixed: SearchParams,
+  idKey: string,
+  idValue: (id: string) => string,
+): (chunk: string[]) => number {
+  const fixedLength = queryLength(fixed);
+  const head = baseUrl.length + resourceType.length + 2 + fixedLength + (fixedLength > 0 ? 1 : 0) + encodedLength(idKey) + 1;
+  const comma = encodedLength(',');
+  const lengths = new Map<string, number>();
+  return (chunk) => {
+    let length = head + comma * Math.max(0, chunk.length - 1);
+    for (const id of chunk) {
+      let l = lengths.get(id);
+      if (l === undefined) lengths.set(id, (l = encodedLength(idValue(id))));
+      length += l;
+    }
+    return length;
+  };
+}
+
+/** Length of `value` form-encoded as URLSearchParams encodes a parameter value. */
+function encodedLength(value: string): number {
+  return new URLSearchParams([['', value]]).toString().length - 1;
 }
 
 function queryLength(params: SearchParams): number {

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { hashApiKey } from '../../api/auth.js';
 import { startService } from '../../api/service.js';
+import { boundHeapGrowth } from '../../core/heap.js';
 import { AdapterError } from '../../core/errors.js';
 import { describeServiceConfig, loadServiceConfig, serviceEnvironment } from '../../config/sources.js';
 import { commandContext } from '../context.js';
@@ -71,6 +72,8 @@ export async function serveCommand(opts: ServeOptions): Promise<number> {
   if (mode === 'api' && !config.database.url) {
     throw new AdapterError('input-invalid', '--api-only needs a PostgreSQL server (DATABASE_URL): the embedded database opens in one process only, so no worker could run the runs this API starts; use `fhir-ml serve` for API and worker in one process');
   }
+  // A worker syncs batch after batch: the same bound on heap growth as `fhir-ml sync` (core/heap.ts).
+  if (mode !== 'api') boundHeapGrowth();
   const app = commandContext();
   try {
     app.logger.info({ mode, ...describeServiceConfig(config) }, 'service starting');

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import type { App } from '../../app.js';
 import { describeError, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_CLOSED, EXIT_PARTIAL, exitCodeFor } from '../../core/error-mapping.js';
+import { boundHeapGrowth } from '../../core/heap.js';
 import { AdapterError, toAdapterError, type ErrorCode } from '../../core/errors.js';
 import { parseAsOf } from '../../core/time.js';
 import { countPatients } from '../../fhir/pull.js';
@@ -71,6 +72,8 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   }
   if (usage.length || configProblems.length || !app || !asOf) throw invocationError(usage, configProblems);
 
+  // Memory of a long sync stays that of a batch, not of the run (see core/heap.ts).
+  boundHeapGrowth();
   // From here on the run always reports: a summary on stdout, whatever happens.
   const interrupt = interruptions();
   // No bar with --json: a terminal would interleave it with the JSON Lines.

@@ -7,7 +7,7 @@ import type { ExclusionLog } from '../exclusions.js';
 import { codeKey, hasCode } from '../exclusions.js';
 import { coding, ucumUnit, type Coding, type Feature } from '../mapping/fields.js';
 import { convertUnit, isConvertible } from '../ucum.js';
-import { implausibleDetail, plausible } from '../values.js';
+import { implausibleDetail, plausible, soleValueQuantity, type RawQuantity } from '../values.js';
 import { beforeWindow, defineSource, type FeatureResult } from './plugin.js';
 
 /**
@@ -65,6 +65,8 @@ interface Compiled {
   statuses: Set<string>;
   value: { obs: Evaluator; component: Evaluator };
   code: { obs: Evaluator; component: Evaluator };
+  /** The value path is FHIRPath `value` (the default): a sole valueQuantity is read without FHIRPath. */
+  defaultValuePath: boolean;
 }
 
 /** A value considered for a feature. */
@@ -100,11 +102,14 @@ function candidate(
     // the first code that is a category, else the first code (encoded as all zeros)
     return { value: 1, code: codes.find((x) => f.oneHot!.includes(x)) ?? codes[0] };
   }
-  const res = valueFn(node);
-  if (!res.length) return void log.add(ref, 'malformed', f.id, 'no value');
-  const type = fhirpath.types(res)[0];
-  if (type !== 'FHIR.Quantity' && type !== 'System.Quantity') return void log.add(ref, 'non-numeric', f.id, `value is ${type?.replace(/^\w+\./, '')}`);
-  const q = (res[0] as { data: { value?: unknown; comparator?: string; code?: string; system?: string; unit?: string } }).data;
+  let q = c.defaultValuePath ? soleValueQuantity(node) : undefined;
+  if (!q) {
+    const res = valueFn(node);
+    if (!res.length) return void log.add(ref, 'malformed', f.id, 'no value');
+    const type = fhirpath.types(res)[0];
+    if (type !== 'FHIR.Quantity' && type !== 'System.Quantity') return void log.add(ref, 'non-numeric', f.id, `value is ${type?.replace(/^\w+\./, '')}`);
+    q = (res[0] as { data: RawQuantity }).data;
+  }
   if (typeof q.value !== 'number' || !Number.isFinite(q.value)) return void log.add(ref, 'non-numeric', f.id, 'quantity without a value');
   if (q.comparator) return void log.add(ref, 'comparator', f.id, `comparator ${q.comparator}`);
   const unit = quantityUnit(q);
@@ -200,6 +205,7 @@ export const observationSource = defineSource<typeof schema, Compiled, Observati
       statuses: new Set<string>(s.statuses ?? DEFAULT_OBSERVATION_STATUSES),
       value: { obs: compileExpr(valuePath, undefined, true), component: compileExpr(valuePath, 'Observation.component', true) },
       code: { obs: compileExpr(codePath), component: compileExpr(codePath, 'Observation.component') },
+      defaultValuePath: valuePath === 'value',
     };
   },
   considers: (c, o) => hasCode(o.code, c.searched),
@@ -207,9 +213,12 @@ export const observationSource = defineSource<typeof schema, Compiled, Observati
     const start = lookbackStart(f.lookback!, asOf).getTime();
     const out: Candidate[] = [];
     for (const { resource: o, ref, time } of resources) {
+      const own = hasCode(o.code, c.codes);
+      const panel = hasCode(o.code, c.panels);
+      if (!own && !panel) continue; // another feature's resource: nothing to allocate
       const parts: { node: Observation | ObservationComponent; part: number }[] = [];
-      if (hasCode(o.code, c.codes)) parts.push({ node: o, part: -1 });
-      if (hasCode(o.code, c.panels))
+      if (own) parts.push({ node: o, part: -1 });
+      if (panel)
         (o.component ?? []).forEach((comp, k) => {
           if (hasCode(comp.code, c.codes)) parts.push({ node: comp, part: k });
         });
