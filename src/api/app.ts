@@ -17,7 +17,10 @@ import type { ServiceMetrics } from '../jobs/metrics.js';
 import { triggerRun } from '../jobs/trigger.js';
 import { inspectModels } from '../sync/models.js';
 import type { SyncModel } from '../sync/models.js';
+import type { MapContext } from '../features/index.js';
 import { createAuthenticator, type Principal } from './auth.js';
+import { mountCdsHooks } from './cds-hooks/index.js';
+import { mountJwks } from './jwks.js';
 import { mountConsole } from './console.js';
 import { ApiError, errorHandler, routeOf } from './errors.js';
 import { patientDetail, scoreFromBundle, scoreFromSource } from './scoring.js';
@@ -41,6 +44,8 @@ export interface ApiDeps {
   metrics: ServiceMetrics;
   logger?: Logger;
   clock?: Clock;
+  /** Services of the mapper (the report analyzer) for CDS Hooks scoring; default src/nlp's. */
+  mapContext?: MapContext;
 }
 
 const runBody = z.strictObject({
@@ -129,6 +134,9 @@ export function createApiApp(deps: ApiDeps): express.Express {
     res.json({ status: 'ok' });
   });
 
+  // Public keys and CDS Hooks authenticate on their own terms (none; the EHR's signed JWT).
+  mountJwks(app, { config: deps.config, logger });
+  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: deps.modelsFor, identifierSystem: deps.identifierSystem, mapContext: deps.mapContext, clock, logger });
   mountConsole(app, { auth, sessions, config: deps.config, logger });
 
   const api = express.Router();

@@ -331,7 +331,7 @@ function validate(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: numb
 }
 
 /** `system|code` tokens OR-ed with commas, with FHIR search escaping of the separators. */
-function tokenList(codings: Coding[]): string {
+export function tokenList(codings: Coding[]): string {
   return codings.map((c) => `${escapeSearchValue(c.system)}|${escapeSearchValue(c.code)}`).join(',');
 }
 
