@@ -27,11 +27,7 @@ export async function readLines(
     if (r) await r;
   };
   for await (const chunk of body as AsyncIterable<Uint8Array>) {
-    let text = decoder.decode(chunk, { stream: true });
-    if (pending) {
-      text = pending + text;
-      pending = '';
-    }
+    const text = pending + decoder.decode(chunk, { stream: true });
     let start = 0;
     for (;;) {
       const nl = text.indexOf('\n', start);
