@@ -14,6 +14,12 @@ import type { FhirClient, SearchParams } from './client.js';
 export interface Coding {
   system: string;
   code: string;
+  /**
+   * Observation codes: the category the code is filed under (e.g. observation-category laboratory),
+   * when the mapping states it. The per-patient strategy searches each category separately with
+   * `category=`, as FHIR APIs that require a category ask.
+   */
+  category?: { system: string; code: string };
 }
 
 export interface PullSpec {
@@ -46,6 +52,7 @@ export interface UnattributedResource {
 }
 
 export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Binary';
+export const PULLED_TYPES: readonly PulledType[] = ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Binary'];
 
 /**
  * Result of one batch pull.
@@ -83,59 +90,24 @@ export async function pullBatch(
   const maxUrlLength = options.maxUrlLength ?? 6000;
   const pageSize = options.pageSize ?? 1000;
   const logger = (options.logger ?? silentLogger).child({ component: 'fhir-pull' });
-  validate(patientIds, spec, asOf, maxIds, pageSize);
+  validatePull(patientIds, spec, asOf, maxIds, pageSize);
 
   const ids = [...new Set(patientIds)];
-  const inBatch = new Set(ids);
-  const asOfParam = `le${asOf.toISOString()}`;
-  const count = String(pageSize);
-
-  const fetched = new Map<PulledType, Map<string, Resource>>();
-  for (const type of ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Binary'] as const) {
-    fetched.set(type, new Map());
-  }
+  const fetched = newFetched();
   let requests = 0;
-
   const collect = async (resourceType: PulledType, params: SearchParams): Promise<void> => {
-    const into = fetched.get(resourceType)!;
     for await (const page of client.search(resourceType, params)) {
       requests += 1;
-      for (const resource of page.resources) {
-        // Paging over a changing result set can repeat a resource; keep the first copy.
-        const key = resource.id ?? `#${into.size}`;
-        if (!into.has(key)) into.set(key, resource);
-      }
+      keepFirst(fetched, resourceType, page.resources);
     }
   };
 
   // Each search type builds its fixed parameters; the patient list is added per chunk.
-  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [];
   const subjects = (chunk: string[]): SearchParams => ({ subject: chunk.map((id) => `Patient/${id}`).join(',') });
-  searches.push({ resourceType: 'Patient', fixed: { _count: count }, idParam: (chunk) => ({ _id: chunk.join(',') }) });
-  if (spec.observationCodes.length > 0) {
-    searches.push({
-      resourceType: 'Observation',
-      fixed: {
-        code: tokenList(spec.observationCodes),
-        date: dateRange(spec.observationSince, asOfParam),
-        _count: count,
-      },
-      idParam: subjects,
-    });
-  }
-  if (spec.reports) {
-    const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
-    if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
-    if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
-    searches.push({ resourceType: 'DiagnosticReport', fixed, idParam: subjects });
-  }
-  if (spec.imaging) {
-    searches.push({
-      resourceType: 'ImagingStudy',
-      fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count },
-      idParam: subjects,
-    });
-  }
+  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [
+    { resourceType: 'Patient', fixed: { _count: String(pageSize) }, idParam: (chunk) => ({ _id: chunk.join(',') }) },
+    ...plannedSearches(spec, asOf, pageSize).map((p) => ({ ...p, idParam: subjects })),
+  ];
 
   const tasks: Promise<void>[] = [];
   for (const search of searches) {
@@ -148,9 +120,89 @@ export async function pullBatch(
   // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
   // not leave siblings running after the batch has already been reported failed.
   await settleAll(tasks);
+  return assembleBatch(client, ids, fetched, requests, { logger, started });
+}
 
+/** One search of a pull besides the Patient's: its fixed parameters (the patients are added by the strategy). */
+export interface PlannedSearch {
+  resourceType: PulledType;
+  fixed: SearchParams;
+}
+
+/**
+ * The searches a PullSpec asks for, by type: the codes OR-ed into one `code`, dates from the lookback
+ * start up to as-of, `_count`. The one place these parameters are decided: the search and per-patient
+ * strategies send them, the bulk strategy sends them as `_typeFilter`. With `byCategory`, Observation
+ * codes filed under a stated category get one search per category with `category=` (per-patient APIs
+ * that require it); codes without a category stay in a search without one.
+ */
+export function plannedSearches(spec: PullSpec, asOf: Date, pageSize: number, options: { byCategory?: boolean } = {}): PlannedSearch[] {
+  const asOfParam = `le${asOf.toISOString()}`;
+  const count = String(pageSize);
+  const out: PlannedSearch[] = [];
+  if (spec.observationCodes.length > 0) {
+    const groups = new Map<string, { category?: { system: string; code: string }; codes: Coding[] }>();
+    for (const c of spec.observationCodes) {
+      const key = options.byCategory && c.category ? `${c.category.system}|${c.category.code}` : '';
+      const group = groups.get(key) ?? { ...(options.byCategory && c.category ? { category: c.category } : {}), codes: [] };
+      group.codes.push(c);
+      groups.set(key, group);
+    }
+    for (const g of groups.values()) {
+      const fixed: SearchParams = { code: tokenList(g.codes), date: dateRange(spec.observationSince, asOfParam), _count: count };
+      if (g.category) fixed.category = tokenList([g.category]);
+      out.push({ resourceType: 'Observation', fixed });
+    }
+  }
+  if (spec.reports) {
+    const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
+    if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
+    if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
+    out.push({ resourceType: 'DiagnosticReport', fixed });
+  }
+  if (spec.imaging) {
+    out.push({ resourceType: 'ImagingStudy', fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count } });
+  }
+  return out;
+}
+
+/** Resources per type by id, as a pull collects them. */
+export type Fetched = Map<PulledType, Map<string, Resource>>;
+
+export function newFetched(): Fetched {
+  const fetched: Fetched = new Map();
+  for (const type of PULLED_TYPES) fetched.set(type, new Map());
+  return fetched;
+}
+
+/** Adds resources of a type; paging over a changing result set can repeat a resource: the first copy is kept. */
+export function keepFirst(fetched: Fetched, resourceType: PulledType, resources: Resource[]): void {
+  const into = fetched.get(resourceType)!;
+  for (const resource of resources) {
+    const key = resource.id ?? `#${into.size}`;
+    if (!into.has(key)) into.set(key, resource);
+  }
+}
+
+/**
+ * What every strategy does once it has the batch's resources: places each in its patient's record by
+ * `subject` (each list sorted by id, so the same data gives the same record whatever order it came in),
+ * reports whatever cannot be attributed (so fetched = attributed + unattributed per type), and reads the
+ * Binaries report attachments point to on this server.
+ */
+export async function assembleBatch(
+  client: FhirClient,
+  patientIds: string[],
+  fetched: Fetched,
+  requestsSoFar: number,
+  options: { logger?: Logger; started?: number; strategy?: string; unattributed?: UnattributedResource[] } = {},
+): Promise<PullResult> {
+  const logger = options.logger ?? silentLogger;
+  const ids = [...new Set(patientIds)];
+  const inBatch = new Set(ids);
+  let requests = requestsSoFar;
   const records = new Map<string, PatientRecord>();
-  const unattributed: UnattributedResource[] = [];
+  const unattributed: UnattributedResource[] = [...(options.unattributed ?? [])];
   for (const patient of fetched.get('Patient')!.values() as Iterable<Patient>) {
     if (patient.id && inBatch.has(patient.id)) {
       records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [] });
@@ -197,7 +249,8 @@ export async function pullBatch(
       missingBinaries: missingBinaries.length,
       fetched: counts,
       requests,
-      durationMs: Math.round(performance.now() - started),
+      durationMs: Math.round(performance.now() - (options.started ?? performance.now())),
+      strategy: options.strategy ?? 'search',
     },
     'pulled batch',
   );
@@ -313,7 +366,7 @@ export function chunkIds(
   return chunks;
 }
 
-function validate(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: number, pageSize: number): void {
+export function validatePull(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: number, pageSize: number): void {
   const problems: string[] = [];
   const bad = patientIds.filter((id) => typeof id !== 'string' || !FHIR_ID.test(id)).length;
   // Count only: the offending ids are patient identifiers.
@@ -340,7 +393,7 @@ function escapeSearchValue(value: string): string {
 }
 
 /** Repeated parameter = AND: `date=ge<since>&date=le<asOf>`. */
-function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
+export function dateRange(since: Date | undefined, asOfParam: string): string | string[] {
   return since ? [`ge${since.toISOString()}`, asOfParam] : asOfParam;
 }
 
@@ -352,7 +405,7 @@ function queryLength(params: SearchParams): number {
   return query.toString().length;
 }
 
-function byId(a: Resource, b: Resource): number {
+export function byId(a: Resource, b: Resource): number {
   const x = a.id ?? '';
   const y = b.id ?? '';
   return x < y ? -1 : x > y ? 1 : 0;

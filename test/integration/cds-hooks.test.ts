@@ -39,8 +39,9 @@ let db: Database;
 let fhir: RunningFhirServer;
 let jwksServer: Server;
 let app: express.Express;
-let ehrKey: CryptoKey;
-let otherKey: CryptoKey;
+type SigningKey = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+let ehrKey: SigningKey;
+let otherKey: SigningKey;
 const authorizations: (string | undefined)[] = [];
 const now = new Date();
 const clock: Clock = { now: () => new Date(now), sleep: systemClock.sleep };
@@ -95,7 +96,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-async function jwt(aud: string, options: { key?: CryptoKey; iss?: string; jti?: string; exp?: number; kid?: string; typ?: string } = {}): Promise<string> {
+async function jwt(aud: string, options: { key?: SigningKey; iss?: string; jti?: string; exp?: number; kid?: string; typ?: string } = {}): Promise<string> {
   const iat = Math.floor(now.getTime() / 1000);
   return new SignJWT({ tenant: 'hospital-1' })
     .setProtectedHeader({ alg: 'ES384', kid: options.kid ?? 'ehr-1', typ: options.typ ?? 'JWT' })
