@@ -178,8 +178,8 @@ CREATE TABLE ${SCHEMA}.staged_resources (
   body jsonb NOT NULL,
   PRIMARY KEY (source_id, resource_type, resource_id)
 );
+-- Batches read by patient; an incremental export's changed patients are found through this index too.
 CREATE INDEX staged_resources_by_patient ON ${SCHEMA}.staged_resources (source_id, patient_id);
-CREATE INDEX staged_resources_by_export ON ${SCHEMA}.staged_resources (source_id, export_id);
 
 -- Patients whose staged data an export deleted (incremental exports: they are scored again).
 CREATE TABLE ${SCHEMA}.staged_changes (

@@ -42,6 +42,9 @@ export interface BulkPullDeps {
   clock?: Clock;
   logger?: Logger;
   signal?: AbortSignal;
+  /** Rows per staging write and writes in flight (see runBulkExport). */
+  chunkSize?: number;
+  stagingConcurrency?: number;
 }
 
 export interface BulkPull {
@@ -79,7 +82,7 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
         }),
         deps.exports,
         deps.staging,
-        { sourceId: deps.sourceId, request, logger, signal: deps.signal },
+        { sourceId: deps.sourceId, request, logger, signal: deps.signal, chunkSize: deps.chunkSize, stagingConcurrency: deps.stagingConcurrency },
       );
       const u = await deps.staging.unattributed(deps.sourceId, 100_000);
       orphans = u.items.map((i) => ({ reference: i.reference, reason: 'no-subject', detail: i.detail }));

@@ -107,8 +107,10 @@ export interface BulkExportReport {
 export interface RunExportOptions {
   sourceId: string;
   request: BulkExportRequest;
-  /** Rows per staging write. Default 1000. */
+  /** Rows per staging write. Default 500. */
   chunkSize?: number;
+  /** Staging writes in flight at once (PostgreSQL runs them on separate connections). Default 3. */
+  stagingConcurrency?: number;
   /** Bad lines kept in full per file (all are counted). Default 20. */
   keepProblems?: number;
   onProgress?: (event: { phase: 'waiting'; poll: PollProgress } | { phase: 'file'; file: BulkFile; counts: FileCounts }) => void;
@@ -250,7 +252,7 @@ async function consumeFile(
   sink: BulkSink,
   options: RunExportOptions,
 ): Promise<FileCounts> {
-  const chunkSize = options.chunkSize ?? 1000;
+  const chunkSize = options.chunkSize ?? 500;
   const keep = options.keepProblems ?? 20;
   const counts: FileCounts = { lines: 0, staged: 0, malformed: 0, problems: [] };
   const bad = (line: number, problem: string) => {
@@ -314,18 +316,21 @@ async function consumeFile(
     return counts;
   }
 
-  // Output: one staging write in flight while the next chunk is parsed.
+  // Output: a few staging writes in flight (each on its own database connection) while the next chunk
+  // is parsed; reading waits when the window is full, so memory holds at most that many chunks.
+  const window = Math.max(1, options.stagingConcurrency ?? 3);
   let rows = new Map<string, StagedResource>();
-  let inFlight: Promise<void> | undefined;
+  const inFlight: Promise<void>[] = [];
   const flush = async () => {
-    if (inFlight) await inFlight;
-    inFlight = undefined;
-    if (!rows.size) return;
-    const batch = [...rows.values()];
-    rows = new Map();
-    inFlight = sink.stage(sourceId, exportId, batch);
-    // Surfaced at the next flush or the end; never left unhandled meanwhile.
-    inFlight.catch(() => undefined);
+    if (rows.size) {
+      const batch = [...rows.values()];
+      rows = new Map();
+      const write = sink.stage(sourceId, exportId, batch);
+      // Surfaced when awaited below; never left unhandled meanwhile.
+      write.catch(() => undefined);
+      inFlight.push(write);
+    }
+    while (inFlight.length >= window) await inFlight.shift();
   };
   await readLines(body, (text, line) => {
     counts.lines += 1;
@@ -345,7 +350,10 @@ async function consumeFile(
     if (rows.size >= chunkSize) return flush();
   });
   await flush();
-  if (inFlight) await inFlight;
+  // Every write is awaited, so a failed one fails the file (all settle first: none is left running).
+  const results = await Promise.allSettled(inFlight.splice(0));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
   return counts;
 }
 
