@@ -2,6 +2,7 @@ import type {
   Binary,
   Bundle,
   CarePlan,
+  Condition,
   DiagnosticReport,
   FhirResource,
   ImagingStudy,
@@ -119,7 +120,7 @@ export function recordFromBundle(bundle: Bundle): PatientRecord {
   }
   const patient = patients[0];
   const problems: string[] = [];
-  const ofPatient = <T extends Observation | DiagnosticReport | ImagingStudy>(type: T['resourceType']): T[] =>
+  const ofPatient = <T extends Observation | DiagnosticReport | ImagingStudy | Condition>(type: T['resourceType']): T[] =>
     resources
       .filter((r): r is T => r.resourceType === type)
       .filter((r, i) => {
@@ -132,6 +133,7 @@ export function recordFromBundle(bundle: Bundle): PatientRecord {
     observations: ofPatient<Observation>('Observation'),
     diagnosticReports: ofPatient<DiagnosticReport>('DiagnosticReport'),
     imagingStudies: ofPatient<ImagingStudy>('ImagingStudy'),
+    conditions: ofPatient<Condition>('Condition'),
     binaries: new Map(resources.filter((r): r is Binary => r.resourceType === 'Binary' && !!r.id).map((b) => [`Binary/${b.id}`, b])),
   };
   if (problems.length) throw new AdapterError('input-invalid', problems.slice(0, 10).join('; '), { details: { problems: problems.length } });

@@ -158,6 +158,35 @@ describe('fhir-ml CLI', () => {
     expect(both.stderr).toMatch(/5 problems/);
   });
 
+  it('--json lines carry the rationale, the applicability and the CarePlans of each patient; the summary counts them per model', async () => {
+    const asOf = '2025-12-21';
+    const r = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', asOf, '--json']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const scored = lines.filter((l) => l.type === 'patient' && l.status === 'scored');
+    expect(scored.length).toBeGreaterThan(5);
+    for (const p of scored) {
+      // vitals seeded after this as-of are not used: up to 2 imputed inputs still give a final score
+      expect(p.applicability.imputed.length).toBeLessThanOrEqual(2);
+      expect(p).toMatchObject({ riskAssessmentStatus: 'final', applicability: { decision: 'score', outOfRange: expect.any(Array), ood: { assessed: true } } });
+      // values and units behind the contributions; ln_tg in its measured unit
+      expect(p.rationale.text).toMatch(/(raises|lowers) the risk \([+-]\d\.\d\d log-odds\)/);
+      const tg = p.rationale.items.find((i: { column: string }) => i.column === 'ln_tg');
+      if (tg) expect(tg).toMatchObject({ label: 'triglyceride', unit: 'mg/dL' });
+      expect(p.carePlans).toEqual({ created: expect.any(Number), alreadyPresent: 0, revoked: 0, untouched: 0 });
+    }
+    const summary = lines.at(-1);
+    const created = scored.reduce((n, p) => n + p.carePlans.created, 0);
+    expect(created).toBeGreaterThan(0);
+    expect(summary.byModel['diabetes-progression']).toMatchObject({ preliminary: 0, carePlans: { created, alreadyPresent: 0, revoked: 0, untouched: 0 } });
+    let onServer = 0;
+    for await (const page of new FhirClient({ baseUrl: server.url }).search<fhir4.CarePlan>('CarePlan', { _count: '500' })) {
+      onServer += page.resources.filter((c) => c.created === new Date(`${asOf}T23:59:59.999Z`).toISOString()).length;
+    }
+    expect(onServer).toBe(created);
+    // (runs before the sync at 2026-01-01 below: a proposal of an earlier as-of never supersedes a later one)
+  });
+
   it('syncs and prints a machine-readable result per patient with --json, then writes nothing on a re-run', async () => {
     const args = ['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--all', '--as-of', '2026-01-01', '--json'];
     type Line = { type: 'patient' | 'summary'; patients?: number; patientId?: string; probability: number; band: string; write: string };
@@ -185,6 +214,33 @@ describe('fhir-ml CLI', () => {
     const dry = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', '2025-12-01', '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/dry run: nothing written/);
+  });
+
+  it('sync --shadow writes every RiskAssessment as preliminary and no CarePlan, and says so', async () => {
+    const asOf = '2025-12-20';
+    const json = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', 'curb65', '--all', '--as-of', asOf, '--shadow', '--json']);
+    expect(json.code).toBe(0);
+    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const scored = lines.filter((l) => l.type === 'patient' && l.status === 'scored');
+    expect(scored.length).toBeGreaterThan(5);
+    for (const p of scored) {
+      expect(p).toMatchObject({ riskAssessmentStatus: 'preliminary', write: 'created' });
+      expect(p.carePlans).toBeUndefined();
+    }
+    expect(lines.at(-1)).toMatchObject({ type: 'summary', shadow: true, byModel: { 'diabetes-progression': { preliminary: scored.filter((p) => p.modelId === 'diabetes-progression').length, carePlans: { created: 0 } } } });
+    const client = new FhirClient({ baseUrl: server.url });
+    const at = new Date(`${asOf}T23:59:59.999Z`).toISOString();
+    const assessments: fhir4.RiskAssessment[] = [];
+    for await (const page of client.search<fhir4.RiskAssessment>('RiskAssessment', { _count: '500' })) assessments.push(...page.resources.filter((ra) => ra.occurrenceDateTime === at));
+    expect(assessments).toHaveLength(scored.length);
+    for (const ra of assessments) {
+      expect(ra.status).toBe('preliminary');
+      expect(ra.note!.map((n) => n.text)).toContain('Shadow mode: written as preliminary for silent validation before go-live; not for clinical decisions.');
+    }
+    for await (const page of client.search<fhir4.CarePlan>('CarePlan', { _count: '500' })) expect(page.resources.filter((c) => c.created === at)).toEqual([]);
+    const table = await run(['sync', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'demo-0001', '--as-of', asOf, '--shadow']);
+    expect(table.stdout).toMatch(/^SHADOW MODE: RiskAssessments written as preliminary, no CarePlans/m);
+    expect(table.stdout).not.toMatch(/CarePlan proposals/);
   });
 });
 
@@ -241,6 +297,19 @@ describe('fhir-ml features', () => {
       for await (const page of new FhirClient({ baseUrl: server.url, auth: { type: 'none' } }).search('RiskAssessment', {})) written += page.resources.length;
       expect(written).toBe(0);
       expect((await run(['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'nobody'])).code).toBe(66);
+
+      // A patient the model may not score: the gate's decision first, the resources still accounted for.
+      await server.load([
+        { resourceType: 'Patient', id: 'gone', birthDate: '1950-02-01', gender: 'female', deceasedDateTime: '2025-10-01' },
+        { resourceType: 'Condition', id: 'gone-dm', subject: { reference: 'Patient/gone' }, code: { coding: [{ system: 'http://snomed.info/sct', code: '44054006' }] }, onsetDateTime: '2015-01-01' },
+      ] as Parameters<RunningFhirServer['load']>[0]);
+      const gone = ['features', '--fhir-url', server.url, '--model', 'diabetes-progression', '--patient', 'gone', '--as-of', '2026-01-01T00:00:00Z'];
+      expect((await run(gone)).stdout).toMatch(/^NOT SCORED: deceased \(deceasedDateTime at or before as-of\)$/m);
+      const goneJson = JSON.parse((await run([...gone, '--json'])).stdout);
+      expect(goneJson).toMatchObject({ skipReason: 'deceased', intendedUse: { eligible: false, reason: 'deceased' }, basis: ['Condition/gone-dm'] });
+      const admitted = JSON.parse((await run([...base, '--json'])).stdout);
+      expect(admitted.intendedUse).toEqual({ eligible: true, evidence: ['Condition/demo-0004-dm'] });
+      expect((await run(base)).stdout).toMatch(/^intended use met by Condition\/demo-0004-dm$/m);
     } finally {
       await server.close();
     }

@@ -20,17 +20,47 @@ export function formatSyncSummary(result: SyncResult, interruptedBy?: InterruptC
     `as-of ${result.asOf}${result.dryRun ? ' (dry run: nothing written)' : ''}: ${plural(result.patients, 'patient')} in ${plural(result.batches, 'batch', 'batches')}, ` +
       `${(result.durationMs / 1000).toFixed(1)} s`,
   );
+  if (result.shadow) out.push('SHADOW MODE: RiskAssessments written as preliminary, no CarePlans (silent validation before go-live)');
   const modelIds = Object.keys(result.byModel);
   out.push('');
   out.push(
     table(
-      ['model', 'scored', 'skipped', ...BANDS, 'written', 'already there'],
+      ['model', 'scored', 'preliminary', 'skipped', ...BANDS, 'written', 'already there'],
       modelIds.map((id) => {
         const t = result.byModel[id];
-        return [id, t.scored, t.skipped, ...BANDS.map((b) => t.bands[b] ?? 0), t.created, t.alreadyPresent];
+        return [id, t.scored, t.preliminary, t.skipped, ...BANDS.map((b) => t.bands[b] ?? 0), t.created, t.alreadyPresent];
       }),
     ),
   );
+  if (modelIds.some((id) => Object.values(result.byModel[id].applicability).some((n) => n > 0))) {
+    out.push('');
+    out.push('Applicability of the scores (patients; the card\'s policy decides: final, preliminary or not written)');
+    out.push(
+      table(
+        ['', ...modelIds],
+        [
+          ['inputs imputed', ...modelIds.map((id) => result.byModel[id].applicability.imputed)],
+          ['input outside the training range', ...modelIds.map((id) => result.byModel[id].applicability.outOfRange)],
+          ['out of distribution', ...modelIds.map((id) => result.byModel[id].applicability.outOfDistribution)],
+        ],
+      ),
+    );
+  }
+  if (!result.dryRun && !result.shadow && modelIds.some((id) => Object.values(result.byModel[id].carePlans).some((n) => n > 0))) {
+    out.push('');
+    out.push('CarePlan proposals (drafts for clinicians; a plan a clinician activated, completed or edited is never touched)');
+    out.push(
+      table(
+        ['', ...modelIds],
+        [
+          ['created', ...modelIds.map((id) => result.byModel[id].carePlans.created)],
+          ['already there', ...modelIds.map((id) => result.byModel[id].carePlans.alreadyPresent)],
+          ['older drafts revoked', ...modelIds.map((id) => result.byModel[id].carePlans.revoked)],
+          ["clinicians' plans left untouched", ...modelIds.map((id) => result.byModel[id].carePlans.untouched)],
+        ],
+      ),
+    );
+  }
   const skipReasons = [...new Set(modelIds.flatMap((id) => Object.keys(result.byModel[id].skippedByReason)))].sort();
   if (skipReasons.length) {
     out.push('');

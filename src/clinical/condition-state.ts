@@ -1,11 +1,11 @@
 import type { Age, Condition, Period, Range } from 'fhir/r4.js';
 import type { ExclusionReason } from '../core/types.js';
-import { parseFhirDateTime } from '../core/time.js';
+import { addDuration, parseFhirDateTime } from '../core/time.js';
 
 /**
  * What a Condition says about a patient at one as-of instant. One home for the semantics of
  * clinicalStatus, verificationStatus, onset[x], abatement[x] and recordedDate, shared by the intended-use
- * gate (src/models/intended-use.ts) and, later, the Condition mapping source. Pure.
+ * gate (src/models/intended-use.ts) and the `condition` mapping source (src/features/sources/condition.ts). Pure.
  *
  * Rules, in order:
  *  1. verificationStatus `entered-in-error` or `refuted`: the Condition is excluded (reason `status`): it
@@ -117,16 +117,15 @@ function ageSpan(low: Age | undefined, high: Age | undefined, birthDate: string 
   return { start: s ?? e!, end: e ?? Number.POSITIVE_INFINITY };
 }
 
-/** Calendar addition in UTC; the day of month is clamped to the target month's length (29 Feb + 1 a = 28 Feb). */
+/**
+ * An age step from a birth instant, with the one calendar rule of src/core/time.ts (29 Feb + 1 a = 28 Feb).
+ * Years and months step in whole months (a fractional age is cut to whole months), weeks and days are
+ * fixed lengths.
+ */
 function addCalendar(ms: number, value: number, unit: 'years' | 'months' | 'weeks' | 'days'): number {
-  if (unit === 'weeks' || unit === 'days') return ms + value * (unit === 'weeks' ? 7 : 1) * 86_400_000;
-  const d = new Date(ms);
-  const months = Math.trunc(unit === 'years' ? value * 12 : value);
-  const total = d.getUTCMonth() + months;
-  const y = d.getUTCFullYear() + Math.floor(total / 12);
-  const m = ((total % 12) + 12) % 12;
-  const last = new Date(Date.UTC(y, m + 1, 0)).getUTCDate();
-  return Date.UTC(y, m, Math.min(d.getUTCDate(), last), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds(), d.getUTCMilliseconds());
+  const step =
+    unit === 'years' ? { months: Math.trunc(value * 12) } : unit === 'months' ? { months: Math.trunc(value) } : unit === 'weeks' ? { days: value * 7 } : { days: value };
+  return addDuration(new Date(ms), step).getTime();
 }
 
 /** The state of one Condition at as-of (see the module comment for the rules). */

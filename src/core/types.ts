@@ -1,4 +1,4 @@
-import type { Binary, DiagnosticReport, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
+import type { Binary, Condition, DiagnosticReport, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
 
 /**
  * Why a fetched resource was not used. One list, used by every stage, so counts reconcile:
@@ -41,6 +41,8 @@ export interface PatientRecord {
   observations: Observation[];
   diagnosticReports: DiagnosticReport[];
   imagingStudies: ImagingStudy[];
+  /** The patient's Conditions (any status: the consumers decide, src/clinical/condition-state.ts), when a model needs them. */
+  conditions: Condition[];
   /** Binaries referenced by report attachments, fetched from the same server, keyed by `Binary/<id>`. */
   binaries?: Map<string, Binary>;
 }
@@ -85,4 +87,23 @@ export interface Prediction {
   outputs?: Record<string, number>;
   /** Top contributions to the score (feature id, signed contribution on the logit scale). */
   explanation?: { featureId: string; contribution: number }[];
+  /** The explanation for clinicians: each contribution with the measured value and unit behind it. */
+  rationale?: PredictionRationale;
+}
+
+/** A clinician-readable rationale (src/models/rationale.ts builds it). */
+export interface PredictionRationale {
+  /** One sentence: "glucose 182 mg/dL raises the risk (+0.21 log-odds); ...". */
+  text: string;
+  items: {
+    column: string;
+    label: string;
+    /** Measured value (log-transformed inputs in their measured unit), absent when imputed. */
+    value?: number;
+    unit?: string;
+    imputed: boolean;
+    contribution: number;
+    direction: 'raises' | 'lowers' | 'does not change';
+    text: string;
+  }[];
 }

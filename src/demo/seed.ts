@@ -1,9 +1,10 @@
-import type { Bundle, BundleEntry, FhirResource, Observation, Patient } from 'fhir/r4.js';
+import type { Bundle, BundleEntry, Condition, FhirResource, Observation, Patient } from 'fhir/r4.js';
 import type { DiabetesRow } from './diabetes-rows.js';
 
 /**
- * Demo patients generated from the diabetes rows, shaped as real EHRs send them: LOINC-coded
- * Observations with UCUM units and realistic dates, a share of labs in mmol/L instead of mg/dL,
+ * Demo patients generated from the diabetes rows, shaped as real EHRs send them: a confirmed, active
+ * type 2 diabetes Condition (every patient of the data set had diabetes: the model's intended use
+ * requires it), LOINC-coded Observations with UCUM units and realistic dates, a share of labs in mmol/L instead of mg/dL,
  * blood pressure as a panel with systolic/diastolic components (or as two separate Observations),
  * and a few records of the kinds a sync must exclude (entered-in-error, comparator, dataAbsentReason,
  * implausible, older superseded values). The latest valid value of every feature is always exactly the
@@ -31,22 +32,22 @@ export function demoVariant(index: number) {
   };
 }
 
-function daysBefore(asOf: Date, days: number, hour = 9): string {
+export function daysBefore(asOf: Date, days: number, hour = 9): string {
   const d = new Date(asOf.getTime() - days * 86_400_000);
   d.setUTCHours(hour, 15, 0, 0);
   return d.toISOString();
 }
 
-function quantity(value: number, unit: string) {
+export function quantity(value: number, unit: string) {
   return { value, unit, system: UCUM, code: unit };
 }
 
-function round(value: number, digits: number): number {
+export function round(value: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
 }
 
-function obs(
+export function obs(
   id: string,
   patientId: string,
   code: string,
@@ -92,7 +93,7 @@ export function buildDemoPatient(row: DiabetesRow, index: number, asOf: Date = D
     gender: row.sex === 2 ? 'male' : 'female',
     birthDate: birth.toISOString().slice(0, 10),
   };
-  const out: FhirResource[] = [patient];
+  const out: FhirResource[] = [patient, diabetesCondition(id, index, asOf)];
   const vitalsAt = daysBefore(asOf, 10 + (index % 50));
   const labsAt = daysBefore(asOf, 20 + (index % 150), 7);
 
@@ -135,6 +136,32 @@ export function buildDemoPatient(row: DiabetesRow, index: number, asOf: Date = D
 
   if (v.withNoise) out.push(...noiseFor(id, row, asOf));
   return out;
+}
+
+export const SNOMED = 'http://snomed.info/sct';
+const ICD10CM = 'http://hl7.org/fhir/sid/icd-10-cm';
+
+/** The patient's type 2 diabetes, diagnosed 2 to 12 years before as-of, coded in SNOMED CT and ICD-10-CM as problem lists are. */
+export function diabetesCondition(patientId: string, index: number, asOf: Date = DEMO_AS_OF, extra: Partial<Condition> = {}): Condition {
+  const onset = daysBefore(asOf, 730 + ((index * 131) % 3650), 10);
+  return {
+    resourceType: 'Condition',
+    id: `${patientId}-dm`,
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+    verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'confirmed' }] },
+    category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-category', code: 'problem-list-item' }] }],
+    code: {
+      coding: [
+        { system: SNOMED, code: '44054006', display: 'Diabetes mellitus type 2' },
+        { system: ICD10CM, code: 'E11.9', display: 'Type 2 diabetes mellitus without complications' },
+      ],
+      text: 'Type 2 diabetes mellitus',
+    },
+    subject: { reference: `Patient/${patientId}` },
+    onsetDateTime: onset,
+    recordedDate: onset,
+    ...extra,
+  };
 }
 
 /** Records a sync must exclude with a reason; none of them may change the score. */

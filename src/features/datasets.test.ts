@@ -24,7 +24,7 @@ function subjectPatient(o: Observation): Patient {
   const load = (name: string) => readJson<Observation>(path.join(HL7_OBSERVATIONS, name));
   const one = (name: string, asOf: string, mapping = diabetes): FeatureRow => {
     const o = load(name);
-    return expectReconciled(mapPatient(mapping, { patient: subjectPatient(o), observations: [o], diagnosticReports: [], imagingStudies: [] }, new Date(asOf)));
+    return expectReconciled(mapPatient(mapping, { patient: subjectPatient(o), observations: [o], diagnosticReports: [], imagingStudies: [], conditions: [] }, new Date(asOf)));
   };
 
   test('every example maps without throwing, alone and all together, and reconciles', () => {
@@ -33,10 +33,10 @@ function subjectPatient(o: Observation): Patient {
     for (const mapping of [diabetes, curb]) {
       for (const o of all) {
         for (const asOf of ['2013-04-10T00:00:00Z', '2030-01-01T00:00:00Z']) {
-          expectReconciled(mapPatient(mapping, { patient: subjectPatient(o), observations: [o], diagnosticReports: [], imagingStudies: [] }, new Date(asOf)));
+          expectReconciled(mapPatient(mapping, { patient: subjectPatient(o), observations: [o], diagnosticReports: [], imagingStudies: [], conditions: [] }, new Date(asOf)));
         }
       }
-      const row = expectReconciled(mapPatient(mapping, { patient: { resourceType: 'Patient', id: 'example' }, observations: all, diagnosticReports: [], imagingStudies: [] }, new Date('2030-01-01T00:00:00Z')));
+      const row = expectReconciled(mapPatient(mapping, { patient: { resourceType: 'Patient', id: 'example' }, observations: all, diagnosticReports: [], imagingStudies: [], conditions: [] }, new Date('2030-01-01T00:00:00Z')));
       expect(row.values.length).toBe(row.columns.length);
     }
   });

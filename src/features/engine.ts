@@ -1,4 +1,4 @@
-import type { DiagnosticReport, ImagingStudy, Observation } from 'fhir/r4.js';
+import type { Condition, DiagnosticReport, ImagingStudy, Observation } from 'fhir/r4.js';
 import type { FeatureRow, PatientRecord } from '../core/types.js';
 import { eligible, ExclusionLog, type Eligible } from './exclusions.js';
 import { inputColumns, readTypes, valueColumns, type ClinicalType } from './mapping/queries.js';
@@ -59,7 +59,7 @@ function compileMapping(mapping: Mapping): CompiledMapping {
 }
 
 /** A record's resources of one clinical type. */
-function resourcesOf(record: PatientRecord, type: ClinicalType): readonly (Observation | DiagnosticReport | ImagingStudy)[] {
+function resourcesOf(record: PatientRecord, type: ClinicalType): readonly (Observation | DiagnosticReport | ImagingStudy | Condition)[] {
   switch (type) {
     case 'Observation':
       return record.observations;
@@ -67,6 +67,8 @@ function resourcesOf(record: PatientRecord, type: ClinicalType): readonly (Obser
       return record.diagnosticReports;
     case 'ImagingStudy':
       return record.imagingStudies;
+    case 'Condition':
+      return record.conditions ?? [];
   }
 }
 
@@ -91,7 +93,8 @@ export function mapPatient(mapping: Mapping, record: PatientRecord, asOf: Date, 
   const eligibleByType = new Map<ClinicalType, Eligible<unknown>[]>();
   for (const [type, readers] of cm.reads) {
     const considered = resourcesOf(record, type).filter((r) => readers.some((f) => !f.plugin.considers || f.plugin.considers(f.compiled, r)));
-    eligibleByType.set(type, eligible(considered, patientId, asOfMs, fetched, log));
+    // Conditions are not dated by an effective time: their source reads onset, abatement and status at as-of.
+    eligibleByType.set(type, eligible(considered, patientId, asOfMs, fetched, log, type !== 'Condition'));
   }
 
   const results = new Map<string, FeatureResult>();

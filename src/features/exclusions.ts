@@ -53,7 +53,9 @@ function effectiveTime(r: {
 /**
  * Resource-level checks shared by every source: id, subject, a usable date, nothing after as-of
  * (effective or issued). Returns the eligible resources sorted by reference; everything else is logged
- * once (no featureId). Every resource passed in counts as fetched.
+ * once (no featureId). Every resource passed in counts as fetched. Undated resources (`dated: false`,
+ * Conditions) get the id and subject checks only: when they hold at as-of is their source's rule
+ * (src/clinical/condition-state.ts), and their `time` is NaN.
  */
 export function eligible<T extends { id?: string; resourceType: string; subject?: { reference?: string }; issued?: string }>(
   resources: readonly T[],
@@ -61,6 +63,7 @@ export function eligible<T extends { id?: string; resourceType: string; subject?
   asOf: number,
   fetched: Set<string>,
   log: ExclusionLog,
+  dated = true,
 ): Eligible<T>[] {
   const out: Eligible<T>[] = [];
   const seen = new Set<string>();
@@ -71,6 +74,7 @@ export function eligible<T extends { id?: string; resourceType: string; subject?
     fetched.add(ref);
     if (!r.id) return log.add(ref, 'malformed', undefined, 'no id');
     if (!subjectMatches(r.subject?.reference, patientId)) return log.add(ref, 'no-subject');
+    if (!dated) return void out.push({ resource: r, ref, time: Number.NaN });
     const time = effectiveTime(r as never);
     if (time === undefined) return log.add(ref, 'malformed', undefined, 'no usable effective date');
     const issued = r.issued === undefined ? undefined : parseFhirDateTime(r.issued);

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Binary, DiagnosticReport, ImagingStudy, Observation, Patient, Reference, Resource } from 'fhir/r4.js';
+import type { Binary, Condition, DiagnosticReport, ImagingStudy, Observation, Patient, Reference, Resource } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { PatientRecord } from '../core/types.js';
@@ -30,6 +30,13 @@ export interface PullSpec {
   reports?: { since?: Date; codes?: Coding[]; categories?: Coding[] };
   /** Absent: no ImagingStudy search. */
   imaging?: { since?: Date };
+  /**
+   * Absent: no Condition search. `codes` OR-ed into one `code` parameter; absent codes: every Condition
+   * of the patients (when the codes wanted cannot be searched, e.g. ICD-10 prefixes). Never bounded by
+   * date: a Condition's state at as-of depends on onset, abatement and recordedDate together
+   * (src/clinical/condition-state.ts decides), and a search by date would drop undated ones.
+   */
+  conditions?: { codes?: Coding[] };
 }
 
 export interface PullOptions {
@@ -51,8 +58,8 @@ export interface UnattributedResource {
   detail: UnattributedDetail;
 }
 
-export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Binary';
-export const PULLED_TYPES: readonly PulledType[] = ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Binary'];
+export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Condition' | 'Binary';
+export const PULLED_TYPES: readonly PulledType[] = ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Condition', 'Binary'];
 
 /**
  * Result of one batch pull.
@@ -93,34 +100,15 @@ export async function pullBatch(
   validatePull(patientIds, spec, asOf, maxIds, pageSize);
 
   const ids = [...new Set(patientIds)];
-  const fetched = newFetched();
-  let requests = 0;
-  const collect = async (resourceType: PulledType, params: SearchParams): Promise<void> => {
-    for await (const page of client.search(resourceType, params)) {
-      requests += 1;
-      keepFirst(fetched, resourceType, page.resources);
-    }
-  };
-
   // Each search type builds its fixed parameters; the patient list is added per chunk.
-  const subjects = (chunk: string[]): SearchParams => ({ subject: chunk.map((id) => `Patient/${id}`).join(',') });
-  const searches: { resourceType: PulledType; fixed: SearchParams; idParam: (chunk: string[]) => SearchParams }[] = [
-    { resourceType: 'Patient', fixed: { _count: String(pageSize) }, idParam: (chunk) => ({ _id: chunk.join(',') }) },
-    ...plannedSearches(spec, asOf, pageSize).map((p) => ({ ...p, idParam: subjects })),
-  ];
-
-  const tasks: Promise<void>[] = [];
-  for (const search of searches) {
-    const urlLength = (chunk: string[]) =>
-      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...search.idParam(chunk), ...search.fixed });
-    for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
-      tasks.push(collect(search.resourceType, { ...search.idParam(chunk), ...search.fixed }));
-    }
+  const searches: PatientSearch[] = [{ resourceType: 'Patient', fixed: { _count: String(pageSize) }, by: '_id' }, ...plannedSearches(spec, asOf, pageSize)];
+  const searched = await searchByPatients(client, ids, searches, { maxIdsPerRequest: maxIds, maxUrlLength });
+  const fetched = newFetched();
+  for (const type of PULLED_TYPES) {
+    const found = searched.fetched.get(type);
+    if (found) fetched.set(type, found);
   }
-  // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
-  // not leave siblings running after the batch has already been reported failed.
-  await settleAll(tasks);
-  return assembleBatch(client, ids, fetched, requests, { logger, started });
+  return assembleBatch(client, ids, fetched, searched.requests, { logger, started });
 }
 
 /** One search of a pull besides the Patient's: its fixed parameters (the patients are added by the strategy). */
@@ -163,6 +151,11 @@ export function plannedSearches(spec: PullSpec, asOf: Date, pageSize: number, op
   if (spec.imaging) {
     out.push({ resourceType: 'ImagingStudy', fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count } });
   }
+  if (spec.conditions) {
+    const fixed: SearchParams = { _count: count };
+    if (spec.conditions.codes?.length) fixed.code = tokenList(spec.conditions.codes);
+    out.push({ resourceType: 'Condition', fixed });
+  }
   return out;
 }
 
@@ -198,6 +191,7 @@ export async function assembleBatch(
   options: { logger?: Logger; started?: number; strategy?: string; unattributed?: UnattributedResource[] } = {},
 ): Promise<PullResult> {
   const logger = options.logger ?? silentLogger;
+  const started = options.started ?? performance.now();
   const ids = [...new Set(patientIds)];
   const inBatch = new Set(ids);
   let requests = requestsSoFar;
@@ -205,14 +199,14 @@ export async function assembleBatch(
   const unattributed: UnattributedResource[] = [...(options.unattributed ?? [])];
   for (const patient of fetched.get('Patient')!.values() as Iterable<Patient>) {
     if (patient.id && inBatch.has(patient.id)) {
-      records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [] });
+      records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [], conditions: [] });
     } else {
       unattributed.push({ reference: `Patient/${patient.id ?? ''}`, reason: 'no-subject', detail: 'outside-batch' });
     }
   }
   const missingPatients = ids.filter((id) => !records.has(id));
 
-  const place = <T extends Observation | DiagnosticReport | ImagingStudy>(
+  const place = <T extends Observation | DiagnosticReport | ImagingStudy | Condition>(
     resourceType: PulledType,
     list: (record: PatientRecord) => T[],
   ): void => {
@@ -231,10 +225,12 @@ export async function assembleBatch(
   place<Observation>('Observation', (r) => r.observations);
   place<DiagnosticReport>('DiagnosticReport', (r) => r.diagnosticReports);
   place<ImagingStudy>('ImagingStudy', (r) => r.imagingStudies);
+  place<Condition>('Condition', (r) => r.conditions);
   for (const record of records.values()) {
     record.observations.sort(byId);
     record.diagnosticReports.sort(byId);
     record.imagingStudies.sort(byId);
+    record.conditions.sort(byId);
   }
 
   const missingBinaries = await pullBinaries(client, records, fetched.get('Binary')!, () => (requests += 1));
@@ -249,12 +245,66 @@ export async function assembleBatch(
       missingBinaries: missingBinaries.length,
       fetched: counts,
       requests,
-      durationMs: Math.round(performance.now() - (options.started ?? performance.now())),
+      durationMs: Math.round(performance.now() - started),
       strategy: options.strategy ?? 'search',
     },
     'pulled batch',
   );
   return { records, missingPatients, unattributed, missingBinaries, fetched: counts, requests };
+}
+
+/** One search of a batched pull: its fixed parameters; the patients go into `subject` (default) or `_id`. */
+export interface PatientSearch {
+  resourceType: string;
+  fixed: SearchParams;
+  by?: 'subject' | '_id';
+}
+
+/**
+ * Runs each search for every chunk of the patients (at most `maxIdsPerRequest` ids per request, URLs
+ * within `maxUrlLength`), all pages, concurrently within the client's bound. Resources are kept per type
+ * by id, the first copy of a resource repeated across pages. Shared by the batch pull and the care
+ * context pull (`care-pull.ts`): one search per resource type per chunk of patients, never per patient.
+ */
+export async function searchByPatients(
+  client: FhirClient,
+  patientIds: string[],
+  searches: PatientSearch[],
+  options: { maxIdsPerRequest?: number; maxUrlLength?: number } = {},
+): Promise<{ fetched: Map<string, Map<string, Resource>>; requests: number }> {
+  const maxIds = options.maxIdsPerRequest ?? 50;
+  const maxUrlLength = options.maxUrlLength ?? 6000;
+  const ids = [...new Set(patientIds)];
+  const fetched = new Map<string, Map<string, Resource>>();
+  let requests = 0;
+  const collect = async (resourceType: string, params: SearchParams): Promise<void> => {
+    let into = fetched.get(resourceType);
+    if (!into) fetched.set(resourceType, (into = new Map()));
+    for await (const page of client.search(resourceType, params)) {
+      requests += 1;
+      for (const resource of page.resources) {
+        // Paging over a changing result set can repeat a resource; keep the first copy.
+        const key = resource.id ?? `#${into.size}`;
+        if (!into.has(key)) into.set(key, resource);
+      }
+    }
+  };
+  const idParam = (search: PatientSearch, chunk: string[]): SearchParams =>
+    search.by === '_id' ? { _id: chunk.join(',') } : { subject: chunk.map((id) => `Patient/${id}`).join(',') };
+  const tasks: Promise<void>[] = [];
+  for (const search of searches) {
+    if (!fetched.has(search.resourceType)) fetched.set(search.resourceType, new Map());
+    if (ids.length === 0) continue;
+    const urlLength = (chunk: string[]) =>
+      client.baseUrl.length + search.resourceType.length + 2 + queryLength({ ...idParam(search, chunk), ...search.fixed });
+    for (const chunk of chunkIds(ids, maxIds, maxUrlLength, urlLength, search.resourceType)) {
+      tasks.push(collect(search.resourceType, { ...idParam(search, chunk), ...search.fixed }));
+    }
+  }
+  // The client's semaphore bounds what is actually in flight. allSettled, not all: a failed search must
+  // not leave siblings running after the batch has already been reported failed.
+  await settleAll(tasks);
+  return { fetched, requests };
 }
 
 /**
@@ -378,7 +428,7 @@ export function validatePull(patientIds: string[], spec: PullSpec, asOf: Date, m
   if (dates.some((d) => d !== undefined && (!(d instanceof Date) || Number.isNaN(d.getTime())))) {
     problems.push('a since date is not a valid date');
   }
-  const codings = [...spec.observationCodes, ...(spec.reports?.codes ?? []), ...(spec.reports?.categories ?? [])];
+  const codings = [...spec.observationCodes, ...(spec.reports?.codes ?? []), ...(spec.reports?.categories ?? []), ...(spec.conditions?.codes ?? [])];
   if (codings.some((c) => !c?.system || !c?.code)) problems.push('every code needs a system and a code');
   if (problems.length > 0) throw new AdapterError('input-invalid', `Invalid pull request: ${problems.join('; ')}`);
 }

@@ -5,8 +5,17 @@ export { checkMappingAgainstCard, checkModelAgainstMapping } from './mapping-che
 export type { ModelCard } from './model-card.js';
 export { modelIds } from './registry.js';
 export type { OnnxModelRunner } from './runner.js';
+export type { ApplicabilityPolicy, IntendedPopulation } from './model-card.js';
 export { assessApplicability, applicabilitySentence, type Applicability, type ApplicabilityInput, type OutOfRange } from './applicability.js';
-export { compileIntendedUse, deceasedAt, evaluateIntendedUse, type IntendedUseInput, type IntendedUseResult } from './intended-use.js';
+export {
+  compileIntendedUse,
+  deceasedAt,
+  evaluateIntendedUse,
+  intendedUseConditionCodes,
+  intendedUseConditions,
+  type IntendedUseInput,
+  type IntendedUseResult,
+} from './intended-use.js';
 export { loadOodModel, OodRunner, type OodResult } from './ood.js';
 export { rationale, rationaleFeaturesFromMapping, type Rationale, type RationaleFeature, type RationaleItem } from './rationale.js';
 export { SKIP_REASONS, type SkipReason } from './skip-reasons.js';

@@ -180,3 +180,51 @@ export function evaluateIntendedUse(
   }
   return { eligible: true, ageYears, evidence, conditionExclusions };
 }
+
+/** Every code the card's condition criteria name (value sets resolved): what the pull must fetch. */
+export function intendedUseConditionCodes(card: Pick<ModelCard, 'id' | 'intendedPopulation'>, valueSets?: ValueSetIndex): ConditionCode[] {
+  const compiledPopulation = compileIntendedUse(card, valueSets);
+  if (!compiledPopulation) return [];
+  return [...compiledPopulation.required, ...compiledPopulation.excluding].flatMap((c) => c.codes);
+}
+
+/**
+ * The Conditions the gate reads, for the counts (fetched = used + excluded): every Condition matching a
+ * criterion of the card is considered; it is `used` when it meets a criterion at as-of (an active,
+ * confirmed Condition for a required criterion: the RiskAssessment's basis and the CarePlan's
+ * `addresses`; an active one, even suspected, for an excluding criterion), else excluded with its
+ * reason: `status` (refuted, entered-in-error; not active at as-of; only suspected where a confirmed one
+ * is required), `after-as-of` (recorded, or onset, after as-of), `no-subject`. Independent of the gate's
+ * decision, as a mapping row's counts are of its skip reason: a deceased patient's diabetes Condition
+ * still counts as used by the gate's reading.
+ */
+export function intendedUseConditions(
+  card: Pick<ModelCard, 'id' | 'intendedPopulation'>,
+  input: IntendedUseInput,
+  valueSets?: ValueSetIndex,
+): { used: string[]; excluded: Exclusion[] } {
+  const compiledPopulation = compileIntendedUse(card, valueSets);
+  const used: string[] = [];
+  const excluded: Exclusion[] = [];
+  if (!compiledPopulation) return { used, excluded };
+  for (const condition of input.conditions) {
+    const required = compiledPopulation.required.some((c) => matches(condition, c));
+    const excluding = compiledPopulation.excluding.some((c) => matches(condition, c));
+    if (!required && !excluding) continue;
+    const reference = `Condition/${condition.id ?? '?'}`;
+    if (!sameSubject(condition, input.patient.id)) {
+      excluded.push({ reference, reason: 'no-subject', detail: 'subject is not this patient' });
+      continue;
+    }
+    const state = conditionState(condition, input.asOf, { birthDate: input.patient.birthDate });
+    if (state.excluded) excluded.push({ reference, reason: state.excluded.reason, detail: state.excluded.detail });
+    else if (!state.active) {
+      const why = state.inactiveBecause ?? 'inactive';
+      excluded.push(
+        why === 'onset-after-as-of' ? { reference, reason: 'after-as-of', detail: 'onset after as-of' } : { reference, reason: 'status', detail: `not active at as-of (${why})` },
+      );
+    } else if (excluding || state.verification === 'confirmed') used.push(reference);
+    else excluded.push({ reference, reason: 'status', detail: 'only suspected (unconfirmed, provisional or differential)' });
+  }
+  return { used, excluded };
+}

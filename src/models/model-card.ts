@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { conditionCodeSchema } from '../clinical/codes.js';
 
 /**
  * The model card (`models/<id>/model-card.json`): everything the adapter needs to run a model and
@@ -46,23 +47,7 @@ const goldenVector = z.strictObject({
 /** A model-input column id as listed in featureIds. */
 const columnId = z.string().min(1);
 
-/**
- * A code a Condition may carry. `descendants: true` also matches the code's children in a code system
- * whose hierarchy is lexical (ICD-10, ICD-10-CM: E11 matches E11.9 and E11.65); refused for other systems,
- * whose hierarchies need a terminology server.
- */
-export const LEXICAL_HIERARCHY_SYSTEMS = ['http://hl7.org/fhir/sid/icd-10', 'http://hl7.org/fhir/sid/icd-10-cm'] as const;
-
-export const conditionCodeSchema = z
-  .strictObject({
-    system: z.string().min(1),
-    code: z.string().min(1),
-    display: z.string().optional(),
-    descendants: z.boolean().optional(),
-  })
-  .refine((c) => !c.descendants || (LEXICAL_HIERARCHY_SYSTEMS as readonly string[]).includes(c.system), {
-    message: `descendants is only supported for ${LEXICAL_HIERARCHY_SYSTEMS.join(', ')} (other hierarchies need a terminology server: list the codes)`,
-  });
+export { LEXICAL_HIERARCHY_SYSTEMS, conditionCodeSchema } from '../clinical/codes.js';
 
 /** One condition criterion: any of its codes (inline, or in the value set the canonical names) matches. */
 const conditionCriterion = z
@@ -298,7 +283,7 @@ export type ModelCard = z.infer<typeof modelCardSchema>;
 export type ModelCardInput = z.input<typeof modelCardSchema>;
 export type IntendedPopulation = NonNullable<ModelCard['intendedPopulation']>;
 export type ConditionCriterion = IntendedPopulation['requiredConditions'][number];
-export type ConditionCode = z.infer<typeof conditionCodeSchema>;
+export type { ConditionCode } from '../clinical/codes.js';
 export type TrainingRanges = NonNullable<ModelCard['trainingRanges']>;
 export type ApplicabilityPolicy = NonNullable<ModelCard['applicabilityPolicy']>;
 export type ApplicabilityAction = (typeof APPLICABILITY_ACTIONS)[number];

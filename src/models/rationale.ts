@@ -1,3 +1,4 @@
+import type { PredictionRationale } from '../core/types.js';
 import type { FeatureSpec } from '../features/index.js';
 import { signed, withUnit } from './format.js';
 
@@ -24,22 +25,11 @@ export interface RationaleFeature {
   category?: string;
 }
 
-export interface RationaleItem {
-  column: string;
-  label: string;
-  value?: number;
-  unit?: string;
-  imputed: boolean;
-  contribution: number;
-  direction: 'raises' | 'lowers' | 'does not change';
-  text: string;
-}
+/** One contribution for clinicians (the shape travels in `Prediction.rationale`, src/core/types.ts). */
+export type RationaleItem = PredictionRationale['items'][number];
 
-export interface Rationale {
-  items: RationaleItem[];
-  /** All items as one sentence for prediction.rationale and the JSON output. */
-  text: string;
-}
+/** All items, and all of them as one sentence for prediction.rationale and the JSON output. */
+export type Rationale = PredictionRationale;
 
 const PHRASE_END = / \(|,|;|\.(\s|$)/;
 

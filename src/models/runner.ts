@@ -22,6 +22,8 @@ export const DEFAULT_BATCH_SIZE = 1024;
 /** Runs an ONNX model, many patients per session.run call. */
 export class OnnxModelRunner implements ModelRunner {
   readonly batchSize: number;
+  /** Sessions that live and die with this model (its out-of-distribution check): released by `close`. */
+  private readonly companions: { close(): Promise<void> }[] = [];
 
   constructor(
     readonly card: ModelCard,
@@ -70,7 +72,14 @@ export class OnnxModelRunner implements ModelRunner {
     return out;
   }
 
+  /** Ties a companion session (the model's OOD check) to this runner: `close` releases it too. */
+  closeWith(companion: { close(): Promise<void> }): void {
+    this.companions.push(companion);
+  }
+
   async close(): Promise<void> {
+    const companions = this.companions.splice(0);
+    await Promise.all(companions.map((c) => c.close().catch(() => undefined)));
     await this.session.release();
   }
 

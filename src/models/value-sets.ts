@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ValueSet, ValueSetComposeInclude, ValueSetExpansionContains } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { packagePath } from '../core/paths.js';
-import { LEXICAL_HIERARCHY_SYSTEMS, type ConditionCode } from './model-card.js';
+import { LEXICAL_HIERARCHY_SYSTEMS, type ConditionCode } from '../clinical/codes.js';
 
 /**
  * ValueSets kept in the repository (mappings/valuesets/*.json), resolved to code lists without a
@@ -89,11 +89,5 @@ function includeCodes(inc: ValueSetComposeInclude, where: string): ConditionCode
   return out;
 }
 
-const normalize = (code: string) => code.replace(/\./g, '').toUpperCase();
-
-/** Whether a coding matches a code (exactly, or as a lexical descendant when `descendants` is set). */
-export function codeMatches(coding: { system?: string; code?: string }, code: ConditionCode): boolean {
-  if (!coding.system || !coding.code || coding.system !== code.system) return false;
-  if (coding.code === code.code) return true;
-  return code.descendants === true && normalize(coding.code).startsWith(normalize(code.code));
-}
+/** Whether a coding matches a code (one rule, src/clinical/codes.ts). */
+export { codeMatches } from '../clinical/codes.js';

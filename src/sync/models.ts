@@ -2,13 +2,43 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { AdapterError, toAdapterError } from '../core/errors.js';
 import { inputColumns, loadMapping, type Mapping } from '../features/index.js';
-import { checkMappingAgainstCard, checkModelAgainstMapping, loadModelById, modelIds, readModelCard, type ModelCard, type OnnxModelRunner } from '../models/index.js';
+import {
+  checkMappingAgainstCard,
+  checkModelAgainstMapping,
+  compileIntendedUse,
+  loadModelById,
+  loadOodModel,
+  loadValueSets,
+  modelIds,
+  rationaleFeaturesFromMapping,
+  readModelCard,
+  type ModelCard,
+  type OnnxModelRunner,
+  type OodRunner,
+  type RationaleFeature,
+  type ValueSetIndex,
+} from '../models/index.js';
+import { loadCarePlanDefinitions, type CarePlanDefinitions } from '../writeback/care-plan/index.js';
 
-/** A model ready to run: its checked ONNX session and the mapping that feeds it. */
+/**
+ * A model ready to run: its checked ONNX session, the mapping that feeds it, and what makes its scores
+ * safe to write: the value sets of its intended-use criteria (resolved and checked), its
+ * out-of-distribution check, how its inputs read for clinicians, and its CarePlan proposal definitions.
+ */
 export interface SyncModel {
   runner: OnnxModelRunner;
   mapping: Mapping;
   columns: string[];
+  /** Value sets the card's intended-use criteria name (`<mappingsDir>/valuesets`). */
+  valueSets: ValueSetIndex;
+  /** The out-of-distribution check (`ood.onnx`), when the card has one; released with the runner. */
+  ood?: OodRunner;
+  /** How each input column reads for clinicians (label, measured unit), for the rationale. */
+  rationaleFeatures: RationaleFeature[];
+  /** Measured unit by feature id (the mapping's `unit`), for the CarePlan assessment context. */
+  units: Record<string, string | undefined>;
+  /** PlanDefinitions and ActivityDefinitions of its CarePlan proposals (`<mappingsDir>/careplans/<id>/`), when it has any. */
+  carePlans?: CarePlanDefinitions;
 }
 
 export interface ModelDirs {
@@ -20,8 +50,10 @@ export interface ModelDirs {
 
 /**
  * Loads one model (sha256, ONNX decode, tensor names and shapes, golden self-test) and its mapping
- * (`<mappingsDir>/<model id>.yaml`), and checks they agree column for column and on preprocessing.
- * Any problem stops here, before any patient is touched, with a message naming the model and the problem.
+ * (`<mappingsDir>/<model id>.yaml`), and checks they agree column for column and on preprocessing; then
+ * its safety parts: the value sets of its intended-use criteria, its out-of-distribution check (sha256,
+ * names, golden errors) and its CarePlan definitions. Any problem stops here, before any patient is
+ * touched, with a message naming the model and the problem.
  */
 export async function prepareModel(id: string, dirs: ModelDirs): Promise<SyncModel> {
   if (!existsSync(path.join(dirs.modelsDir, id, 'model-card.json'))) {
@@ -41,7 +73,15 @@ export async function prepareModel(id: string, dirs: ModelDirs): Promise<SyncMod
     const columns = inputColumns(mapping);
     checkModelAgainstMapping(runner, columns, mapping.id);
     checkMappingAgainstCard(runner.card, mapping);
-    return { runner, mapping, columns };
+    const valueSetsDir = path.join(dirs.mappingsDir, 'valuesets');
+    const valueSets: ValueSetIndex = existsSync(valueSetsDir) ? loadValueSets(valueSetsDir) : new Map();
+    // A criterion naming a value set that is not there stops the run here, before any patient.
+    compileIntendedUse(runner.card, valueSets);
+    const ood = await loadOodModel(path.join(dirs.modelsDir, id), runner.card);
+    if (ood) runner.closeWith(ood);
+    const carePlans = loadCarePlanDefinitions(id, path.join(dirs.mappingsDir, 'careplans'));
+    const units = Object.fromEntries(mapping.features.map((f) => [f.id, f.unit]));
+    return { runner, mapping, columns, valueSets, ood, rationaleFeatures: rationaleFeaturesFromMapping(mapping), units, ...(carePlans ? { carePlans } : {}) };
   } catch (err) {
     await runner.close().catch(() => undefined);
     throw err;

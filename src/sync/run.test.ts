@@ -90,7 +90,8 @@ describe('runSync (integration, with injected faults)', () => {
   it('stops early when credentials stop working, keeping the complete batches before it', async () => {
     const c = client();
     c.failSearchesOf = { type: 'Observation', after: 1, error: new AdapterError('fhir-auth', 'FHIR server refused the credentials (401)', { status: 401 }) };
-    const result = await runSync(c, models, options);
+    // Without CarePlan proposals: their reads of recent results are Observation searches too.
+    const result = await runSync(c, models, { ...options, carePlans: false });
     expect(result.aborted).toMatchObject({ code: 'fhir-auth' });
     expect(result.batches).toBe(1);
     expect(result.byModel['diabetes-progression'].scored).toBe(4);

@@ -9,7 +9,8 @@ import { createMapContext, type MapContext } from '../features/index.js';
 import { analyzeReport } from '../nlp/index.js';
 import { newTally, tallied } from '../fhir/traffic.js';
 import { FhirWriter } from '../writeback/writer.js';
-import { scoreBatch, writeBatch, type ScoredBatch } from './batch.js';
+import { scoreBatch, type ScoredBatch } from './batch.js';
+import { CarePlanStep, writeWithCarePlans } from './care-plans.js';
 import type { SyncModel } from './models.js';
 import { pullStep } from './pull-step.js';
 import { batchOutcome, emptyResult, failedBatchOutcome, mergeOutcome, type AbortStage, type PatientResult, type SyncResult } from './totals.js';
@@ -27,6 +28,13 @@ export interface SyncOptions {
   /** Explicit patients; when absent, every Patient on the server (streamed). */
   patientIds?: string[];
   dryRun?: boolean;
+  /**
+   * Shadow mode: RiskAssessments are written `preliminary` and no CarePlan is proposed, for silent
+   * validation of a model on a hospital's data before go-live.
+   */
+  shadow?: boolean;
+  /** Propose CarePlans with the RiskAssessments, for models with proposal definitions (default true). */
+  carePlans?: boolean;
   batchSize?: number;
   identifierSystem: string;
   /** Add occlusion explanations to each prediction (default true). */
@@ -137,7 +145,11 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     options.asOf,
     !!options.dryRun,
     models.map((m) => ({ id: m.runner.card.id, version: m.runner.card.version })),
+    { shadow: options.shadow },
   );
+  // CarePlan proposals: not in a dry run (nothing is written), nor in shadow mode (silent validation).
+  const carePlanStep =
+    options.dryRun || options.shadow || options.carePlans === false ? undefined : new CarePlanStep(client, models, { asOf: options.asOf, identifierSystem: options.identifierSystem, logger });
   const emit = (r: PatientResult) => {
     if (collect) result.results.push(r);
     options.onPatientResult?.(r);
@@ -223,6 +235,7 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     const ids = batch.ids;
     const work = (async () => {
       if (batch.error) throw batch.error;
+      const recorded = clock.now();
       const scored = await scoreBatch(ids, batch.pull!, {
         models,
         asOf: options.asOf,
@@ -230,10 +243,11 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
         devices,
         explain: options.explain,
         mapContext,
-        recorded: clock.now(),
+        recorded,
+        shadow: options.shadow,
       });
       await options.beforeWrite?.(scored);
-      const written = await writeBatch(writer, scored);
+      const written = await writeWithCarePlans(writer, scored, carePlanStep?.active ? carePlanStep : undefined, devices, recorded, logger);
       return batchOutcome(scored, written.requests);
     })();
     work.catch(() => undefined); // an abandoned batch's late failure is not reported

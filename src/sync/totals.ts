@@ -1,6 +1,7 @@
 import type { AdapterError } from '../core/errors.js';
-import type { ExclusionReason, FeatureRow, QualitativeRisk } from '../core/types.js';
-import type { BatchEntry, ScoredBatch } from './batch.js';
+import type { ExclusionReason, FeatureRow, PredictionRationale, QualitativeRisk } from '../core/types.js';
+import type { Applicability } from '../models/index.js';
+import { assessmentStatus, type BatchEntry, type CarePlanCounts, type ScoredBatch } from './batch.js';
 
 /**
  * What a run reports: one result per patient and model, and totals per model that reconcile
@@ -20,7 +21,19 @@ export interface PatientResult {
   outputs?: Record<string, number>;
   /** Why a patient was not scored. */
   reason?: string;
+  /** What the reason rests on (e.g. `age 12 outside 19-79 years`, `7 of 10 inputs imputed (more than 5)`). */
+  reasonDetail?: string;
   write?: 'created' | 'already-present' | 'dry-run';
+  /** The status the RiskAssessment is written with: `preliminary` by the card's policy or in shadow mode. */
+  riskAssessmentStatus?: 'final' | 'preliminary';
+  /** Applicability of the score (also of a score the policy did not let through). */
+  applicability?: PatientApplicability;
+  /** The explanation for clinicians (values and units behind the largest contributions). */
+  rationale?: PredictionRationale;
+  /** CarePlan proposals of this patient: created, already there, older drafts revoked, clinicians' plans left alone. */
+  carePlans?: CarePlanCounts;
+  /** What was proposed and what was left out because the patient already has it, per PlanDefinition. */
+  proposals?: { planDefinition: string; proposed: string[]; omitted: { activity: string; reason: string; evidence: string }[] }[];
   counts?: FeatureRow['counts'];
   excluded?: Partial<Record<ExclusionReason, number>>;
   /** Parts dropped from resources that were still used or considered (e.g. a report's bad attachment). */
@@ -28,8 +41,26 @@ export interface PatientResult {
   explanation?: { featureId: string; contribution: number }[];
 }
 
+/** Applicability of one score as reported per patient. */
+export interface PatientApplicability {
+  decision: Applicability['decision'];
+  /** Imputed input columns. */
+  imputed: string[];
+  /** Observed inputs outside the training range: the model-input value and range, and the measured ones when the card states them. */
+  outOfRange: { input: string; side: 'below' | 'above'; value: number; min: number; max: number; measured?: { value?: number; min: number; max: number; unit: string } }[];
+  ood: { assessed: false } | { assessed: true; error: number; threshold: number; flagged: boolean };
+  /** The readable sentence written into the RiskAssessment's note. */
+  text: string;
+}
+
 export interface ModelTotals {
   scored: number;
+  /** Of the scored: RiskAssessments written (or planned) `preliminary` (the card's policy, or shadow mode). */
+  preliminary: number;
+  /** Scores assessed (scored, or skipped by the policy) with at least one imputed input, one input out of range, an OOD flag. */
+  applicability: { imputed: number; outOfRange: number; outOfDistribution: number };
+  /** CarePlan proposals: created, already there, older drafts revoked, clinicians' plans left untouched. */
+  carePlans: CarePlanCounts;
   skipped: number;
   skippedByReason: Record<string, number>;
   bands: Partial<Record<QualitativeRisk, number>>;
@@ -48,6 +79,8 @@ export type AbortStage = 'models' | 'devices' | 'patient-list' | 'batch';
 export interface SyncResult {
   asOf: string;
   dryRun: boolean;
+  /** Shadow mode: RiskAssessments written `preliminary`, no CarePlans (silent validation before go-live). */
+  shadow: boolean;
   models: { id: string; version: string }[];
   /** Patients of the complete batches (failed ones included). */
   patients: number;
@@ -82,13 +115,29 @@ export interface SyncResult {
 }
 
 export function emptyTotals(): ModelTotals {
-  return { scored: 0, skipped: 0, skippedByReason: {}, bands: {}, fetched: 0, used: 0, excluded: 0, excludedByReason: {}, partIssuesByReason: {}, created: 0, alreadyPresent: 0 };
+  return {
+    scored: 0,
+    preliminary: 0,
+    skipped: 0,
+    skippedByReason: {},
+    bands: {},
+    applicability: { imputed: 0, outOfRange: 0, outOfDistribution: 0 },
+    fetched: 0,
+    used: 0,
+    excluded: 0,
+    excludedByReason: {},
+    partIssuesByReason: {},
+    created: 0,
+    alreadyPresent: 0,
+    carePlans: { created: 0, alreadyPresent: 0, revoked: 0, untouched: 0 },
+  };
 }
 
-export function emptyResult(asOf: Date, dryRun: boolean, models: { id: string; version: string }[]): SyncResult {
+export function emptyResult(asOf: Date, dryRun: boolean, models: { id: string; version: string }[], options: { shadow?: boolean } = {}): SyncResult {
   return {
     asOf: asOf.toISOString(),
     dryRun,
+    shadow: !!options.shadow,
     models,
     patients: 0,
     notFound: 0,
@@ -104,6 +153,8 @@ export function emptyResult(asOf: Date, dryRun: boolean, models: { id: string; v
     results: [],
   };
 }
+
+const CARE_PLAN_KEYS = ['created', 'alreadyPresent', 'revoked', 'untouched'] as const;
 
 function inc<K extends string>(map: Partial<Record<K, number>>, key: K, by = 1): void {
   map[key] = (map[key] ?? 0) + by;
@@ -128,10 +179,14 @@ function countReasons(row: FeatureRow): Partial<Record<ExclusionReason, number>>
 
 /** The report line of one batch entry. */
 export function patientResult(entry: BatchEntry): PatientResult {
-  const { patientId, modelId, status, reason, row, prediction, write } = entry;
-  if (!row) return { patientId, modelId, status, reason };
+  const { patientId, modelId, status, reason, reasonDetail, row, prediction, write } = entry;
+  const why = { ...(reason !== undefined ? { reason } : {}), ...(reasonDetail !== undefined ? { reasonDetail } : {}) };
+  if (!row) return { patientId, modelId, status, ...why };
   const detail = { counts: row.counts, excluded: countReasons(row), partIssues: countPartIssues(row) };
-  if (status !== 'scored' || !prediction) return { patientId, modelId, status, reason, ...detail };
+  const applicability = entry.applicability ? { applicability: patientApplicability(entry.applicability) } : {};
+  if (status !== 'scored' || !prediction) return { patientId, modelId, status, ...why, ...detail, ...applicability };
+  const raStatus = assessmentStatus(entry);
+  const carePlans = entry.plans[0]?.carePlans;
   return {
     patientId,
     modelId,
@@ -140,8 +195,35 @@ export function patientResult(entry: BatchEntry): PatientResult {
     band: prediction.band,
     outputs: prediction.outputs,
     write,
+    ...(raStatus ? { riskAssessmentStatus: raStatus } : {}),
     ...detail,
+    ...applicability,
     explanation: prediction.explanation,
+    ...(prediction.rationale ? { rationale: prediction.rationale } : {}),
+    ...(entry.carePlans ? { carePlans: entry.carePlans } : {}),
+    ...(carePlans
+      ? {
+          proposals: carePlans.map((c) => ({
+            planDefinition: c.proposal.planDefinition,
+            proposed: c.proposal.proposed.map((p) => conceptText(p.code)),
+            omitted: c.proposal.omitted.map((o) => ({ activity: conceptText(o.code), reason: o.reason, evidence: o.evidence })),
+          })),
+        }
+      : {}),
+  };
+}
+
+function conceptText(cc: { text?: string; coding?: { display?: string; code?: string }[] }): string {
+  return cc.text ?? cc.coding?.find((c) => c.display)?.display ?? cc.coding?.[0]?.code ?? '?';
+}
+
+function patientApplicability(a: Applicability): PatientApplicability {
+  return {
+    decision: a.decision,
+    imputed: a.imputed,
+    outOfRange: a.outOfRange.map((o) => ({ input: o.featureId, side: o.side, value: o.value, min: o.min, max: o.max, ...(o.measured ? { measured: o.measured } : {}) })),
+    ood: a.ood,
+    text: a.text,
   };
 }
 
@@ -168,6 +250,12 @@ export function batchOutcome(batch: ScoredBatch, writeRequests = 0): BatchOutcom
     t.excluded += row.counts.excluded;
     for (const [reason, n] of Object.entries(countReasons(row))) inc(t.excludedByReason, reason as ExclusionReason, n);
     for (const [reason, n] of Object.entries(countPartIssues(row) ?? {})) inc(t.partIssuesByReason, reason as ExclusionReason, n);
+    const a = entry.applicability;
+    if (a) {
+      if (a.imputed.length) t.applicability.imputed++;
+      if (a.outOfRange.length) t.applicability.outOfRange++;
+      if (a.ood.assessed && a.ood.flagged) t.applicability.outOfDistribution++;
+    }
     if (entry.status === 'skipped') {
       t.skipped++;
       inc(t.skippedByReason, entry.reason ?? 'unspecified');
@@ -175,8 +263,10 @@ export function batchOutcome(batch: ScoredBatch, writeRequests = 0): BatchOutcom
     }
     t.scored++;
     inc(t.bands, entry.prediction!.band);
+    if (assessmentStatus(entry) === 'preliminary') t.preliminary++;
     if (entry.write === 'created') t.created++;
     else if (entry.write === 'already-present') t.alreadyPresent++;
+    if (entry.carePlans) for (const key of CARE_PLAN_KEYS) t.carePlans[key] += entry.carePlans[key];
   }
   return {
     results,
@@ -196,7 +286,9 @@ export function mergeOutcome(result: SyncResult, outcome: BatchOutcome, patients
   result.notFoundIds.push(...outcome.notFoundIds);
   for (const [id, t] of Object.entries(outcome.byModel)) {
     const into = (result.byModel[id] ??= emptyTotals());
-    for (const key of ['scored', 'skipped', 'fetched', 'used', 'excluded', 'created', 'alreadyPresent'] as const) into[key] += t[key];
+    for (const key of ['scored', 'preliminary', 'skipped', 'fetched', 'used', 'excluded', 'created', 'alreadyPresent'] as const) into[key] += t[key];
+    for (const key of ['imputed', 'outOfRange', 'outOfDistribution'] as const) into.applicability[key] += t.applicability[key];
+    for (const key of CARE_PLAN_KEYS) into.carePlans[key] += t.carePlans[key];
     for (const key of ['skippedByReason', 'bands', 'excludedByReason', 'partIssuesByReason'] as const) {
       for (const [k, n] of Object.entries(t[key])) inc(into[key] as Record<string, number>, k, n as number);
     }

@@ -1,4 +1,5 @@
 import type { Bundle, BundleEntry, Provenance, RiskAssessment } from 'fhir/r4.js';
+import type { CarePlanProposal, CarePlanWritePlan } from './care-plan/index.js';
 import { stableUuid } from './identifiers.js';
 import { buildProvenance, buildRiskAssessment, type RiskAssessmentInput } from './resources.js';
 
@@ -9,6 +10,20 @@ export interface AssessmentPlan {
   identifier: { system: string; value: string };
   riskAssessment: RiskAssessment;
   provenance: Provenance;
+  /** CarePlan proposals answering this assessment, written in the same transaction (one per PlanDefinition). */
+  carePlans?: CarePlanWrite[];
+}
+
+/**
+ * One CarePlan proposal's write: the proposal as applied (what is proposed, what was left out and why)
+ * and its transaction entries (conditional create + Provenance, revocations under If-Match). Its
+ * `supportingInfo` and Provenance name the RiskAssessment by its transaction fullUrl (`fullUrlFor`); the
+ * writer points them at the stored RiskAssessment when that is already on the server.
+ */
+export interface CarePlanWrite {
+  identifier: { system: string; value: string };
+  proposal: CarePlanProposal;
+  plan: CarePlanWritePlan;
 }
 
 export function planAssessment(input: RiskAssessmentInput, recorded: Date): AssessmentPlan {
@@ -41,10 +56,18 @@ export function fullUrlFor(identifierValue: string): string {
  * filtered out before this (see FhirWriter), so nothing is re-sent on a re-run.
  */
 export function buildTransactionBundle(plans: AssessmentPlan[]): Bundle {
-  const entry: BundleEntry[] = [];
-  for (const plan of plans) {
-    const raUrl = fullUrlFor(plan.identifier.value);
-    entry.push({
+  return { resourceType: 'Bundle', type: 'transaction', entry: plans.flatMap(assessmentEntries) };
+}
+
+/** The RiskAssessment (conditional create) and its Provenance (PUT under a deterministic id) of one plan. */
+export function assessmentEntries(plan: AssessmentPlan): BundleEntry[] {
+  const raUrl = fullUrlFor(plan.identifier.value);
+  // Provenance has no identifier to make a create conditional, so it gets a deterministic id and is
+  // PUT: if a racing writer already created this assessment (its conditional create then matches),
+  // the Provenance is the same resource again, never a duplicate.
+  const provenanceId = provenanceIdFor(plan.identifier.value);
+  return [
+    {
       fullUrl: raUrl,
       resource: plan.riskAssessment,
       request: {
@@ -53,16 +76,11 @@ export function buildTransactionBundle(plans: AssessmentPlan[]): Bundle {
         // The system is validated at config time to contain no query metacharacters.
         ifNoneExist: `identifier=${plan.identifier.system}|${plan.identifier.value}`,
       },
-    });
-    // Provenance has no identifier to make a create conditional, so it gets a deterministic id and is
-    // PUT: if a racing writer already created this assessment (its conditional create then matches),
-    // the Provenance is the same resource again, never a duplicate.
-    const provenanceId = provenanceIdFor(plan.identifier.value);
-    entry.push({
+    },
+    {
       fullUrl: `urn:uuid:${stableUuid('provenance:' + plan.identifier.value)}`,
       resource: { ...plan.provenance, id: provenanceId },
       request: { method: 'PUT', url: `Provenance/${provenanceId}` },
-    });
-  }
-  return { resourceType: 'Bundle', type: 'transaction', entry };
+    },
+  ];
 }

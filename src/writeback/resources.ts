@@ -64,7 +64,10 @@ export function buildRiskAssessment(input: RiskAssessmentInput): RiskAssessment 
   if (prediction.outputs && Object.keys(prediction.outputs).length) {
     parts.push(Object.entries(prediction.outputs).map(([name, value]) => `${name} ${formatOutput(value)}`).join(', '));
   }
-  if (prediction.explanation?.length) {
+  if (prediction.rationale?.text) {
+    // For clinicians: each contribution with the measured value and unit behind it.
+    parts.push(prediction.rationale.text);
+  } else if (prediction.explanation?.length) {
     parts.push(
       'largest contributions (log-odds): ' +
         prediction.explanation.map((c) => `${c.featureId} ${c.contribution >= 0 ? '+' : ''}${c.contribution.toFixed(3)}`).join(', '),

@@ -1,12 +1,13 @@
 /** FhirWriter against the real embedded FHIR server (integration). */
-import type { RiskAssessment } from 'fhir/r4.js';
+import type { CarePlan, RiskAssessment } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { FhirClient, type FhirClientOptions } from '../fhir/client.js';
 import { startFaultProxy, type FaultKind, type FaultProxy } from '../fhir/testing/fault-proxy.js';
 import { recordingClock } from '../fhir/testing/scripted-peer.js';
 import { startFhirServer, type RunningFhirServer } from '../server/index.js';
+import { applyPlanDefinition, buildAssessmentContext, loadCarePlanDefinitions, planCarePlanWrite } from './care-plan/index.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from './identifiers.js';
-import { planAssessment, type AssessmentPlan } from './plan.js';
+import { fullUrlFor, planAssessment, type AssessmentPlan } from './plan.js';
 import type { WritebackModel } from './resources.js';
 import { FhirWriter, type WriteClient } from './writer.js';
 
@@ -33,6 +34,24 @@ function plans(deviceReference: string, ids: string[]): AssessmentPlan[] {
       asOf,
     ),
   );
+}
+
+/** The plans with a diabetes CarePlan proposal each (HbA1c for a high band), as the CarePlan step builds them. */
+function withCarePlans(list: AssessmentPlan[], deviceReference: string): AssessmentPlan[] {
+  const defs = loadCarePlanDefinitions('diabetes-progression')!;
+  return list.map((plan) => {
+    const prediction = { modelId: 'diabetes-progression', modelVersion: '1.0.0', probability: 0.8, band: 'high' as const };
+    const context = buildAssessmentContext({ prediction, asOf, row: { columns: [], imputed: [], raw: {} }, units: {} });
+    const proposal = applyPlanDefinition(defs.planDefinitions[0], defs.activityDefinitions, context, {
+      patientId: plan.patientId,
+      asOf,
+      deviceReference,
+      riskAssessmentReference: fullUrlFor(plan.identifier.value),
+      identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
+    });
+    const write = planCarePlanWrite({ proposal, patientId: plan.patientId, onServer: [], identifierSystem: DEFAULT_IDENTIFIER_SYSTEM, deviceReference, recorded: asOf });
+    return { ...plan, carePlans: [{ identifier: proposal.identifier, proposal, plan: write }] };
+  });
 }
 
 describe('FhirWriter (integration)', () => {
@@ -142,6 +161,33 @@ describe('FhirWriter with unknown-outcome faults (integration, fault proxy in fr
     expect(posts()).toHaveLength(attempts);
     expect(await count('RiskAssessment')).toBe(2);
     expect(await count('Provenance')).toBe(2);
+  });
+
+  it('sends a CarePlan whose RiskAssessment is already stored on its own, pointing at the stored one; a lost answer does not duplicate it', async () => {
+    // The assessments are already there (a shadow run before, or proposals added later): only the CarePlans go.
+    const stored = await new FhirWriter(direct, DEFAULT_IDENTIFIER_SYSTEM).write(plans('Device/d1', ['a', 'b']));
+    expect(stored.created).toBe(2);
+    const { client, posts } = await throughProxy(['lost-after-commit']);
+    const result = await new FhirWriter(client, DEFAULT_IDENTIFIER_SYSTEM).write(withCarePlans(plans('Device/d1', ['a', 'b']), 'Device/d1'));
+    expect(result).toMatchObject({ created: 0, alreadyPresent: 2 });
+    // read back by the CarePlans' identifiers: counted as created, not sent again
+    expect(result.carePlans.created).toHaveLength(2);
+    expect(posts().map((p) => [p.fault ?? 'ok', p.forwarded])).toEqual([['lost-after-commit', true]]);
+    expect(posts()[0].body).not.toContain('"resourceType":"RiskAssessment"');
+    const carePlans: CarePlan[] = [];
+    for await (const page of direct.search<CarePlan>('CarePlan', { _count: '100' })) carePlans.push(...page.resources);
+    expect(carePlans).toHaveLength(2);
+    const assessments: RiskAssessment[] = [];
+    for await (const page of direct.search<RiskAssessment>('RiskAssessment', { _count: '100' })) assessments.push(...page.resources);
+    for (const cp of carePlans) {
+      const ra = assessments.find((a) => a.subject.reference === cp.subject.reference)!;
+      expect(cp.supportingInfo).toEqual([{ reference: `RiskAssessment/${ra.id}` }]);
+    }
+    expect(await count('Provenance')).toBe(4);
+    // and the same write again finds them: nothing sent
+    const again = await new FhirWriter(direct, DEFAULT_IDENTIFIER_SYSTEM).write(withCarePlans(plans('Device/d1', ['a', 'b']), 'Device/d1'));
+    expect(again.carePlans).toEqual({ created: [], alreadyPresent: expect.arrayContaining(result.carePlans.created), revoked: [] });
+    expect(await count('CarePlan')).toBe(2);
   });
 
   it('says truthfully how many attempts a write that never got through made, and writes nothing', async () => {

@@ -214,7 +214,7 @@ describe('CDS Hooks patient-view', () => {
   });
 
   it('gives no card for a patient the prefetch says does not exist', async () => {
-    const res = await call(hookBody('nobody', { prefetch: { patient: null, observations: null } }));
+    const res = await call(hookBody('nobody', { prefetch: { patient: null, observations: null, conditions: null } }));
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ cards: [] });
   });

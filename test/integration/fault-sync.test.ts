@@ -10,7 +10,7 @@
  *   RiskAssessment per patient, model and as-of, one Provenance each, one Device per model version.
  */
 import { spawn } from 'node:child_process';
-import type { Device, Provenance, Resource, RiskAssessment } from 'fhir/r4.js';
+import type { CarePlan, Device, Provenance, Resource, RiskAssessment } from 'fhir/r4.js';
 import { packagePath } from '../../src/core/paths.js';
 import { seedDemo } from '../../src/demo/demo.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
@@ -78,6 +78,7 @@ async function all<T extends Resource>(client: FhirClient, type: string): Promis
 
 interface Written {
   assessments: RiskAssessment[];
+  carePlans: CarePlan[];
   provenances: Provenance[];
   devices: Device[];
 }
@@ -86,6 +87,7 @@ async function written(server: RunningFhirServer): Promise<Written> {
   const client = new FhirClient({ baseUrl: server.url });
   return {
     assessments: await all<RiskAssessment>(client, 'RiskAssessment'),
+    carePlans: await all<CarePlan>(client, 'CarePlan'),
     provenances: await all<Provenance>(client, 'Provenance'),
     devices: await all<Device>(client, 'Device'),
   };
@@ -93,18 +95,22 @@ async function written(server: RunningFhirServer): Promise<Written> {
 
 /**
  * What was written, with the server-assigned ids replaced by the identifiers they stand for and the
- * write time (Provenance.recorded) dropped, sorted: equal for equal results on two servers.
+ * write time (Provenance.recorded) and a CarePlan's stored content hash (it covers its author's
+ * server-assigned Device id) dropped, sorted: equal for equal results on two servers.
  */
 function canonical(w: Written): string[] {
   const names = new Map<string, string>();
   for (const d of w.devices) names.set(`Device/${d.id}`, `Device#${d.identifier?.[0]?.value}`);
   for (const ra of w.assessments) names.set(`RiskAssessment/${ra.id}`, `RiskAssessment#${ra.identifier?.[0]?.value}`);
+  for (const cp of w.carePlans) names.set(`CarePlan/${cp.id}`, `CarePlan#${cp.identifier?.[0]?.value}`);
   const strip = (r: Resource): string => {
     const { id: _id, meta: _meta, ...rest } = r as Resource & { recorded?: string };
     if (r.resourceType === 'Provenance') delete (rest as { recorded?: string }).recorded;
-    return JSON.stringify(rest).replace(/"(Device|RiskAssessment)\/([A-Za-z0-9\-.]+)"/g, (m, type: string, id: string) => JSON.stringify(names.get(`${type}/${id}`) ?? m));
+    return JSON.stringify(rest)
+      .replace(/\{"url":"contentHash","valueString":"[0-9a-f]+"\}/g, '{"url":"contentHash"}')
+      .replace(/"(Device|RiskAssessment|CarePlan)\/([A-Za-z0-9\-.]+)"/g, (m, type: string, id: string) => JSON.stringify(names.get(`${type}/${id}`) ?? m));
   };
-  return [...w.devices, ...w.assessments, ...w.provenances].map(strip).sort();
+  return [...w.devices, ...w.assessments, ...w.carePlans, ...w.provenances].map(strip).sort();
 }
 
 describe('sync through a fault-injecting proxy (CLI, integration)', () => {
@@ -143,7 +149,9 @@ describe('sync through a fault-injecting proxy (CLI, integration)', () => {
     expect(summary).toMatchObject({ patients: PATIENTS, failed: 0 });
     expect(clean.written.devices).toHaveLength(MODELS.length);
     expect(clean.written.assessments.length).toBeGreaterThan(PATIENTS);
-    expect(clean.written.provenances).toHaveLength(clean.written.assessments.length);
+    // One Provenance per RiskAssessment and per CarePlan proposal.
+    expect(clean.written.carePlans.length).toBeGreaterThan(0);
+    expect(clean.written.provenances).toHaveLength(clean.written.assessments.length + clean.written.carePlans.length);
   });
 
   it('with 20% transient faults on reads and writes exits 0 with exactly the clean run’s result', async () => {
@@ -204,7 +212,10 @@ describe('sync through a fault-injecting proxy (CLI, integration)', () => {
     once(w.assessments.map((ra) => `${ra.subject.reference}|${ra.method?.coding?.[0]?.code}|${ra.occurrenceDateTime}`));
     once(w.assessments.map((ra) => ra.identifier![0].value!));
     once(w.provenances.flatMap((p) => p.target.map((t) => t.reference!)));
-    expect(w.provenances).toHaveLength(w.assessments.length);
+    // The CarePlan proposals sent in the same transactions were not duplicated either.
+    once(w.carePlans.map((cp) => cp.identifier![0].value!));
+    once(w.carePlans.map((cp) => `${cp.subject.reference}|${cp.instantiatesCanonical?.[0]}`));
+    expect(w.provenances).toHaveLength(w.assessments.length + w.carePlans.length);
     once(w.devices.map((d) => d.identifier![0].value!));
     expect(w.devices).toHaveLength(MODELS.length);
 

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Provenance, RiskAssessment } from 'fhir/r4.js';
+import type { CarePlan, Provenance, RiskAssessment } from 'fhir/r4.js';
 import { PACKAGE_ROOT } from '../../src/core/paths.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
 import { seedDemo } from '../../src/demo/demo.js';
@@ -137,7 +137,10 @@ describe('sync stopped midway (integration, separate process)', () => {
   });
   afterEach(async () => server.close());
 
-  /** A clean re-run completes the population: exactly one RiskAssessment and one Provenance per patient. */
+  /**
+   * A clean re-run completes the population: exactly one RiskAssessment and one Provenance per patient,
+   * at most one CarePlan proposal per patient, each with its one Provenance.
+   */
   async function expectCompletedWithoutDuplicates(asOf = AS_OF): Promise<void> {
     const child = startSync(server.url, asOf);
     const out = collect(child.stdout);
@@ -150,7 +153,13 @@ describe('sync stopped midway (integration, separate process)', () => {
     expect(assessments).toHaveLength(PATIENTS);
     expect(new Set(assessments.map((r) => r.identifier![0].value)).size).toBe(PATIENTS);
     expect(new Set(assessments.map((r) => r.subject.reference)).size).toBe(PATIENTS);
-    expect(await searchAll<Provenance>(client, 'Provenance')).toHaveLength(PATIENTS);
+    const carePlans = await searchAll<CarePlan>(client, 'CarePlan');
+    expect(new Set(carePlans.map((c) => c.subject.reference)).size).toBe(carePlans.length);
+    expect(carePlans.length).toBe(totals.carePlans.created + totals.carePlans.alreadyPresent);
+    const provenances = await searchAll<Provenance>(client, 'Provenance');
+    expect(provenances.filter((p) => p.id!.startsWith('ra-'))).toHaveLength(PATIENTS);
+    expect(provenances.filter((p) => p.id!.startsWith('cp-'))).toHaveLength(carePlans.length);
+    expect(provenances).toHaveLength(PATIENTS + carePlans.length);
     expect(await searchAll(client, 'Device')).toHaveLength(1);
   }
 

@@ -2,17 +2,19 @@ import type { Command } from 'commander';
 import { AdapterError } from '../../core/errors.js';
 import { parseAsOf } from '../../core/time.js';
 import type { FeatureRow } from '../../core/types.js';
-import { describeTransforms, mapPatient, valueColumns, type FeatureSpec } from '../../features/index.js';
-import { pullStep } from '../../sync/index.js';
+import { describeTransforms, valueColumns, type FeatureSpec } from '../../features/index.js';
+import { assessPatient, pullStep } from '../../sync/index.js';
 import { commandContext, invocationError, parsePatientIds } from '../context.js';
 import { stdout } from '../output.js';
 import { table } from '../summary.js';
 
 /**
- * `fhir-ml features`: what a model would see for one patient, without scoring or writing anything: each
- * feature's measured value in its unit (or why it is missing), what the transforms make of it, the model
- * input columns, and every fetched resource with what happened to it. For integrators checking a
- * mapping against their server's data. Pulls exactly as `sync` does (its pull step).
+ * `fhir-ml features`: what a model would see for one patient, without scoring or writing anything: whether
+ * the model may score the patient at all (its intended-use gate: alive, active record, age, sex,
+ * required and excluding conditions), each feature's measured value in its unit (or why it is missing),
+ * what the transforms make of it, the model input columns, and every fetched resource (Conditions
+ * included) with what happened to it. For integrators checking a mapping against their server's data.
+ * Pulls and gates exactly as `sync` does (its pull step and patient assessment).
  */
 export function registerFeaturesCommand(program: Command): void {
   program
@@ -42,14 +44,19 @@ export function registerFeaturesCommand(program: Command): void {
         const pull = await pullStep([model], asOf, app.logger)(client, [patientId]);
         const record = pull.records.get(patientId);
         if (!record) throw new AdapterError('not-found', `patient ${patientId} not found on the server`);
-        const row = mapPatient(model.mapping, record, asOf, app.mapContext);
+        const assessed = assessPatient(model, record, asOf, app.mapContext);
+        const row = assessed.row;
         const features = model.mapping.features.map((f) => featureView(f, row));
+        const intendedUse = assessed.intendedUse.eligible
+          ? { eligible: true, evidence: assessed.evidence }
+          : { eligible: false, reason: assessed.intendedUse.reason, detail: assessed.intendedUse.detail };
         if (opts.json) {
-          stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), features }, null, 2) + '\n');
+          stdout.write(JSON.stringify({ ...row, values: Array.from(row.values), intendedUse, features }, null, 2) + '\n');
           return;
         }
         const out: string[] = [`${model.mapping.id} ${model.mapping.version} for Patient/${patientId} as of ${asOf.toISOString()}`];
-        out.push(row.skipReason ? `NOT SCORED: ${row.skipReason}` : 'scorable');
+        out.push(assessed.skip ? `NOT SCORED: ${assessed.skip.reason}${assessed.skip.detail ? ` (${assessed.skip.detail})` : ''}` : 'scorable');
+        if (assessed.intendedUse.eligible && assessed.evidence.length) out.push(`intended use met by ${assessed.evidence.join(', ')}`);
         out.push('');
         out.push(
           table(

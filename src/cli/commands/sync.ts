@@ -22,6 +22,8 @@ export function registerSyncCommand(program: Command): void {
     .option('--patient <id...>', 'patient id(s) to score (123 or Patient/123)')
     .option('--all', 'score every Patient on the server (streamed in batches)')
     .option('--dry-run', 'score and report, but write nothing')
+    .option('--shadow', 'shadow mode: write RiskAssessments as preliminary and no CarePlans (silent validation before go-live)')
+    .addOption(new Option('--no-care-plans', 'write no CarePlan proposals with the RiskAssessments'))
     .option('--batch-size <n>', 'patients per batch (default 100 or FHIR_ML_BATCH_SIZE)')
     .option('--json', 'print JSON Lines instead of the table: one {"type":"patient",...} line per patient and model as they are scored, then one {"type":"summary",...} line')
     .addOption(new Option('--no-explain', 'skip per-patient explanations'))
@@ -37,6 +39,8 @@ interface SyncCommandOptions {
   patient?: string[];
   all?: boolean;
   dryRun?: boolean;
+  shadow?: boolean;
+  carePlans?: boolean;
   batchSize?: string;
   json?: boolean;
   explain?: boolean;
@@ -81,6 +85,8 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
       asOf,
       patientIds: opts.patient ? patients.ids : undefined,
       dryRun: opts.dryRun,
+      shadow: opts.shadow,
+      carePlans: opts.carePlans,
       batchSize: app.config.sync.batchSize,
       identifierSystem: app.config.sync.identifierSystem,
       explain: opts.explain,
@@ -96,7 +102,7 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   } catch (err) {
     // Before the run loop (models, client): still a summary, with the failure in it.
     const error = toAdapterError(err);
-    result = emptyResult(asOf, !!opts.dryRun, []);
+    result = emptyResult(asOf, !!opts.dryRun, [], { shadow: opts.shadow });
     result.aborted = { code: error.code, message: error.message, stage: 'models', error };
   } finally {
     progress.stop();

@@ -23,7 +23,7 @@ const base = (features: string, top = '') => `id: t\nversion: 1.0.0\nmodel: t\n$
 describe('repository mappings', () => {
   test('diabetes-progression has the model columns in order', () => {
     const m = loadMapping(DIABETES);
-    expect(m.version).toBe('1.0.0');
+    expect(m.version).toBe('1.1.0');
     expect(m.model).toBe('diabetes-progression');
     expect(inputColumns(m)).toEqual(['age', 'sex=male', 'bmi', 'map', 'tc', 'ldl', 'hdl', 'tc_hdl_ratio', 'ln_tg', 'glucose']);
     const std = m.features.filter((f) => f.input && !f.oneHot);
@@ -61,7 +61,7 @@ describe('repository mappings', () => {
     const needs = resourceNeeds(m, asOf);
     expect(Object.keys(needs)).toEqual(['Observation']);
     const codes = needs.Observation!.codes!.map((c) => c.code);
-    expect(codes).toEqual(expect.arrayContaining(['39156-5', '8480-6', '8462-4', '85354-9', '55284-4', '2093-3', '14647-2', '15074-8', '2571-8']));
+    expect(codes).toEqual(expect.arrayContaining(['39156-5', '29463-7', '8302-2', '8480-6', '8462-4', '85354-9', '55284-4', '2093-3', '14647-2', '15074-8', '2571-8']));
     expect(new Set(codes).size).toBe(codes.length);
     expect(needs.Observation!.since?.toISOString()).toBe('2022-03-10T12:00:00.000Z'); // the longest lookback, P2Y
   });

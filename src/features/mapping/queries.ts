@@ -30,14 +30,19 @@ export function inputColumns(mapping: Pick<Mapping, 'features'>): string[] {
   return mapping.features.flatMap(featureColumns);
 }
 
-/** Every code the mapping's sources reading `type` search for (feature and panel codes), unique, in mapping order. */
-function searchCodes(mapping: Mapping, type: ReadType): Coding[] {
+/**
+ * Every code the mapping's sources reading `type` search for (feature and panel codes), unique, in
+ * mapping order; undefined when one of them cannot narrow the search by code (every resource of the type).
+ */
+function searchCodes(mapping: Mapping, type: ReadType): Coding[] | undefined {
   const seen = new Set<string>();
   const out: Coding[] = [];
   for (const f of mapping.features) {
     const plugin = sourcePlugin(f.source.kind);
     if (plugin.reads !== type || !plugin.searchCodes) continue;
-    for (const c of plugin.searchCodes(f.source) as Coding[]) {
+    const codes = plugin.searchCodes(f.source) as Coding[] | undefined;
+    if (!codes) return undefined;
+    for (const c of codes) {
       const key = `${c.system}|${c.code}`;
       if (seen.has(key)) continue;
       seen.add(key);
@@ -67,12 +72,18 @@ export type ResourceNeeds = Partial<Record<ClinicalType, { codes?: Coding[]; sin
 /**
  * Which resources a mapping needs fetched, from its sources' declarations: a type is searched when a
  * source reads it; Observations only for the codes the sources name (never "all observations"). The
- * lower bound is the mapping's earliest lookback start.
+ * lower bound is the mapping's earliest lookback start. Conditions carry codes (absent: every Condition
+ * of the patients, when a code cannot be searched) and no lower bound: their state at as-of is read from
+ * onset, abatement and status, not from a date window.
  */
 export function resourceNeeds(mapping: Mapping, asOf: Date): ResourceNeeds {
   const needs: ResourceNeeds = {};
   const since = lookbackStart(mapping, asOf);
-  for (const type of readTypes(mapping)) needs[type] = type === 'Observation' ? { codes: searchCodes(mapping, type), since } : { since };
+  for (const type of readTypes(mapping)) {
+    if (type === 'Observation') needs[type] = { codes: searchCodes(mapping, type) ?? [], since };
+    else if (type === 'Condition') needs[type] = { codes: searchCodes(mapping, type) };
+    else needs[type] = { since };
+  }
   return needs;
 }
 

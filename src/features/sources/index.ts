@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { conditionSource } from './condition.js';
 import { derivedSource } from './derived.js';
 import { imagingSource } from './imaging.js';
 import { observationSource } from './observation.js';
@@ -12,7 +13,7 @@ import { reportFindingSource } from './report-finding.js';
  * `sources/<kind>.ts` (see `plugin.ts`) and list it here: the mapping schema, its validation, the
  * pull planner and the engine all follow from the plug-in.
  */
-export const SOURCE_PLUGINS = [patientAgeSource, patientSexSource, observationSource, derivedSource, reportFindingSource, imagingSource] as const;
+export const SOURCE_PLUGINS = [patientAgeSource, patientSexSource, observationSource, derivedSource, reportFindingSource, imagingSource, conditionSource] as const;
 
 /** The `source:` schemas, in registry order (the discriminated union of the mapping schema). */
 type SchemasOf<T extends readonly unknown[]> = { -readonly [K in keyof T]: T[K] extends { schema: infer S } ? S : never };

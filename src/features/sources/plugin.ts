@@ -24,7 +24,12 @@ export interface FeatureResult {
 
 /** What the report-finding source needs from a clinical NLP (src/nlp's `analyzeReport` satisfies it). */
 export interface ReportAnalysis {
-  findings: { concept: { system: string; code: string }; assertion: string }[];
+  /**
+   * Findings with their ConText dimensions (negation, temporality, experiencer) and the summary assertion
+   * (src/nlp's `analyzeReport` gives them). The dimensions are optional so an analyzer that only knows the
+   * summary assertion still serves features that select on it alone.
+   */
+  findings: { concept: { system: string; code: string; display?: string }; assertion: string; negation?: string; temporality?: string; experiencer?: string }[];
   exclusions: { reason: ExclusionReason; detail?: string }[];
   /** Parts of a report that were dropped while the rest was used (bad attachment, removed script ...). */
   warnings?: { reason: ExclusionReason; detail?: string }[];
@@ -41,7 +46,7 @@ export interface MapContext {
 }
 
 /** Resource types a source may read from a PatientRecord. */
-export type ReadType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy';
+export type ReadType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Condition';
 
 /** Everything a source sees while one patient is mapped. */
 export interface SourceState<R> {
@@ -78,8 +83,12 @@ export interface SourcePlugin<Schema extends z.ZodType<{ kind: string }>, Compil
   /** Whether `molarMass` applies (mass <-> substance conversion of values). */
   readonly molarMass: boolean;
   readonly oneHot: 'required' | 'allowed' | 'unused';
-  /** Codes to search for, OR-ed into the search of `reads` (Observation sources). */
-  searchCodes?(source: z.output<Schema>): Coding[];
+  /**
+   * Codes to search for, OR-ed into the search of `reads` (Observation and Condition sources). A
+   * Condition source returns undefined when its codes cannot be searched (ICD-10 prefixes): every
+   * Condition of the patients is then fetched.
+   */
+  searchCodes?(source: z.output<Schema>): Coding[] | undefined;
   /** Features this one is computed from, evaluated before it. */
   dependsOn?(source: z.output<Schema>): string[];
   /** True when the value is never missing (0 when nothing is found), so no missing policy is needed. */

@@ -2,7 +2,7 @@ import type { DiagnosticReport } from 'fhir/r4.js';
 import { analyzeReport } from '../../nlp/index.js';
 import { createMapContext } from '../context.js';
 import { mapPatient } from '../engine.js';
-import { loadMapping } from '../mapping/load.js';
+import { loadMapping, parseMapping } from '../mapping/load.js';
 import { bpPanel, expectReconciled, LOINC, obs, patient, reasonsOf, record } from '../testing/helpers.js';
 
 /** The report-finding source through the bundled CURB-65 mapping, with src/nlp as the analyzer. */
@@ -109,3 +109,49 @@ describe('CURB-65 (report-finding)', () => {
   });
 });
 
+
+describe('report-finding on the ConText dimensions', () => {
+  const AS = new Date('2024-03-10T12:00:00Z');
+  const mapping = (criteria: string) =>
+    parseMapping(
+      `id: t
+version: 1.0.0
+model: t
+features:
+  - id: finding
+    lookback: P30D
+    source:
+      kind: report-finding
+      findings: [{ system: http://snomed.info/sct, code: '233604007' }]
+${criteria
+  .split('\n')
+  .filter(Boolean)
+  .map((l) => `      ${l}`)
+  .join('\n')}
+`,
+      't.yaml',
+    );
+  const rec = (text: string) => record(patient('p1', '1950-01-01'), [], { diagnosticReports: [cxr('r', text)] });
+  const value = (criteria: string, text: string) => expectReconciled(mapPatient(mapping(criteria), rec(text), AS, nlp));
+
+  test('without criteria: the summary assertion affirmed, as before', () => {
+    expect(value('', 'Right lower lobe pneumonia.').raw.finding).toBe(1);
+    expect(value('', 'No pneumonia.').raw.finding).toBe(0);
+    expect(value('', 'History of pneumonia in 2019.').raw.finding).toBe(0);
+  });
+
+  test('negation alone: historical mentions count when only negation is asked for', () => {
+    expect(value('negation: [affirmed]', 'History of pneumonia in 2019.').raw.finding).toBe(1);
+    expect(value('negation: [affirmed]', 'No pneumonia.').raw.finding).toBe(0);
+    expect(value('negation: [negated]', 'No pneumonia.').raw.finding).toBe(1);
+  });
+
+  test('every criterion given must hold; the unmatched detail names what was wanted', () => {
+    const row = value('negation: [affirmed]\ntemporality: [recent]', 'History of pneumonia in 2019.');
+    expect(row.raw.finding).toBe(0);
+    expect(row.exclusions.find((e) => e.reference === 'DiagnosticReport/r')?.detail).toBe('no finding with negation affirmed; temporality recent');
+    expect(value('negation: [affirmed, possible]\ntemporality: [recent]', 'Findings may represent pneumonia.').raw.finding).toBe(1);
+    expect(value('experiencer: [other]', 'Mother had pneumonia.').raw.finding).toBe(1);
+    expect(value('experiencer: [other]\nassertion: affirmed', 'Mother had pneumonia.').raw.finding).toBe(0);
+  });
+});

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Bundle, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
+import type { Bundle, Condition, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient } from 'fhir/r4.js';
 import { sharedDatasetsPath } from '../../config/index.js';
 import type { FeatureRow, PatientRecord } from '../../core/types.js';
 
@@ -27,7 +27,7 @@ export function patient(id = 'p1', birthDate = '1970-06-15', gender: Patient['ge
 }
 
 export function record(p: Patient, observations: Observation[] = [], extra: Partial<PatientRecord> = {}): PatientRecord {
-  return { patient: p, observations, diagnosticReports: [], imagingStudies: [], ...extra };
+  return { patient: p, observations, diagnosticReports: [], imagingStudies: [], conditions: [], ...extra };
 }
 
 /** A numeric Observation with a UCUM quantity (pass `unit: undefined` for none). */
@@ -92,6 +92,7 @@ export function syntheaRecords(): { file: string; record: PatientRecord }[] {
             observations: res.filter((r): r is Observation => r.resourceType === 'Observation'),
             diagnosticReports: res.filter((r): r is DiagnosticReport => r.resourceType === 'DiagnosticReport'),
             imagingStudies: res.filter((r): r is ImagingStudy => r.resourceType === 'ImagingStudy'),
+            conditions: res.filter((r): r is Condition => r.resourceType === 'Condition'),
           },
         },
       ];

@@ -38,6 +38,11 @@ export interface ApplyOptions {
   existing?: ExistingCare;
   /** This adapter's earlier proposals on the server (any patient), for the ordering. */
   history?: CarePlan[];
+  /**
+   * Acceptance per ActivityDefinition url for this model and band, already computed from the history
+   * (`acceptanceByActivity`): a run reads the history once and reuses it for every patient. Wins over `history`.
+   */
+  acceptance?: ReadonlyMap<string, AcceptanceStats>;
   /** Provenance.recorded (the run's clock); default as-of. */
   recorded?: Date;
 }
@@ -112,12 +117,28 @@ export function carePlanContentHash(cp: CarePlan): string {
   return createHash('sha256').update(canonicalJson(content)).digest('hex');
 }
 
+/**
+ * Condition expressions compiled once each (parsing costs some 25 times an evaluation, and every
+ * assessment of a run evaluates the same few expressions). Keyed by the expression text.
+ */
+const compiledConditions = new Map<string, (context: AssessmentContext, env: { assessment: AssessmentContext }) => unknown[]>();
+
+function compiledCondition(expression: string): (context: AssessmentContext, env: { assessment: AssessmentContext }) => unknown[] {
+  let fn = compiledConditions.get(expression);
+  if (!fn) {
+    const compiled = fhirpath.compile(expression);
+    fn = (context, env) => compiled(context, env) as unknown[];
+    compiledConditions.set(expression, fn);
+  }
+  return fn;
+}
+
 function applies(action: PlanDefinitionAction, context: AssessmentContext, planId: string): boolean {
   for (const c of action.condition ?? []) {
     if (c.kind !== 'applicability') continue;
     let result: unknown[];
     try {
-      result = fhirpath.evaluate(context, c.expression!.expression!, { assessment: context }) as unknown[];
+      result = compiledCondition(c.expression!.expression!)(context, { assessment: context });
     } catch (err) {
       throw new AdapterError('mapping-invalid', `PlanDefinition ${planId} action ${action.id}: condition failed: ${err instanceof Error ? err.message : String(err)}`, {
         cause: err,
@@ -146,6 +167,22 @@ function applicableActions(pd: PlanDefinition, context: AssessmentContext): { ap
   };
   walk(pd.action);
   return { applicable, notApplicable };
+}
+
+/**
+ * The ActivityDefinitions whose actions apply to this assessment, before anything is left out for
+ * existing care: what a caller must read the patient's care for. Pure; throws as applyPlanDefinition does.
+ */
+export function applicableActivities(
+  planDefinition: PlanDefinition,
+  activityDefinitions: ReadonlyMap<string, ActivityDefinition>,
+  context: AssessmentContext,
+): ActivityDefinition[] {
+  return applicableActions(planDefinition, context).applicable.map((action) => {
+    const ad = resolveActivity(activityDefinitions, action.definitionCanonical!);
+    if (!ad) throw new AdapterError('mapping-invalid', `PlanDefinition ${canonicalOf(planDefinition)} action ${action.id}: ${action.definitionCanonical} not loaded`);
+    return ad;
+  });
 }
 
 const display = (cc: CodeableConcept) => cc.text ?? cc.coding?.find((c) => c.display)?.display ?? cc.coding?.[0]?.code ?? 'activity';
@@ -204,7 +241,8 @@ export function applyPlanDefinition(
     if (has) omitted.push({ actionId: action.id!, activityDefinition: canonicalOf(ad), code: ad.code!, reason: has.reason, evidence: has.evidence });
     else candidates.push({ action, ad, activityUrl: ad.url!, priority: action.priority ?? ad.priority });
   }
-  const stats = acceptanceByActivity(options.history ?? [], { modelId: context.modelId, band: context.band, identifierSystem: options.identifierSystem });
+  const stats =
+    options.acceptance ?? acceptanceByActivity(options.history ?? [], { modelId: context.modelId, band: context.band, identifierSystem: options.identifierSystem });
   const ranked = rankByAcceptance(candidates, stats);
   const proposed: ProposedActivity[] = ranked.map(({ item, stats: s }) => ({
     actionId: item.action.id!,

@@ -4,6 +4,7 @@ export { CAREPLANS_DIR, canonicalOf, definitionProblems, loadCarePlanDefinitions
 export { findExistingActivity, satisfiedWithin, type ExistingActivity, type ExistingCare, type OmissionReason } from './existing.js';
 export { acceptanceByActivity, rankByAcceptance, PRIORITY_ORDER, type AcceptanceStats } from './ranking.js';
 export {
+  applicableActivities,
   applyPlanDefinition,
   carePlanContentHash,
   carePlanFullUrl,
