@@ -173,6 +173,9 @@ describe('CDS Hooks patient-view', () => {
     expect(card.detail).toContain('**Why:**');
     expect(card.detail).toContain('**Applicability:**');
     expect(card.detail).toContain('nothing was written to the chart');
+    // Without a token the patient's current care cannot be checked: nothing is proposed, and the card says so.
+    expect(card.suggestions).toBeUndefined();
+    expect(card.detail).toContain('Care plan proposals need read access');
     expect(card.overrideReasons!.length).toBeGreaterThan(0);
     const stored = await db.query<{ probability: number; patient_id: string }>('SELECT probability, patient_id FROM fhirml.cds_cards WHERE uuid = $1', [card.uuid]);
     expect(stored.rows[0].probability).toBeCloseTo(expected, 6);
@@ -190,6 +193,12 @@ describe('CDS Hooks patient-view', () => {
     expect(fetched.length).toBeGreaterThan(0);
     expect(new Set(fetched)).toEqual(new Set([`Bearer ${EHR_TOKEN}`]));
     const card = cardSchema.parse(res.body.cards[0]);
+    // With the token, the patient's care is read and the CarePlan proposal's activities come as suggestions.
+    expect(card.selectionBehavior).toBe('any');
+    expect(card.suggestions!.length).toBeGreaterThan(0);
+    for (const s of card.suggestions!) {
+      expect(s.actions![0]).toMatchObject({ type: 'create', resource: { resourceType: 'ServiceRequest', status: 'draft', intent: 'proposal', subject: { reference: `Patient/${patientId}` } } });
+    }
     const stored = await db.query<{ probability: number }>('SELECT probability FROM fhirml.cds_cards WHERE uuid = $1', [card.uuid]);
     expect(stored.rows[0].probability).toBeCloseTo(expected, 6);
   });

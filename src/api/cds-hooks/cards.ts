@@ -26,6 +26,8 @@ export interface CardFacts {
   imputed: string[];
   /** Proposed activities (the CarePlan proposal's), as suggestions. */
   suggestions?: { label: string; resource: { resourceType: string } & Record<string, unknown> }[];
+  /** Why no care plan was proposed, when that is worth saying. */
+  proposalNote?: string;
   /** The console's view of this patient and model, addressed by an opaque id. */
   consoleUrl?: string;
 }
@@ -44,8 +46,9 @@ export function riskCard(facts: CardFacts): Card & { uuid: string } {
   const lines = [
     `**Risk:** ${pct} (${prediction.band}) within ${horizon}: ${card.outcome.coding[0]?.display ?? card.outcome.text.split('.')[0]}.`,
     `**Why:** ${facts.rationale ?? topContributions(prediction)}`,
-    `**Applicability:** ${facts.applicability?.text ?? (facts.imputed.length ? `imputed inputs: ${facts.imputed.join(', ')}.` : 'every input observed.')}${preliminary ? ' The model\'s policy makes this score preliminary.' : ''}`,
+`**Applicability:** ${facts.applicability?.text.replace(/^Applicability:\s*/, '') ?? (facts.imputed.length ? `imputed inputs: ${facts.imputed.join(', ')}.` : 'every input observed.')}${preliminary ? ' The model\'s policy makes this score preliminary.' : ''}`,
     `**Intended use:** ${card.intendedUse}`,
+    ...(facts.proposalNote ? [`**Care plan:** ${facts.proposalNote}`] : []),
     `_Model ${card.id} ${card.version}, computed at ${facts.asOf.toISOString()} from the data the EHR made available; nothing was written to the chart._`,
   ];
   const uuid = randomUUID();

@@ -31,10 +31,7 @@ export interface PrefetchQuery {
 
 const PATIENT_TOKEN = '{{context.patientId}}';
 
-/** A PullSpec as the pull step builds it; Conditions are pulled when a model's gate or mapping needs them. */
-type Spec = PullSpec & { conditions?: { codes?: { system: string; code: string }[] } };
-
-export function prefetchQueries(spec: Spec): PrefetchQuery[] {
+export function prefetchQueries(spec: PullSpec): PrefetchQuery[] {
   const queries: PrefetchQuery[] = [{ key: 'patient', resourceType: 'Patient', template: `Patient/${PATIENT_TOKEN}` }];
   const search = (key: PrefetchKey, resourceType: PrefetchQuery['resourceType'], params: SearchParams) => {
     const query = Object.entries(params)
@@ -69,11 +66,8 @@ export class PreconditionFailed extends Error {
 export interface GatherInput {
   patientId: string;
   prefetch?: Record<string, { resourceType: string } | null>;
-  fhirServer?: string;
-  accessToken?: string;
-  client: CdsClientConfig;
-  timeoutMs: number;
-  logger: Logger;
+  /** A client for the request's fhirServer with its token (`requestFhirClient`), when the request gave both. */
+  fhir?: FhirClient;
 }
 
 export interface Gathered {
@@ -101,12 +95,12 @@ export async function gatherRecord(queries: PrefetchQuery[], input: GatherInput)
 
   let requests = 0;
   if (missing.length) {
-    if (!input.fhirServer || !input.accessToken) {
+    if (!input.fhir) {
       throw new PreconditionFailed(
         `prefetch ${missing.map((q) => q.key).join(', ')} missing or incomplete and no fhirServer with fhirAuthorization to fetch it from`,
       );
     }
-    const client = fhirClientFor(input);
+    const client = input.fhir;
     try {
       await Promise.all(
         missing.map(async (q) => {
@@ -152,8 +146,14 @@ function usablePrefetch(q: PrefetchQuery, value: { resourceType: string } | null
   return [value as Resource];
 }
 
-function fhirClientFor(input: GatherInput): FhirClient {
-  const server = input.fhirServer!.replace(/\/+$/, '');
+/**
+ * A client for the request's `fhirServer` with the request's own token (never the adapter's
+ * credentials), or undefined when the request gave no token. The server must be one configured for
+ * the CDS client, or, when none are, https (http only on this machine).
+ */
+export function requestFhirClient(input: { fhirServer?: string; accessToken?: string; client: CdsClientConfig; timeoutMs: number; logger: Logger }): FhirClient | undefined {
+  if (!input.fhirServer || !input.accessToken) return undefined;
+  const server = input.fhirServer.replace(/\/+$/, '');
   const url = new URL(server);
   const allowed = input.client.fhirServers
     ? input.client.fhirServers.includes(server)
@@ -163,28 +163,27 @@ function fhirClientFor(input: GatherInput): FhirClient {
       input.client.fhirServers ? 'the request\'s fhirServer is not one configured for this CDS client' : 'the request\'s fhirServer must use https',
     );
   }
-  // Only the token the CDS Client handed over for this call: the adapter's own credentials never go there.
-  return new FhirClient({ baseUrl: server, auth: { type: 'bearer', token: input.accessToken! }, timeoutMs: input.timeoutMs, maxRetries: 1, concurrency: 4, logger: input.logger });
+  return new FhirClient({ baseUrl: server, auth: { type: 'bearer', token: input.accessToken }, timeoutMs: input.timeoutMs, maxRetries: 1, concurrency: 4, logger: input.logger });
 }
 
 /** The gathered resources as the pull's result for one patient: attributed by subject, sorted, with counts. */
 function toPull(patientId: string, queries: PrefetchQuery[], results: Map<PrefetchKey, Resource[] | null>, requests: number): PullResult {
   const unattributed: UnattributedResource[] = [];
-  const fetched: PullResult['fetched'] = { Patient: 0, Observation: 0, DiagnosticReport: 0, ImagingStudy: 0, Binary: 0 } as PullResult['fetched'];
+  const fetched: PullResult['fetched'] = { Patient: 0, Observation: 0, DiagnosticReport: 0, ImagingStudy: 0, Condition: 0, Binary: 0 };
   const patients = (results.get('patient') ?? []).filter((r): r is Patient => r.resourceType === 'Patient');
   const patient = patients.find((p) => p.id === patientId);
   for (const p of patients) {
     fetched.Patient += 1;
     if (p !== patient) unattributed.push({ reference: `Patient/${p.id ?? ''}`, reason: 'no-subject', detail: 'outside-batch' });
   }
-  const record = patient ? ({ patient, observations: [], diagnosticReports: [], imagingStudies: [], conditions: [] } as unknown as PatientRecord) : undefined;
+  const record: PatientRecord | undefined = patient ? { patient, observations: [], diagnosticReports: [], imagingStudies: [], conditions: [] } : undefined;
   const place = <T extends Resource & { subject?: { reference?: string } }>(key: PrefetchKey, type: string, list: (r: PatientRecord) => T[]) => {
     if (!queries.some((q) => q.key === key)) return;
     const seen = new Set<string>();
     for (const r of (results.get(key) ?? []) as T[]) {
       if (r.resourceType !== type || (r.id && seen.has(r.id))) continue;
       if (r.id) seen.add(r.id);
-      (fetched as Record<string, number>)[type] = ((fetched as Record<string, number>)[type] ?? 0) + 1;
+      fetched[type as keyof PullResult['fetched']] += 1;
       const owner = patientIdOf(r.subject as never);
       if (record && owner === patientId) list(record).push(r);
       else unattributed.push({ reference: `${type}/${r.id ?? ''}`, reason: 'no-subject', detail: owner === undefined ? 'missing-subject' : 'outside-batch' });
@@ -192,7 +191,7 @@ function toPull(patientId: string, queries: PrefetchQuery[], results: Map<Prefet
     if (record) list(record).sort((a, b) => ((a.id ?? '') < (b.id ?? '') ? -1 : (a.id ?? '') > (b.id ?? '') ? 1 : 0));
   };
   place<Observation>('observations', 'Observation', (r) => r.observations);
-  place<Condition>('conditions', 'Condition', (r) => (r as unknown as { conditions: Condition[] }).conditions);
+  place<Condition>('conditions', 'Condition', (r) => r.conditions);
   place<DiagnosticReport>('reports', 'DiagnosticReport', (r) => r.diagnosticReports);
   place<ImagingStudy>('imaging', 'ImagingStudy', (r) => r.imagingStudies);
   return {

@@ -1,6 +1,6 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { systemClock, type Clock } from '../../core/clock.js';
-import { AdapterError } from '../../core/errors.js';
+import { AdapterError, toAdapterError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/log.js';
 import type { ServiceConfig } from '../../config/sources.js';
 import { CdsHooksStore } from '../../db/cds-hooks.js';
@@ -12,7 +12,8 @@ import { pullSpecFor } from '../../sync/pull-step.js';
 import { defaultMapContext } from '../../sync/run.js';
 import { riskCard, type CardFacts } from './cards.js';
 import { createCdsClientVerifier } from './client-auth.js';
-import { gatherRecord, PreconditionFailed, prefetchQueries, prefetchTemplates } from './prefetch.js';
+import { gatherRecord, PreconditionFailed, prefetchQueries, prefetchTemplates, requestFhirClient } from './prefetch.js';
+import { proposalSuggestions } from './suggestions.js';
 import { feedbackSchema, hookRequestSchema, hookResponseSchema, type Card } from './schema.js';
 
 /**
@@ -33,11 +34,6 @@ export interface CdsHooksDeps {
   mapContext?: MapContext;
   clock?: Clock;
   logger?: Logger;
-  /**
-   * CarePlan proposal activities for a scored entry, as suggestions (the CarePlan step of the batch,
-   * when it is wired); none by default.
-   */
-  suggestionsFor?: (entry: BatchEntry, model: SyncModel) => Promise<CardFacts['suggestions']>;
 }
 
 const HOOK = 'patient-view';
@@ -92,15 +88,8 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
     const asOf = clock.now();
     const queries = prefetchQueries(pullSpecFor([model], asOf));
     const patientId = request.context.patientId;
-    const gathered = await gatherRecord(queries, {
-      patientId,
-      prefetch: request.prefetch as Record<string, { resourceType: string } | null> | undefined,
-      fhirServer: request.fhirServer,
-      accessToken: request.fhirAuthorization?.access_token,
-      client: client.client,
-      timeoutMs: cds.fetchTimeoutMs,
-      logger,
-    });
+    const fhir = requestFhirClient({ fhirServer: request.fhirServer, accessToken: request.fhirAuthorization?.access_token, client: client.client, timeoutMs: cds.fetchTimeoutMs, logger });
+    const gathered = await gatherRecord(queries, { patientId, prefetch: request.prefetch as Record<string, { resourceType: string } | null> | undefined, fhir });
     const scored = await scoreBatch([patientId], gathered.pull, {
       models: [model],
       asOf,
@@ -116,13 +105,22 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
         ? deps.config.sources.filter((s) => s.baseUrl.replace(/\/+$/, '') === request.fhirServer!.replace(/\/+$/, '') && s.models.includes(serviceId)).map((s) => s.id)
         : [];
       const outcomeId = await store.latestOutcomeId(sourceIds, patientId, serviceId);
+      let proposals: Awaited<ReturnType<typeof proposalSuggestions>>;
+      try {
+        proposals = await proposalSuggestions(entry, model, { fhir, asOf, identifierSystem: deps.identifierSystem });
+      } catch (err) {
+        // The score stands without proposals when the patient's care cannot be read.
+        logger.warn({ service: serviceId, code: toAdapterError(err).code }, 'cds care plan proposals unavailable');
+        proposals = { suggestions: [], note: 'The patient\'s current care could not be read; no care plan was proposed.' };
+      }
       cards.push(
         riskCard({
           card: model.runner.card,
           prediction: entry.prediction,
           asOf,
           ...cardFactsOf(entry),
-          suggestions: (await deps.suggestionsFor?.(entry, model)) ?? undefined,
+          ...(proposals.suggestions.length ? { suggestions: proposals.suggestions } : {}),
+          ...(proposals.note ? { proposalNote: proposals.note } : {}),
           ...(outcomeId ? { consoleUrl: `${consoleBase}/console/#/outcomes/${outcomeId}` } : {}),
         }),
       );
@@ -191,11 +189,10 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
 /** What the batch step says about an entry beyond its prediction: the applicability, rationale, imputed inputs. */
 function cardFactsOf(entry: BatchEntry): Pick<CardFacts, 'applicability' | 'rationale' | 'imputed'> {
   const row = entry.row!;
-  const extra = entry as BatchEntry & { applicability?: CardFacts['applicability'] };
-  const rationale = (entry.prediction as { rationale?: { text?: string } } | undefined)?.rationale?.text;
+  const rationale = entry.prediction?.rationale?.text;
   return {
     imputed: row.columns.filter((_c, i) => row.imputed[i]),
-    ...(extra.applicability ? { applicability: extra.applicability } : {}),
+    ...(entry.applicability ? { applicability: entry.applicability } : {}),
     ...(rationale ? { rationale } : {}),
   };
 }
