@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { PACKAGE_ROOT, packagePath } from '../core/paths.js';
 import { smartAuthSchema } from '../fhir/auth/smart-options.js';
+import { PULL_STRATEGIES } from '../fhir/pull-options.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
 
 /**
@@ -73,6 +74,8 @@ export const configSchema = z.strictObject({
     identifierSystem: z
       .url({ error: 'must be an absolute URI' })
       .refine((s) => !/[?&#|]/.test(s), 'must not contain ?, &, # or | (it is used inside conditional-create queries)'),
+    /** How batches are pulled: search, per-patient, bulk or auto (src/fhir/pull-options.ts). */
+    pullStrategy: z.enum(PULL_STRATEGIES, { error: `must be one of ${PULL_STRATEGIES.join(', ')}` }),
   }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -91,6 +94,7 @@ export interface ConfigOverrides {
   concurrency?: number | string;
   timeoutMs?: number | string;
   logLevel?: string;
+  pullStrategy?: string;
   /** Defaults of the running command, below the environment and the file (e.g. `fhir-server` logs at info). */
   defaults?: { logLevel?: string };
 }
@@ -112,6 +116,7 @@ const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; numbe
   { at: ['models', 'mappingsDir'], env: 'FHIR_ML_MAPPINGS_DIR', filePath: true, fallback: () => packagePath('mappings') },
   { at: ['sync', 'batchSize'], env: 'FHIR_ML_BATCH_SIZE', flag: 'batchSize', number: true, fallback: () => 100 },
   { at: ['sync', 'identifierSystem'], env: 'FHIR_ML_IDENTIFIER_SYSTEM', fallback: () => DEFAULT_IDENTIFIER_SYSTEM },
+  { at: ['sync', 'pullStrategy'], env: 'FHIR_ML_PULL_STRATEGY', flag: 'pullStrategy', fallback: () => 'search' },
   { at: ['log', 'level'], env: 'FHIR_ML_LOG_LEVEL', flag: 'logLevel', fallback: (o) => o.defaults?.logLevel ?? 'warn' },
 ];
 
@@ -121,7 +126,7 @@ const FILE_KEYS: Record<string, readonly string[]> = {
   'fhir.backoff': ['baseMs', 'maxMs'],
   'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile', 'clientId', 'privateKeyFile', 'kid', 'alg', 'scopes', 'tokenEndpoint'],
   models: ['dir', 'mappingsDir'],
-  sync: ['batchSize', 'identifierSystem'],
+  sync: ['batchSize', 'identifierSystem', 'pullStrategy'],
   log: ['level'],
 };
 /** Keys of the earlier flat file format, with their place now. */

@@ -101,11 +101,12 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
       levelName === 'group' ? { kind: 'group', groupId: (population as { groupId: string }).groupId } : levelName === 'system' ? { kind: 'system' } : { kind: 'patient' };
     const searches = plannedSearches(deps.spec, deps.asOf, 1000);
     const types = ['Patient', ...new Set(searches.map((s) => s.resourceType))];
+    // A search with nothing but `_count` (every Condition of the patients) needs no filter: the type is exported whole.
     const typeFilters = options.typeFilter
-      ? searches.map((s) => {
+      ? searches.flatMap((s) => {
           const q = new URLSearchParams();
           for (const [name, value] of Object.entries(s.fixed)) if (name !== '_count') for (const v of Array.isArray(value) ? value : [value]) q.append(name, v);
-          return `${s.resourceType}?${q}`;
+          return q.size ? [`${s.resourceType}?${q}`] : [];
         })
       : undefined;
     let since: Date | undefined;
