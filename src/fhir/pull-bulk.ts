@@ -78,11 +78,11 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
           maxExportWaitMs: deps.options.maxExportWaitMs,
           downloadTimeoutMs: deps.options.downloadTimeoutMs,
           clock,
-          logger,
+          logger: deps.logger,
         }),
         deps.exports,
         deps.staging,
-        { sourceId: deps.sourceId, request, logger, signal: deps.signal, chunkSize: deps.chunkSize, stagingConcurrency: deps.stagingConcurrency },
+        { sourceId: deps.sourceId, request, logger: deps.logger, signal: deps.signal, chunkSize: deps.chunkSize, stagingConcurrency: deps.stagingConcurrency },
       );
       const u = await deps.staging.unattributed(deps.sourceId, 100_000);
       orphans = u.items.map((i) => ({ reference: i.reference, reason: 'no-subject', detail: i.detail }));
