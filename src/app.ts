@@ -3,7 +3,7 @@ import path from 'node:path';
 import { loadConfig, type AdapterConfig, type ConfigOverrides, type FhirSourceConfig } from './config/index.js';
 import { AdapterError } from './core/errors.js';
 import { createLogger, type Logger } from './core/log.js';
-import { FhirClient } from './fhir/client.js';
+import { FhirClient, type ExchangeEvent } from './fhir/client.js';
 import { createMapContext, type MapContext as MapContext } from './features/index.js';
 import { createNlpAnalyzer, defaultRulesDir, loadNlpRules, nlpRules } from './nlp/index.js';
 import { inspectModels, prepareModel, type ModelStatus, type SyncModel } from './sync/models.js';
@@ -20,14 +20,23 @@ export interface App {
   readonly mapContext: MapContext;
   /** The client of the configured FHIR server (`fhir` section), built once. Throws when no URL is configured. */
   fhirClient(): FhirClient;
-  /** A client for one FHIR source: the `fhir` section or, later, an entry of the sources file. */
-  fhirClientFor(source: FhirSourceConfig): FhirClient;
+  /**
+   * A client for one FHIR source: the `fhir` section or an entry of the service's sources file
+   * (`fhirSourceOf`). Each call builds a new client; callers keep the ones they reuse.
+   */
+  fhirClientFor(source: FhirSourceConfig, options?: FhirClientExtras): FhirClient;
   /** Models with their mappings, loaded and checked once per id (see `prepareModel`). */
   models(ids: string[]): Promise<SyncModel[]>;
   /** Every installed model, checked as `models()` checks it. */
   inspectModels(): Promise<ModelStatus[]>;
   /** Releases the models' ONNX sessions. */
   close(): Promise<void>;
+}
+
+/** What a caller adds to a source's client. */
+export interface FhirClientExtras {
+  /** Observer of every HTTP attempt (the service's request metrics); never carries URLs. */
+  onExchange?: (event: ExchangeEvent) => void;
 }
 
 export interface AppOptions {
@@ -48,7 +57,7 @@ export function createApp(options: AppOptions = {}): App {
   let client: FhirClient | undefined;
   let tracingWarned = false;
 
-  const fhirClientFor = (source: FhirSourceConfig): FhirClient => {
+  const fhirClientFor = (source: FhirSourceConfig, extras: FhirClientExtras = {}): FhirClient => {
     if (!source.url) throw new AdapterError('input-invalid', 'no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
     if (config.log.fhirClientTracing && !tracingWarned) {
       tracingWarned = true;
@@ -63,6 +72,7 @@ export function createApp(options: AppOptions = {}): App {
       backoff: source.backoff,
       maxRetryAfterMs: source.maxRetryAfterMs,
       logger,
+      onExchange: extras.onExchange,
     });
   };
 

@@ -7,6 +7,7 @@ import { parseAsOf } from '../core/time.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import type { App } from '../app.js';
 import type { ServiceConfig, SourceConfig } from '../config/sources.js';
 import type { Database } from '../db/database.js';
 import { isUuid, RunStore, type OutcomeStatus, type RunState } from '../db/runs.js';
@@ -15,14 +16,11 @@ import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
 import type { ServiceMetrics } from '../jobs/metrics.js';
 import { triggerRun } from '../jobs/trigger.js';
-import { inspectModels } from '../sync/models.js';
-import type { SyncModel } from '../sync/models.js';
-import type { MapContext } from '../features/index.js';
 import { createAuthenticator, type Principal } from './auth.js';
 import { mountCdsHooks } from './cds-hooks/index.js';
-import { mountJwks } from './jwks.js';
 import { mountConsole } from './console.js';
-import { ApiError, errorHandler, routeOf } from './errors.js';
+import { mountJwks } from './jwks.js';
+import { errorHandler, routeOf } from './errors.js';
 import { patientDetail, scoreFromBundle, scoreFromSource } from './scoring.js';
 
 /**
@@ -36,16 +34,14 @@ export interface ApiDeps {
   /** Needed to start runs; without it (tests of read-only routes) POST /sources/:id/runs answers 503. */
   boss?: PgBoss;
   config: ServiceConfig;
-  identifierSystem: string;
-  modelsDir: string;
-  mappingsDir: string;
-  modelsFor(modelIds: string[]): Promise<SyncModel[]>;
+  /** The composition root: models (loaded once), the mapper's services, the identifier system. */
+  app: Pick<App, 'config' | 'models' | 'inspectModels' | 'mapContext'>;
   clientFor(sourceId: string): FhirClient;
   metrics: ServiceMetrics;
+  /** Told when a run was queued here (a worker in this process takes it at once). */
+  onRunQueued?: (sourceId: string) => void;
   logger?: Logger;
   clock?: Clock;
-  /** Services of the mapper (the report analyzer) for CDS Hooks scoring; default src/nlp's. */
-  mapContext?: MapContext;
 }
 
 const runBody = z.strictObject({
@@ -115,6 +111,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
   const watermarks = new WatermarkStore(deps.db);
   const sessions = new SessionStore(deps.db);
   const sources = new Map(deps.config.sources.map((s) => [s.id, s]));
+  const identifierSystem = deps.app.config.sync.identifierSystem;
   const auth = createAuthenticator({ apiKeys: deps.config.apiKeys, jwtIssuers: deps.config.jwtIssuers, sessions });
 
   const app = express();
@@ -136,7 +133,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   // Public keys and CDS Hooks authenticate on their own terms (none; the EHR's signed JWT).
   mountJwks(app, { config: deps.config, logger });
-  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: deps.modelsFor, identifierSystem: deps.identifierSystem, mapContext: deps.mapContext, clock, logger });
+  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: (ids) => deps.app.models(ids), identifierSystem, mapContext: deps.app.mapContext, clock, logger });
   mountConsole(app, { auth, sessions, config: deps.config, logger });
 
   const api = express.Router();
@@ -198,7 +195,10 @@ export function createApiApp(deps: ApiDeps): express.Express {
     if (!deps.boss) throw new AdapterError('fhir-unavailable', 'this API process cannot start runs (no job queue)', { transient: true });
     const result = await triggerRun({ db: deps.db, boss: deps.boss, runs }, source, { trigger: 'api', asOf: asOfOf(body.asOf, clock), full: body.full });
     deps.metrics.runTriggers.inc({ source: source.id, result: result.started ? 'started' : 'already-running' });
-    if (!result.started) throw new ApiError('conflict', `source ${source.id} is already running (run ${result.activeRunId}); try again when it has finished`, { activeRunId: result.activeRunId });
+    if (!result.started) {
+      throw new AdapterError('conflict', `source ${source.id} is already running (run ${result.activeRunId}); try again when it has finished`, { details: { activeRunId: result.activeRunId } });
+    }
+    deps.onRunQueued?.(source.id);
     res.status(202).location(`${req.baseUrl}/runs/${result.run.id}`).json({ run: result.run });
   });
 
@@ -238,11 +238,12 @@ export function createApiApp(deps: ApiDeps): express.Express {
     if (!outcome) throw new AdapterError('not-found', 'no such outcome');
     const run = (await runs.get(outcome.runId))!;
     const source = sourceOf(run.sourceId);
-    const [model] = await deps.modelsFor([outcome.modelId]);
+    const [model] = await deps.app.models([outcome.modelId]);
     const detail = await patientDetail(deps.clientFor(source.id), model, {
       patientId: outcome.patientId,
       asOf: new Date(run.asOf),
-      identifierSystem: deps.identifierSystem,
+      identifierSystem,
+      mapContext: deps.app.mapContext,
       logger: deps.logger,
     });
     res.json({ outcome, run: { id: run.id, sourceId: run.sourceId, asOf: run.asOf, state: run.state }, detail });
@@ -250,7 +251,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   api.get('/models', async (_req, res) => {
     const used = new Set(deps.config.sources.flatMap((s) => s.models));
-    const models = await inspectModels({ modelsDir: deps.modelsDir, mappingsDir: deps.mappingsDir });
+    const models = await deps.app.inspectModels();
     res.json({ models: models.map((m) => ({ ...m, usedBySources: deps.config.sources.filter((s) => s.models.includes(m.id)).map((s) => s.id), configured: used.has(m.id) })) });
   });
 
@@ -258,13 +259,25 @@ export function createApiApp(deps: ApiDeps): express.Express {
     const modelId = String(req.params.id);
     const body = parse(predictBody, req.body, 'body', predictProblems(req.body));
     const asOf = asOfOf(body.asOf, clock);
-    const [model] = await deps.modelsFor([modelId]);
+    const [model] = await deps.app.models([modelId]);
     if (body.bundle) {
-      res.json(await scoreFromBundle(model, body.bundle as unknown as Bundle, asOf));
+      res.json(await scoreFromBundle(model, body.bundle as unknown as Bundle, { asOf, identifierSystem, mapContext: deps.app.mapContext }));
       return;
     }
     const source = sourceOf(body.source!);
-    res.json(await scoreFromSource(deps.clientFor(source.id), model, { patientId: body.patientId!, asOf, write: body.write, identifierSystem: deps.identifierSystem, logger: deps.logger }));
+    res.json(
+      await scoreFromSource(deps.clientFor(source.id), model, {
+        patientId: body.patientId!,
+        asOf,
+        write: body.write,
+        identifierSystem,
+        mapContext: deps.app.mapContext,
+        shadow: deps.app.config.sync.shadow,
+        carePlans: deps.app.config.sync.carePlans,
+        logger: deps.logger,
+        clock,
+      }),
+    );
   });
 
   app.use(api);

@@ -3,7 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { ApiKeyConfig, JwtIssuerConfig } from '../config/sources.js';
 import type { SessionStore } from '../db/sessions.js';
-import { ApiError } from './errors.js';
+import { AdapterError } from '../core/errors.js';
 
 /**
  * Who may call the API: a bearer API key (compared against the configured hashes in constant time), a
@@ -80,7 +80,7 @@ export function createAuthenticator(options: { apiKeys: ApiKeyConfig[]; jwtIssue
 
   const middleware = () => (req: Request, res: Response, next: NextFunction) => {
     const header = req.get('authorization');
-    const fail = (message: string) => next(new ApiError('unauthenticated', message));
+    const fail = (message: string) => next(new AdapterError('unauthenticated', message));
     if (header) {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
       if (!m) return fail('the Authorization header must be "Bearer <API key or JWT>"');

@@ -1,32 +1,25 @@
-import type {
-  Binary,
-  Bundle,
-  CarePlan,
-  Condition,
-  DiagnosticReport,
-  FhirResource,
-  ImagingStudy,
-  Observation,
-  Patient,
-  RiskAssessment,
-} from 'fhir/r4.js';
+import type { Binary, Bundle, CarePlan, Condition, DiagnosticReport, FhirResource, ImagingStudy, Observation, Patient, RiskAssessment } from 'fhir/r4.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { FeatureRow, PatientRecord } from '../core/types.js';
 import type { FhirClient } from '../fhir/client.js';
-import { patientIdOf, pullBatch } from '../fhir/pull.js';
-import { mapPatient } from '../features/index.js';
-import { bandFor, explainBatch } from '../models/index.js';
+import { patientIdOf, type PullResult } from '../fhir/pull.js';
+import type { MapContext } from '../features/index.js';
+import { scoreBatch, type BatchEntry } from '../sync/batch.js';
+import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
-import { pullSpecFor } from '../sync/pull-step.js';
-import { runSync } from '../sync/run.js';
-import { assessmentIdentifierValue } from '../writeback/identifiers.js';
+import { pullStep } from '../sync/pull-step.js';
+import { patientResult, type PatientResult } from '../sync/totals.js';
+import { assessmentIdentifierValue, MODEL_REGISTRY_SYSTEM } from '../writeback/identifiers.js';
+import { FhirWriter } from '../writeback/writer.js';
 
 /**
- * The API's one adapter onto today's mapping, model and write-back code (to re-point when the sync is
- * split into a batch step): score one patient from its source (optionally writing the RiskAssessment
- * back, through the same idempotent writer as a run) or from a posted Bundle (never written), and
- * rebuild what a console drill-down shows for one outcome.
+ * What the API scores and shows for one patient, through the orchestrator's own steps, so an answer here
+ * is the one a run gives: the pull step (`pullStep`), the batch step (`scoreBatch`, with the composition
+ * root's map context: the report analyzer for report findings) and the one write (`writeBatch`). Scores a
+ * patient from its source (optionally written back, idempotently) or from a posted Bundle (never
+ * written), and rebuilds what the console's drill-down shows for one outcome.
  */
 
 export interface ScoreResult {
@@ -43,32 +36,79 @@ export interface ScoreResult {
   counts?: FeatureRow['counts'];
   excluded?: Record<string, number>;
   write?: 'created' | 'already-present' | 'dry-run' | 'not-requested';
+  /** What a skip rests on (the intended-use gate's or the card's policy's detail). */
+  reasonDetail?: string;
+  /** The status the RiskAssessment is (or would be) written with: `preliminary` by the card's policy. */
+  riskAssessmentStatus?: PatientResult['riskAssessmentStatus'];
+  applicability?: PatientResult['applicability'];
+  rationale?: PatientResult['rationale'];
+  /** CarePlan proposals written with the RiskAssessment (write-back only). */
+  carePlans?: PatientResult['carePlans'];
 }
 
-export async function scoreFromSource(
-  client: FhirClient,
-  model: SyncModel,
-  input: { patientId: string; asOf: Date; write: boolean; identifierSystem: string; logger?: Logger },
-): Promise<ScoreResult> {
-  const result = await runSync(client, [model], {
+interface ScoringContext {
+  asOf: Date;
+  identifierSystem: string;
+  mapContext: MapContext;
+  /** The configuration's `sync.shadow` (RiskAssessments written preliminary, no CarePlans) and `sync.carePlans`. */
+  shadow?: boolean;
+  carePlans?: boolean;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+export async function scoreFromSource(client: FhirClient, model: SyncModel, input: ScoringContext & { patientId: string; write: boolean }): Promise<ScoreResult> {
+  const card = model.runner.card;
+  const writer = input.write ? new FhirWriter(client, input.identifierSystem, input.logger) : undefined;
+  // Without a Device the batch step plans nothing: a dry run.
+  const devices = writer ? new Map([[card.id, await writer.ensureDevice(card)]]) : undefined;
+  const pulled = await pullStep([model], input.asOf, input.logger)(client, [input.patientId]);
+  const recorded = (input.clock ?? systemClock).now();
+  const batch = await scoreBatch([input.patientId], pulled, {
+    models: [model],
     asOf: input.asOf,
-    patientIds: [input.patientId],
-    dryRun: !input.write,
     identifierSystem: input.identifierSystem,
-    collectPatients: true,
-    logger: input.logger,
+    devices,
+    mapContext: input.mapContext,
+    recorded,
+    shadow: input.shadow,
   });
-  if (result.aborted) throw result.aborted.error;
-  if (result.failures.length) {
-    const f = result.failures[0];
-    throw new AdapterError(f.code as AdapterError['code'], f.message, { transient: f.code === 'fhir-unavailable' });
+  if (writer) {
+    // As a run writes: the RiskAssessment with its Provenance and the model's CarePlan proposals, in one transaction.
+    const step = input.shadow || input.carePlans === false ? undefined : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, logger: input.logger });
+    await writeWithCarePlans(writer, batch, step?.active ? step : undefined, devices, recorded, input.logger);
   }
-  const r = result.results[0];
+  const entry = batch.entries[0];
+  return { ...resultOf(model, entry, input.asOf), write: entry.status === 'scored' ? (writer ? entry.write : 'not-requested') : undefined };
+}
+
+/**
+ * Scores the patient of a posted Bundle (collection, searchset, transaction ...): exactly one Patient, and
+ * the Observations, DiagnosticReports, ImagingStudies, Conditions and Binaries that belong to it. Resources of other
+ * subjects are refused rather than silently dropped.
+ */
+export async function scoreFromBundle(model: SyncModel, bundle: Bundle, input: ScoringContext): Promise<ScoreResult & { features: FeatureView[] }> {
+  const record = recordFromBundle(bundle);
+  const patientId = record.patient.id!;
+  const batch = await scoreBatch([patientId], pulledFromRecord(record), {
+    models: [model],
+    asOf: input.asOf,
+    identifierSystem: input.identifierSystem,
+    mapContext: input.mapContext,
+    recorded: (input.clock ?? systemClock).now(),
+  });
+  const entry = batch.entries[0];
+  return { ...resultOf(model, entry, input.asOf), write: entry.status === 'scored' ? 'not-requested' : undefined, features: featureView(model, entry.row!) };
+}
+
+function resultOf(model: SyncModel, entry: BatchEntry, asOf: Date): ScoreResult {
+  const r = patientResult(entry);
   return {
     modelId: model.runner.card.id,
     modelVersion: model.runner.card.version,
-    patientId: input.patientId,
-    asOf: input.asOf.toISOString(),
+    patientId: entry.patientId,
+    asOf: asOf.toISOString(),
+    // A failure throws (the batch step fails as a whole); what comes back is scored, skipped or not found.
     status: r.status === 'failed' ? 'skipped' : r.status,
     reason: r.reason,
     probability: r.probability,
@@ -77,38 +117,30 @@ export async function scoreFromSource(
     explanation: r.explanation,
     counts: r.counts,
     excluded: r.excluded as Record<string, number> | undefined,
-    write: r.status === 'scored' ? (input.write ? r.write : 'not-requested') : undefined,
+    ...(r.reasonDetail !== undefined ? { reasonDetail: r.reasonDetail } : {}),
+    ...(r.riskAssessmentStatus ? { riskAssessmentStatus: r.riskAssessmentStatus } : {}),
+    ...(r.applicability ? { applicability: r.applicability } : {}),
+    ...(r.rationale ? { rationale: r.rationale } : {}),
+    ...(r.carePlans ? { carePlans: r.carePlans } : {}),
   };
 }
 
-/**
- * Scores the patient of a posted Bundle (collection, searchset, transaction ...): exactly one Patient, and
- * the Observations, DiagnosticReports, ImagingStudies and Binaries that belong to it. Resources of other
- * subjects are refused rather than silently dropped.
- */
-export async function scoreFromBundle(model: SyncModel, bundle: Bundle, asOf: Date): Promise<ScoreResult & { features: FeatureView[] }> {
-  const record = recordFromBundle(bundle);
-  const patientId = record.patient.id!;
-  const row = mapPatient(model.mapping, record, asOf);
-  const card = model.runner.card;
-  const base = {
-    modelId: card.id,
-    modelVersion: card.version,
-    patientId,
-    asOf: asOf.toISOString(),
-    counts: row.counts,
-    excluded: countReasons(row),
-    features: featureView(model, row),
-  };
-  if (row.skipReason) return { ...base, status: 'skipped', reason: row.skipReason };
-  const outputs = await model.runner.run(row.values, 1);
-  const probability = outputs[card.onnx.output.name][0];
-  if (!Number.isFinite(probability) || probability < 0 || probability > 1) {
-    throw new AdapterError('inference-failed', `model ${card.id}: output ${probability} is not a probability`);
+/** A posted record as the pull step would have given it: one patient, nothing missing, no request made. */
+function pulledFromRecord(record: PatientRecord): PullResult {
+  const fetched: Record<string, number> = { Patient: 1 };
+  for (const list of Object.values(record)) {
+    if (!Array.isArray(list)) continue;
+    for (const r of list as FhirResource[]) fetched[r.resourceType] = (fetched[r.resourceType] ?? 0) + 1;
   }
-  const [explanation] = await explainBatch(model.runner, [row.values]);
-  const extra = card.onnx.additionalOutputs.length ? Object.fromEntries(card.onnx.additionalOutputs.map((o) => [o.name, outputs[o.name][0]])) : undefined;
-  return { ...base, status: 'scored', probability, band: bandFor(card, probability), outputs: extra, explanation, write: 'not-requested' };
+  fetched.Binary = record.binaries?.size ?? 0;
+  return {
+    records: new Map([[record.patient.id!, record]]),
+    missingPatients: [],
+    unattributed: [],
+    missingBinaries: [],
+    fetched: fetched as PullResult['fetched'],
+    requests: 0,
+  };
 }
 
 export function recordFromBundle(bundle: Bundle): PatientRecord {
@@ -154,24 +186,22 @@ function featureView(model: SyncModel, row: FeatureRow): FeatureView[] {
   });
 }
 
-function countReasons(row: FeatureRow): Record<string, number> {
-  const used = new Set(row.basis);
-  const first = new Map<string, string>();
-  for (const e of row.exclusions) if (!used.has(e.reference) && !first.has(e.reference)) first.set(e.reference, e.reason);
-  const out: Record<string, number> = {};
-  for (const reason of first.values()) out[reason] = (out[reason] ?? 0) + 1;
-  return out;
-}
-
 export interface PatientDetail {
   features: FeatureView[];
   columns: { id: string; value: number; imputed: boolean }[];
   skipReason?: string;
+  /** What the skip rests on (the intended-use gate's or the card's policy's detail). */
+  skipDetail?: string;
   counts: FeatureRow['counts'];
   used: string[];
   excluded: { reference: string; reason: string; featureId?: string; detail?: string }[];
   partIssues: { reference: string; reason: string; detail?: string }[];
   riskAssessment?: RiskAssessment;
+  /**
+   * `this-run`: the RiskAssessment of the outcome's run (its identifier); `earlier`: the latest one this
+   * adapter wrote for the patient and model before (the run found the inputs unchanged and wrote none).
+   */
+  riskAssessmentFrom?: 'this-run' | 'earlier';
   carePlans: CarePlan[];
   /** True when the data were read again now (they may have changed since the run). */
   recomputed: true;
@@ -179,25 +209,33 @@ export interface PatientDetail {
 
 /**
  * What the console's drill-down shows for one outcome: the feature row recomputed from the source at the
- * run's as-of (features with units, model inputs and imputations, used and excluded resources with the
- * reason), the RiskAssessment the run wrote (found by its deterministic identifier) and any CarePlan
- * proposal that points to it.
+ * run's as-of by the same steps as the run (features with units, model inputs and imputations, used and
+ * excluded resources with the reason), the RiskAssessment the run wrote (found by its deterministic
+ * identifier; for an unchanged patient the latest earlier one) and any CarePlan proposal that points to it.
  */
 export async function patientDetail(
   client: FhirClient,
   model: SyncModel,
-  input: { patientId: string; asOf: Date; identifierSystem: string; logger?: Logger },
+  input: { patientId: string; asOf: Date; identifierSystem: string; mapContext: MapContext; logger?: Logger },
 ): Promise<PatientDetail> {
-  const pull = await pullBatch(client, [input.patientId], pullSpecFor([model], input.asOf), input.asOf, { logger: input.logger });
-  const record = pull.records.get(input.patientId);
-  if (!record) throw new AdapterError('not-found', 'the patient of this outcome is no longer on the source server');
-  const row = mapPatient(model.mapping, record, input.asOf);
+  const pulled = await pullStep([model], input.asOf, input.logger)(client, [input.patientId]);
+  const batch = await scoreBatch([input.patientId], pulled, {
+    models: [model],
+    asOf: input.asOf,
+    identifierSystem: input.identifierSystem,
+    explain: false,
+    mapContext: input.mapContext,
+    recorded: input.asOf,
+  });
+  const row = batch.entries[0]?.row;
+  if (!row) throw new AdapterError('not-found', 'the patient of this outcome is no longer on the source server');
   const card = model.runner.card;
   const identifier = `${input.identifierSystem}|${assessmentIdentifierValue(card.id, card.version, input.patientId, input.asOf)}`;
-  let riskAssessment: RiskAssessment | undefined;
-  for await (const page of client.search<RiskAssessment>('RiskAssessment', { identifier, _count: '1' })) {
-    riskAssessment = page.resources[0];
-    break;
+  let riskAssessment = await first<RiskAssessment>(client, 'RiskAssessment', { identifier, _count: '1' });
+  let riskAssessmentFrom: PatientDetail['riskAssessmentFrom'] = riskAssessment ? 'this-run' : undefined;
+  if (!riskAssessment) {
+    riskAssessment = await latestAssessment(client, input.patientId, card.id, input.identifierSystem);
+    if (riskAssessment) riskAssessmentFrom = 'earlier';
   }
   const carePlans: CarePlan[] = [];
   if (riskAssessment?.id) {
@@ -210,13 +248,33 @@ export async function patientDetail(
   return {
     features: featureView(model, row),
     columns: row.columns.map((c, i) => ({ id: c, value: row.values[i], imputed: row.imputed[i] })),
-    skipReason: row.skipReason,
+    skipReason: batch.entries[0].status === 'skipped' ? batch.entries[0].reason : undefined,
+    skipDetail: batch.entries[0].status === 'skipped' ? batch.entries[0].reasonDetail : undefined,
     counts: row.counts,
     used: row.basis,
     excluded: row.exclusions.filter((e) => !used.has(e.reference)).map((e) => ({ reference: e.reference, reason: e.reason, featureId: e.featureId, detail: e.detail })),
     partIssues: row.partIssues.map((e) => ({ reference: e.reference, reason: e.reason, detail: e.detail })),
     riskAssessment,
+    riskAssessmentFrom,
     carePlans,
     recomputed: true,
   };
+}
+
+async function first<T extends FhirResource>(client: FhirClient, type: T['resourceType'], params: Record<string, string>): Promise<T | undefined> {
+  for await (const page of client.search<T>(type, params)) return page.resources[0];
+  return undefined;
+}
+
+/** The latest RiskAssessment this adapter wrote for the patient with the model (any version), by its as-of. */
+async function latestAssessment(client: FhirClient, patientId: string, modelId: string, identifierSystem: string): Promise<RiskAssessment | undefined> {
+  let latest: RiskAssessment | undefined;
+  const params = { subject: `Patient/${patientId}`, identifier: `${identifierSystem}|`, _count: '100' };
+  for await (const page of client.search<RiskAssessment>('RiskAssessment', params)) {
+    for (const ra of page.resources) {
+      if (!ra.method?.coding?.some((c) => c.system === MODEL_REGISTRY_SYSTEM && c.code === modelId)) continue;
+      if (!latest || (ra.occurrenceDateTime ?? '') > (latest.occurrenceDateTime ?? '')) latest = ra;
+    }
+  }
+  return latest;
 }

@@ -134,6 +134,16 @@ describe('loadConfig', () => {
     expect(bad.join('\n')).toMatch(/system\/ scopes, not patient\//);
   });
 
+  it('reads the shadow and CarePlan switches as booleans from flags, environment and file, refusing other words', () => {
+    expect(loadConfig({}, {}).sync).toMatchObject({ shadow: false, carePlans: true });
+    expect(loadConfig({}, { FHIR_ML_SHADOW: 'true', FHIR_ML_CARE_PLANS: '0' }).sync).toMatchObject({ shadow: true, carePlans: false });
+    expect(loadConfig({ carePlans: true }, { FHIR_ML_CARE_PLANS: 'no' }).sync.carePlans).toBe(true);
+    const file = path.join(dir, 'fhir-ml.yaml');
+    writeFileSync(file, 'sync:\n  shadow: true\n');
+    expect(loadConfig({ configFile: file }, {}).sync.shadow).toBe(true);
+    expect(problemsOf(() => loadConfig({}, { FHIR_ML_SHADOW: 'maybe' }))[0]).toMatch(/sync\.shadow \(from FHIR_ML_SHADOW\)/);
+  });
+
   it('says when DEBUG would make fhir-kit-client trace requests', () => {
     expect(loadConfig({}, {}).log.fhirClientTracing).toBe(false);
     expect(loadConfig({}, { DEBUG: 'fhir-kit-client:*' }).log.fhirClientTracing).toBe(true);

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { PACKAGE_ROOT, packagePath } from '../core/paths.js';
 import { smartAuthSchema } from '../fhir/auth/smart-options.js';
 import { PULL_STRATEGIES } from '../fhir/pull-options.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
+import { readYamlFile } from './yaml.js';
 
 /**
  * Configuration, the only reader of the environment. Sources, highest first: CLI flags, environment
@@ -20,7 +20,7 @@ type Env = Record<string, string | undefined>;
 
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://fhir.example.org/R4' })
-  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), 'must not embed credentials (use FHIR_ML_TOKEN or FHIR_ML_USERNAME/FHIR_ML_PASSWORD)')
+  .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), "must not embed credentials (give them as auth: FHIR_ML_TOKEN, FHIR_ML_USERNAME/FHIR_ML_PASSWORD, or a source's auth)")
   .refine((u) => !/[?#]/.test(u), 'must be a base URL, without a query or fragment');
 
 export const authSchema = z.discriminatedUnion('type', [
@@ -74,6 +74,10 @@ export const configSchema = z.strictObject({
     identifierSystem: z
       .url({ error: 'must be an absolute URI' })
       .refine((s) => !/[?&#|]/.test(s), 'must not contain ?, &, # or | (it is used inside conditional-create queries)'),
+    /** Shadow mode: RiskAssessments written `preliminary`, no CarePlans (silent validation before go-live). */
+    shadow: z.boolean(),
+    /** Write CarePlan proposals with final RiskAssessments. */
+    carePlans: z.boolean(),
     /** How batches are pulled: search, per-patient, bulk or auto (src/fhir/pull-options.ts). */
     pullStrategy: z.enum(PULL_STRATEGIES, { error: `must be one of ${PULL_STRATEGIES.join(', ')}` }),
   }),
@@ -94,6 +98,8 @@ export interface ConfigOverrides {
   concurrency?: number | string;
   timeoutMs?: number | string;
   logLevel?: string;
+  shadow?: boolean;
+  carePlans?: boolean;
   pullStrategy?: string;
   /** Defaults of the running command, below the environment and the file (e.g. `fhir-server` logs at info). */
   defaults?: { logLevel?: string };
@@ -104,7 +110,7 @@ export interface ConfigOverrides {
  * default. Numbers from the environment or flags are parsed; file paths in the config file are
  * relative to the file.
  */
-const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; number?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
+const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; number?: boolean; boolean?: boolean; filePath?: boolean; fallback: (o: ConfigOverrides) => unknown }[] = [
   { at: ['fhir', 'url'], env: 'FHIR_ML_FHIR_URL', flag: 'fhirUrl', fallback: () => undefined },
   { at: ['fhir', 'timeoutMs'], env: 'FHIR_ML_TIMEOUT_MS', flag: 'timeoutMs', number: true, fallback: () => 30_000 },
   { at: ['fhir', 'maxRetries'], env: 'FHIR_ML_MAX_RETRIES', number: true, fallback: () => 5 },
@@ -116,6 +122,8 @@ const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; numbe
   { at: ['models', 'mappingsDir'], env: 'FHIR_ML_MAPPINGS_DIR', filePath: true, fallback: () => packagePath('mappings') },
   { at: ['sync', 'batchSize'], env: 'FHIR_ML_BATCH_SIZE', flag: 'batchSize', number: true, fallback: () => 100 },
   { at: ['sync', 'identifierSystem'], env: 'FHIR_ML_IDENTIFIER_SYSTEM', fallback: () => DEFAULT_IDENTIFIER_SYSTEM },
+  { at: ['sync', 'shadow'], env: 'FHIR_ML_SHADOW', flag: 'shadow', boolean: true, fallback: () => false },
+  { at: ['sync', 'carePlans'], env: 'FHIR_ML_CARE_PLANS', flag: 'carePlans', boolean: true, fallback: () => true },
   { at: ['sync', 'pullStrategy'], env: 'FHIR_ML_PULL_STRATEGY', flag: 'pullStrategy', fallback: () => 'search' },
   { at: ['log', 'level'], env: 'FHIR_ML_LOG_LEVEL', flag: 'logLevel', fallback: (o) => o.defaults?.logLevel ?? 'warn' },
 ];
@@ -126,7 +134,7 @@ const FILE_KEYS: Record<string, readonly string[]> = {
   'fhir.backoff': ['baseMs', 'maxMs'],
   'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile', 'clientId', 'privateKeyFile', 'kid', 'alg', 'scopes', 'tokenEndpoint'],
   models: ['dir', 'mappingsDir'],
-  sync: ['batchSize', 'identifierSystem', 'pullStrategy'],
+  sync: ['batchSize', 'identifierSystem', 'shadow', 'carePlans', 'pullStrategy'],
   log: ['level'],
 };
 /** Keys of the earlier flat file format, with their place now. */
@@ -150,14 +158,9 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /** Reads the config file's YAML; unknown and misplaced keys become problems, values are checked with the rest. */
 function readConfigFile(file: string, problems: string[]): Record<string, unknown> {
-  let data: unknown;
-  try {
-    data = parseYaml(readFileSync(file, 'utf8'));
-  } catch (err) {
-    // Never echo the parser's message: it quotes the offending line, which may hold a secret.
-    const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
-    const where = pos ? `YAML syntax error at line ${pos.line}, column ${pos.col}` : ((err as NodeJS.ErrnoException).code ?? 'unreadable');
-    problems.push(`${file}: cannot be read: ${where}`);
+  const { data, problem } = readYamlFile(file);
+  if (problem) {
+    problems.push(`${file}: cannot be read: ${problem}`);
     return {};
   }
   if (data === null || data === undefined) return {};
@@ -196,6 +199,13 @@ function setIn(obj: Record<string, unknown>, keys: string[], value: unknown): vo
   o[keys.at(-1)!] = value;
 }
 
+/** `true`/`false` (also 1/0, yes/no) from the environment; anything else is left for the schema to refuse. */
+function bool(value: string | boolean): boolean | string {
+  if (typeof value === 'boolean') return value;
+  const v = value.trim().toLowerCase();
+  return ['true', '1', 'yes'].includes(v) ? true : ['false', '0', 'no'].includes(v) ? false : value;
+}
+
 function num(value: string | number): number | string {
   if (typeof value === 'number') return value;
   const n = value.trim() === '' ? NaN : Number(value);
@@ -217,13 +227,14 @@ export function loadConfig(overrides: ConfigOverrides = {}, env: Env = process.e
   const candidate: Record<string, unknown> = {};
   const origin = new Map<string, string>();
   for (const s of SETTINGS) {
-    const flag = s.flag ? (overrides[s.flag] as string | number | undefined) : undefined;
+    const flag = s.flag ? (overrides[s.flag] as string | number | boolean | undefined) : undefined;
+    const parse = (v: string | number | boolean) => (s.number ? num(v as string | number) : s.boolean ? bool(v as string | boolean) : v);
     const fromEnv = env[s.env];
     const inFile = getIn(file, s.at);
     let value: unknown;
     let from: string;
-    if (flag !== undefined && flag !== '') [value, from] = [s.number ? num(flag) : flag, `--${s.flag!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`];
-    else if (fromEnv !== undefined && fromEnv !== '') [value, from] = [s.number ? num(fromEnv) : fromEnv, s.env];
+    if (flag !== undefined && flag !== '') [value, from] = [parse(flag), `--${s.flag!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`];
+    else if (fromEnv !== undefined && fromEnv !== '') [value, from] = [parse(fromEnv), s.env];
     else if (inFile !== undefined) [value, from] = [s.filePath ? fromFile(inFile) : inFile, fileLabel];
     else [value, from] = [s.fallback(overrides), 'default'];
     setIn(candidate, s.at, value);

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { AdapterError } from '../core/errors.js';
 import { packagePath } from '../core/paths.js';
-import { describeServiceConfig, loadServiceConfig, parseServiceConfig } from './sources.js';
+import { loadConfig } from './index.js';
+import { describeServiceConfig, fhirSourceOf, loadServiceConfig, parseServiceConfig } from './sources.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fhirml-sources-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,12 +22,15 @@ function problemsOf(fn: () => unknown): string[] {
 }
 
 test('the example sources file is valid once its secrets exist', () => {
-  const example = parseYaml(readFileSync(packagePath('fixtures', 'service', 'sources.example.yaml'), 'utf8')) as { sources: { auth: { tokenFile?: string } }[] };
+  const example = parseYaml(readFileSync(packagePath('fixtures', 'service', 'sources.example.yaml'), 'utf8')) as { sources: { auth: { tokenFile?: string; privateKeyFile?: string } }[] };
   const token = path.join(dir, 'ehr-token');
   writeFileSync(token, 'example-token');
   example.sources[0].auth.tokenFile = token;
+  writeFileSync(path.join(dir, 'smart-key.pem'), 'a key');
+  example.sources[2].auth.privateKeyFile = 'smart-key.pem';
   const config = parseServiceConfig(example, { env: { WARD_FHIR_PASSWORD: 'pw' }, baseDir: dir });
-  expect(config.sources.map((s) => s.id)).toEqual(['main-ehr', 'pneumonia-ward']);
+  expect(config.sources.map((s) => s.id)).toEqual(['main-ehr', 'pneumonia-ward', 'regional-ehr']);
+  expect(config.sources[2].auth).toMatchObject({ type: 'smart', clientId: 'fhir-ml-adapter', privateKeyFile: path.join(dir, 'smart-key.pem') });
   expect(config.sources[1].schedule).toEqual({ cron: '*/30 * * * *', timezone: 'Europe/Berlin' });
   expect(config.jwtIssuers).toHaveLength(1);
   // As shipped, the token file is missing here: named with its field path.
@@ -104,6 +108,7 @@ test('semantic problems (cron, time zone, duplicate ids, missing secrets) are re
 
 test('secrets come from the environment or from files relative to the sources file; defaults fill the rest', () => {
   writeFileSync(path.join(dir, 'token.txt'), 'tok-from-file\n');
+  writeFileSync(path.join(dir, 'key.pem'), '-----BEGIN PRIVATE KEY-----\n');
   const file = path.join(dir, 'ok.yaml');
   writeFileSync(
     file,
@@ -130,11 +135,13 @@ test('secrets come from the environment or from files relative to the sources fi
   expect(problemsOf(() => parseServiceConfig({ service: { apiKeys: [{ name: 'ops', sha256Env: 'OPS_SHA' }] } }, { env: {} })).join()).toMatch(/OPS_SHA must hold 64 hex digits/);
   expect(config.sources[0].auth).toEqual({ type: 'bearer', token: 'tok-from-file' });
   expect(config.sources[0].schedule).toEqual({ cron: '0 2 * * *', timezone: 'America/New_York' });
-  expect(config.sources[0].options).toEqual({ batchSize: 100, concurrency: 4, timeoutMs: 30000, maxRetries: 5, rescoreInterval: 'P30D', overlap: 'PT10M' });
+  // Connection settings a source leaves out come from the adapter's `fhir` section.
+  expect(config.sources[0].options).toEqual({ batchSize: 100, rescoreInterval: 'P30D', overlap: 'PT10M' });
   expect(config.sources[1].auth).toEqual({ type: 'basic', username: 'u', password: 'pw' });
   expect(config.sources[1].population).toEqual({ type: 'group', id: 'g1' });
-  // SMART settings are carried as written, for the auth module to validate.
-  expect(config.sources[2].auth).toEqual({ type: 'smart', settings: { clientId: 'adapter', privateKeyFile: 'key.pem', scopes: ['system/Observation.rs'] } });
+  // SMART Backend Services: the `fhir.auth` settings, the key file's path relative to the sources file.
+  expect(config.sources[2].auth).toEqual({ type: 'smart', clientId: 'adapter', privateKeyFile: path.join(dir, 'key.pem'), scopes: ['system/Observation.rs'] });
+  expect(config.metrics).toEqual({ host: '127.0.0.1', port: 9464 });
   expect(config.database).toMatchObject({ url: 'postgres://u@db/fhirml', dataDir: path.join(dir, '.fhir-ml', 'pgdata') });
   expect(config.retentionDays).toBe(90);
   const described = JSON.stringify(describeServiceConfig(config));
@@ -157,4 +164,62 @@ test('the docker compose sources file is valid with the key hash in the environm
   const config = loadServiceConfig(packagePath('fixtures', 'service', 'sources.compose.yaml'), { FHIR_ML_API_KEY_SHA256: 'c'.repeat(64), DATABASE_URL: 'postgres://fhirml:fhirml@postgres:5432/fhirml' });
   expect(config.sources.map((s) => [s.id, s.baseUrl])).toEqual([['hapi', 'http://hapi:8080/fhir']]);
   expect(config.apiKeys).toEqual([{ name: 'compose', sha256: 'c'.repeat(64) }]);
+});
+
+test('SMART settings and connections follow the rules of the fhir section', () => {
+  const problems = problemsOf(() =>
+    parseServiceConfig(
+      {
+        sources: [
+          { id: 'a', baseUrl: 'https://a.example/fhir', models: ['m'], auth: { type: 'smart', clientId: '', privateKeyFile: 'k.pem', scopes: ['patient/Observation.rs'], alg: 'HS256' } },
+          { id: 'b', baseUrl: 'https://b.example/fhir', models: ['m'], auth: { type: 'smart', clientId: 'c', privateKeyFile: 'k.pem', clientSecret: 'x' } },
+          { id: 'e', baseUrl: 'https://user:pw@e.example/fhir', models: ['m'] },
+          { id: 'f', baseUrl: 'https://f.example/fhir?tenant=1', models: ['m'], options: { concurrency: 0 } },
+        ],
+      },
+      { file: 'sources.yaml', env: {}, baseDir: dir },
+    ),
+  );
+  const text = problems.join('\n');
+  expect(text).toMatch(/sources\.0\.auth\.clientId: the SMART client id must not be empty/);
+  expect(text).toMatch(/sources\.0\.auth\.scopes\.0: .*a backend service asks for system\/ scopes/);
+  expect(text).toMatch(/sources\.0\.auth\.alg/);
+  expect(text).toMatch(/sources\.1\.auth: secrets do not belong in the sources file/);
+  expect(text).toMatch(/sources\.2\.baseUrl: must not embed credentials \(give them as auth/);
+  expect(text).toMatch(/sources\.3\.baseUrl: must be a base URL, without a query or fragment/);
+  expect(text).toMatch(/sources\.3\.options\.concurrency/);
+  expect(text).not.toContain('pw@');
+});
+
+test('resolved credentials are checked with the fhir.auth rules; a SMART key file must be readable', () => {
+  const problems = problemsOf(() =>
+    parseServiceConfig(
+      {
+        sources: [
+          { id: 'c', baseUrl: 'https://c.example/fhir', models: ['m'], auth: { type: 'smart', clientId: 'c', privateKeyFile: 'missing-key.pem' } },
+          { id: 'd', baseUrl: 'https://d.example/fhir', models: ['m'], auth: { type: 'basic', username: 'x:y', passwordEnv: 'PW' } },
+        ],
+      },
+      { file: 'sources.yaml', env: { PW: 'pw' }, baseDir: dir },
+    ),
+  );
+  expect(problems).toEqual([
+    `sources.yaml: sources.0.auth.privateKeyFile: the file ${path.join(dir, 'missing-key.pem')} cannot be read (ENOENT)`,
+    'sources.yaml: sources.1.auth.username: a basic auth username cannot contain ":"',
+  ]);
+});
+
+test('a source becomes the client settings of the composition root, with the fhir section for what it leaves out', () => {
+  const adapter = loadConfig({}, { FHIR_ML_TIMEOUT_MS: '12000', FHIR_ML_BACKOFF_BASE_MS: '100' });
+  const config = parseServiceConfig(
+    {
+      sources: [
+        { id: 'a', baseUrl: 'https://a.example/fhir', models: ['m'], options: { concurrency: 8 } },
+        { id: 'b', baseUrl: 'https://b.example/fhir', models: ['m'], auth: { type: 'bearer', tokenEnv: 'B_TOKEN' }, options: { timeoutMs: 5000, maxRetries: 1 } },
+      ],
+    },
+    { env: { B_TOKEN: 'tok' } },
+  );
+  expect(fhirSourceOf(config.sources[0], adapter.fhir)).toEqual({ ...adapter.fhir, url: 'https://a.example/fhir', auth: { type: 'none' }, concurrency: 8, timeoutMs: 12000 });
+  expect(fhirSourceOf(config.sources[1], adapter.fhir)).toMatchObject({ url: 'https://b.example/fhir', auth: { type: 'bearer', token: 'tok' }, timeoutMs: 5000, maxRetries: 1, backoff: { baseMs: 100 } });
 });

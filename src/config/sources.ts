@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import cronParser from 'cron-parser';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { parseDuration } from '../core/time.js';
+import { smartAuthSchema } from '../fhir/auth/smart-options.js';
+import { authSchema, fhirSourceSchema, type FhirSourceConfig } from './index.js';
+import { readYamlFile } from './yaml.js';
 import { cdsHooksSchema, jwksSchema } from './cds-hooks.js';
 import { DEFAULT_PULL_OPTIONS, pullOptionsSchema, type PullOptionsConfig } from '../fhir/pull-options.js';
 
@@ -14,8 +16,13 @@ import { DEFAULT_PULL_OPTIONS, pullOptionsSchema, type PullOptionsConfig } from 
  *
  * Validated once at start; every problem is reported at once as `<file>: <field path>: <message>`.
  * Secrets never live in the file: it names environment variables (`tokenEnv`, `passwordEnv`) or files
- * (`tokenFile`, `passwordFile`) that hold them, and API keys are stored as hashes only. This module and
- * `config/index` are the only readers of `process.env` (the environment is passed in, for tests).
+ * (`tokenFile`, `passwordFile`, SMART's `privateKeyFile`) that hold them, and API keys are stored as hashes
+ * only. This module and `config/index` are the only readers of `process.env` (the environment is passed
+ * in, for tests).
+ *
+ * A source's connection is the `fhir` section's (`config/index`): its base URL and resolved credentials
+ * are validated with that section's schemas, and `fhirSourceOf` turns a source into the
+ * `FhirSourceConfig` the composition root builds clients from (`app.fhirClientFor`).
  */
 
 type Env = Record<string, string | undefined>;
@@ -37,13 +44,17 @@ const duration = (what: string) =>
 const envName = z.string().regex(ENV_NAME, 'must name an environment variable (A-Z, 0-9, _)').optional();
 const fileName = z.string().min(1).optional();
 
-const authSchema = z.discriminatedUnion('type', [
+/**
+ * Credentials as the file names them: where the secret is (an environment variable or a file), never the
+ * secret. Once resolved they are checked with the `fhir.auth` rules (`authSchema` of config/index).
+ */
+const fileAuthSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('none') }),
   z.strictObject({ type: z.literal('bearer'), tokenEnv: envName, tokenFile: fileName }),
-  z.strictObject({ type: z.literal('basic'), username: z.string().min(1).refine((u) => !u.includes(':'), 'must not contain ":"'), passwordEnv: envName, passwordFile: fileName }),
-  // SMART Backend Services: validated by the auth module when it lands (client id, key file, scopes ...);
-  // here it only has to be an object, so a sources file written for it already loads.
-  z.looseObject({ type: z.literal('smart') }),
+  z.strictObject({ type: z.literal('basic'), username: z.string(), passwordEnv: envName, passwordFile: fileName }),
+  // SMART Backend Services: the `fhir.auth` settings (client id, private key file, kid, alg, scopes,
+  // token endpoint); the key file's path is relative to the sources file.
+  smartAuthSchema,
 ]);
 
 const populationSchema = z.discriminatedUnion('type', [
@@ -57,11 +68,13 @@ const scheduleSchema = z.strictObject({
   timezone: z.string().default('UTC'),
 });
 
+const connection = fhirSourceSchema.shape;
 const optionsSchema = z.strictObject({
   batchSize: z.number().int().min(1).max(1000).default(100),
-  concurrency: z.number().int().min(1).max(64).default(4),
-  timeoutMs: z.number().int().min(100).default(30_000),
-  maxRetries: z.number().int().min(0).max(20).default(5),
+  /** Connection settings; when absent, the adapter's `fhir` section's (FHIR_ML_CONCURRENCY, ...). */
+  concurrency: connection.concurrency.optional(),
+  timeoutMs: connection.timeoutMs.optional(),
+  maxRetries: connection.maxRetries.optional(),
   rescoreInterval: duration('rescoreInterval').default('P30D'),
   overlap: duration('overlap').default('PT10M'),
 });
@@ -69,8 +82,8 @@ const optionsSchema = z.strictObject({
 const sourceSchema = z.strictObject({
   id: z.string().regex(SOURCE_ID, 'must be 1-40 lower-case letters, digits or "-", starting with a letter or digit'),
   name: z.string().optional(),
-  baseUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL such as https://fhir.example.org/R4' }),
-  auth: authSchema.default({ type: 'none' }),
+  baseUrl: connection.url.unwrap(),
+  auth: fileAuthSchema.default({ type: 'none' }),
   population: populationSchema.default({ type: 'all' }),
   models: z.array(z.string().min(1)).min(1, 'must name at least one model'),
   schedule: scheduleSchema.optional(),
@@ -112,6 +125,16 @@ const serviceSchema = z.strictObject({
       trustProxy: z.boolean().default(false),
     })
     .default({ host: '127.0.0.1', port: 8787, bodyLimit: '5mb', secureCookies: 'auto', sessionTtl: 'PT8H', trustProxy: false }),
+  /**
+   * Where a worker-only process serves `/metrics` (Prometheus, same authentication as the API) and
+   * `/healthz`. API processes serve both on the API.
+   */
+  metrics: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(9464),
+    })
+    .default({ host: '127.0.0.1', port: 9464 }),
   apiKeys: z.array(apiKeySchema).default([]),
   jwtIssuers: z.array(jwtIssuerSchema).default([]),
   database: z
@@ -163,12 +186,8 @@ const fileSchema = z.strictObject({
   sources: z.array(sourceSchema).default([]),
 });
 
-export type FhirSourceAuth =
-  | { type: 'none' }
-  | { type: 'bearer'; token: string }
-  | { type: 'basic'; username: string; password: string }
-  /** Settings as written; the SMART auth module validates them. */
-  | { type: 'smart'; settings: Record<string, unknown> };
+/** Resolved credentials: the secrets read, the key file's path absolute. */
+export type FhirSourceAuth = FhirSourceConfig['auth'];
 
 export interface SourceConfig {
   id: string;
@@ -188,6 +207,7 @@ type ServiceSection = z.infer<typeof serviceSchema>;
 
 export interface ServiceConfig {
   api: ServiceSection['api'];
+  metrics: ServiceSection['metrics'];
   apiKeys: ApiKeyConfig[];
   jwtIssuers: JwtIssuerConfig[];
   /** `url` (DATABASE_URL) wins; without it the embedded database in `dataDir` (absolute) is used. */
@@ -203,16 +223,25 @@ export interface ServiceConfig {
 
 /** Reads and validates a sources file; paths in it are relative to the file. */
 export function loadServiceConfig(file: string, env: Env = process.env): ServiceConfig {
-  let data: unknown;
-  try {
-    data = parseYaml(readFileSync(file, 'utf8'));
-  } catch (err) {
-    // Never echo the parser's message: it quotes the offending line.
-    const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
-    const where = pos ? `YAML syntax error at line ${pos.line}, column ${pos.col}` : ((err as NodeJS.ErrnoException).code ?? 'unreadable');
-    throw new AdapterError('config-invalid', `sources file ${file} cannot be read: ${where}`);
-  }
+  const { data, problem } = readYamlFile(file);
+  if (problem) throw new AdapterError('config-invalid', `sources file ${file} cannot be read: ${problem}`);
   return parseServiceConfig(data ?? {}, { file, env });
+}
+
+/**
+ * A source as the composition root's client settings: its URL and credentials, its connection options,
+ * and the `fhir` section's for what it does not set (backoff, the Retry-After cap, and timeout, retries
+ * and concurrency when the source leaves them out).
+ */
+export function fhirSourceOf(source: SourceConfig, defaults: FhirSourceConfig): FhirSourceConfig {
+  return {
+    ...defaults,
+    url: source.baseUrl,
+    auth: source.auth,
+    timeoutMs: source.options.timeoutMs ?? defaults.timeoutMs,
+    maxRetries: source.options.maxRetries ?? defaults.maxRetries,
+    concurrency: source.options.concurrency ?? defaults.concurrency,
+  };
 }
 
 /** Validates a parsed sources document (every problem at once) and resolves secrets and paths. */
@@ -276,6 +305,7 @@ export function parseServiceConfig(data: unknown, options: { file?: string; env?
   if (problems.length) fail(problems);
   return {
     api: doc.service.api,
+    metrics: doc.service.metrics,
     apiKeys,
     jwtIssuers: doc.service.jwtIssuers,
     database: { ...doc.service.database, dataDir, url },
@@ -295,6 +325,17 @@ function resolveAuth(
   where: (field: string) => string,
   problems: string[],
 ): FhirSourceAuth {
+  const before = problems.length;
+  const resolved = readSecrets(auth, env, baseDir, where, problems);
+  if (problems.length > before) return resolved;
+  // The rules of the `fhir.auth` section, once the secrets are read (a secret that could not be read is
+  // one problem, not two).
+  const checked = authSchema.safeParse(resolved);
+  if (!checked.success) for (const i of checked.error.issues) problems.push(`${where(['auth', ...i.path.map(String)].join('.'))}: ${i.message}`);
+  return resolved;
+}
+
+function readSecrets(auth: Record<string, unknown>, env: Env, baseDir: string, where: (field: string) => string, problems: string[]): FhirSourceAuth {
   const read = (kind: 'token' | 'password'): string | undefined => {
     const envName = auth[`${kind}Env`] as string | undefined;
     const file = auth[`${kind}File`] as string | undefined;
@@ -323,8 +364,15 @@ function resolveAuth(
     case 'basic':
       return { type: 'basic', username: auth.username as string, password: read('password') ?? '' };
     case 'smart': {
-      const { type: _type, ...settings } = auth;
-      return { type: 'smart', settings };
+      // A path, not the key: checked for readability now, loaded when the service starts.
+      const settings = auth as FhirSourceAuth & { type: 'smart' };
+      const privateKeyFile = path.resolve(baseDir, settings.privateKeyFile);
+      try {
+        readFileSync(privateKeyFile);
+      } catch (err) {
+        problems.push(`${where('auth.privateKeyFile')}: the file ${privateKeyFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+      return { ...settings, privateKeyFile };
     }
     default:
       return { type: 'none' };

@@ -17,6 +17,9 @@ const TABLE: Record<ErrorCode, { exit: number; http: number; issue: OperationOut
   'fhir-unsafe-link': { exit: 76, http: 502, issue: 'security' },
   'input-invalid': { exit: 64, http: 400, issue: 'invalid' }, // EX_USAGE
   'not-found': { exit: 66, http: 404, issue: 'not-found' },
+  unauthenticated: { exit: 77, http: 401, issue: 'login' }, // EX_NOPERM
+  conflict: { exit: 75, http: 409, issue: 'conflict' }, // EX_TEMPFAIL: try again when the other work is done
+  'too-large': { exit: 65, http: 413, issue: 'too-costly' },
   internal: { exit: 70, http: 500, issue: 'exception' },
 };
 

@@ -19,6 +19,9 @@ export type ErrorCode =
   | 'fhir-unsafe-link' // paging link to another origin
   | 'input-invalid' // bad CLI/API input
   | 'not-found'
+  | 'unauthenticated' // no or bad credentials of a caller of the adapter's API
+  | 'conflict' // the request clashes with the current state (a source that is already running)
+  | 'too-large' // a request body over the configured limit
   | 'internal';
 
 export interface AdapterErrorOptions {

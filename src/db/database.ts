@@ -3,6 +3,7 @@ import pg from 'pg';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import { openEmbeddedDatabase } from './embedded.js';
+import type { Database, Queryable } from './types.js';
 
 /**
  * The service's database: PostgreSQL through a node-postgres Pool when DATABASE_URL is set, otherwise
@@ -10,26 +11,7 @@ import { openEmbeddedDatabase } from './embedded.js';
  * Stores, migrations and pg-boss (through `executeSql`) only ever see this interface.
  */
 
-export interface QueryResult<T> {
-  rows: T[];
-  rowCount: number;
-}
-
-export interface Queryable {
-  /** One statement with `$1..$n` parameters. */
-  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
-  /** A script of several statements without parameters (migrations). */
-  exec(sql: string): Promise<void>;
-}
-
-export interface Database extends Queryable {
-  readonly kind: 'postgresql' | 'embedded';
-  /** Runs `fn` in one transaction: committed when it resolves, rolled back when it throws. */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** pg-boss's `db` option: statements and multi-statement scripts, on this database. */
-  executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
-  close(): Promise<void>;
-}
+export type { Database, QueryResult, Queryable } from './types.js';
 
 export interface OpenDatabaseOptions {
   /** postgres:// connection string; when absent the embedded database is used. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import type { Database, Queryable } from './database.js';
+import type { Database, Queryable } from './types.js';
 
 /**
  * The embedded PostgreSQL: PGlite (PostgreSQL compiled to WebAssembly) in this process. One connection,

@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ExchangeEvent } from './transport.js';
 
 /**
  * Request counts per unit of work (a sync run, a batch job), whoever makes the requests: the pull, the
@@ -13,6 +12,22 @@ export interface Tally {
   requests: number;
   /** Of those, attempts after the first of a request (retries, 401 replays, read-backs). */
   retries: number;
+}
+
+/** One HTTP attempt, as the transport reports it (never a URL, a body or a credential). */
+export interface ExchangeEvent {
+  op: string;
+  resourceType: string;
+  /** 1 for the first attempt of a request, 2 for its first retry, ... */
+  attempt: number;
+  /** The HTTP status, when the server answered. */
+  status?: number;
+  /**
+   * `ok`: this attempt succeeded. `retry`: it failed and the request goes on (a retry, a replay after a
+   * 401, or a read-back of a write whose outcome is unknown). `failed`: its failure ends the request.
+   */
+  outcome: 'ok' | 'retry' | 'failed';
+  durationMs: number;
 }
 
 const scope = new AsyncLocalStorage<readonly Tally[]>();

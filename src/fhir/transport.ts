@@ -4,7 +4,7 @@ import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { AuthProvider } from './auth/provider.js';
 import { classifyFailure, type AttemptFailure, type Operation } from './classify.js';
-import { recordExchange } from './traffic.js';
+import { recordExchange, type ExchangeEvent } from './traffic.js';
 
 /**
  * The HTTP exchange under every FHIR call: a concurrency slot, auth headers, a per-attempt timeout, and
@@ -31,20 +31,7 @@ import { recordExchange } from './traffic.js';
  * never URLs (search query strings carry patient ids), bodies or credentials.
  */
 
-export interface ExchangeEvent {
-  op: string;
-  resourceType: string;
-  /** 1 for the first attempt of a request, 2 for its first retry, ... */
-  attempt: number;
-  /** The HTTP status, when the server answered. */
-  status?: number;
-  /**
-   * `ok`: this attempt succeeded. `retry`: it failed and the request goes on (a retry, a replay after a
-   * 401, or a read-back of a write whose outcome is unknown). `failed`: its failure ends the request.
-   */
-  outcome: 'ok' | 'retry' | 'failed';
-  durationMs: number;
-}
+export type { ExchangeEvent };
 
 export interface TransportOptions {
   auth: AuthProvider;

@@ -15,11 +15,22 @@ export interface BossOptions {
   cronMonitorIntervalSeconds?: number;
 }
 
+/** Statements pg-boss has in flight, per instance (see `stopBoss`). */
+const inFlight = new WeakMap<PgBoss, Set<Promise<unknown>>>();
+
 export async function startBoss(db: Database, options: BossOptions): Promise<PgBoss> {
   const logger = (options.logger ?? silentLogger).child({ component: 'pg-boss' });
   const worker = options.role === 'worker';
+  const pending = new Set<Promise<unknown>>();
+  const executeSql = (text: string, values?: unknown[]) => {
+    const p = db.executeSql(text, values);
+    pending.add(p);
+    const forget = () => pending.delete(p);
+    p.then(forget, forget);
+    return p;
+  };
   const boss = new PgBoss({
-    db: { executeSql: (text: string, values?: unknown[]) => db.executeSql(text, values) },
+    db: { executeSql },
     schema: 'pgboss',
     supervise: worker,
     schedule: worker,
@@ -33,6 +44,23 @@ export async function startBoss(db: Database, options: BossOptions): Promise<PgB
   } as PgBoss.ConstructorOptions);
   // pg-boss errors carry SQL and job metadata, never patient data (job data is not in its messages).
   boss.on('error', (err) => logger.warn({ err: (err as Error).message }, 'job queue error'));
+  inFlight.set(boss, pending);
   await boss.start();
   return boss;
+}
+
+/**
+ * Stops pg-boss (`boss.stop` with the database left open: it is ours) and then waits for the statements
+ * it still has in flight: it completes and fails a handler's job without awaiting that, so a job
+ * finished just before the stop would otherwise meet a closed database.
+ */
+export async function stopBoss(boss: PgBoss, options: { graceful?: boolean; timeoutMs?: number } = {}): Promise<void> {
+  await boss.stop({ graceful: options.graceful ?? true, wait: true, close: false, timeout: options.timeoutMs ?? 5000 });
+  await bossSettled(boss);
+}
+
+/** Resolves once pg-boss has no statement in flight. */
+export async function bossSettled(boss: PgBoss): Promise<void> {
+  const pending = inFlight.get(boss);
+  while (pending?.size) await Promise.allSettled([...pending]);
 }

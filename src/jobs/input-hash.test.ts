@@ -20,6 +20,14 @@ test('the same inputs give the same hash; any change of value, imputation, colum
   expect(inputHash({ ...base, mappingVersion: '1.1.0' })).not.toBe(h);
 });
 
+test('the resources a score used are part of its inputs: the same value from another resource is a change, their order is not', () => {
+  const h = inputHash({ ...base, basis: ['Observation/glu-1', 'Observation/bmi-1'] });
+  expect(inputHash({ ...base, basis: ['Observation/bmi-1', 'Observation/glu-1', 'Observation/glu-1'] })).toBe(h);
+  // The glucose the last score used was deleted; an older one with the same value is used now.
+  expect(inputHash({ ...base, basis: ['Observation/glu-0', 'Observation/bmi-1'] })).not.toBe(h);
+  expect(inputHash({ ...base, basis: [] })).toBe(inputHash(base));
+});
+
 test('a vector whose parts disagree in length is refused', () => {
   expect(() => inputHash({ ...base, imputed: [false] })).toThrow(/3 columns, 3 values, 1 imputed/);
 });

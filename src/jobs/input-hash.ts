@@ -3,16 +3,18 @@ import type { PatientScore } from '../db/patient-scores.js';
 
 /**
  * "No new RiskAssessment when the inputs and the model version are unchanged": the hash of what a score
- * was computed from, and the decision made with it before writing.
+ * was computed from, and the decision made with it before writing (the sync executor drops the plans of
+ * an unchanged patient and reports it `unchanged`; the worker records the hash of every scored and
+ * unchanged patient in the batch's completing transaction).
  *
- * Wiring (once the batch step exposes each patient's FeatureRow before writing): per scored patient
- * compute `inputHash({ modelId, modelVersion, mappingVersion, columns, values, imputed })`, look up the
- * stored score (PatientScoreStore.get), call `decideWrite`, drop the plans marked `unchanged` (report the
- * patient as status `unchanged`), and record the hashes of the written and unchanged patients with
- * PatientScoreStore.record in the batch's completing transaction.
- *
- * Deleted or entered-in-error data changes the vector (the value is gone or excluded), so it leads to a
- * new score; a change to data the model does not use does not.
+ * What the hash covers: model id and version, mapping version, the input columns, the vector the model
+ * was given (float32, after transforms and imputation), which columns were imputed, and the resources
+ * the values came from (`basis`). So:
+ * - a new, updated, deleted or entered-in-error value the model uses changes the vector: a new score;
+ * - a deleted or entered-in-error resource the last score used changes the basis even when another
+ *   resource gives the same value: a new score, so a written RiskAssessment never keeps citing it;
+ * - a change to data the model does not use (another code, an older value than the one used, a
+ *   Patient's name) changes neither: no new score, and the last RiskAssessment stays the current one.
  */
 export interface ScoredInputs {
   modelId: string;
@@ -24,6 +26,8 @@ export interface ScoredInputs {
   values: ArrayLike<number>;
   /** Per column: imputed or observed. An imputed value equal to an observed one is still a change. */
   imputed: readonly boolean[];
+  /** References of the resources whose values were used (order does not matter). */
+  basis?: readonly string[];
 }
 
 export function inputHash(inputs: ScoredInputs): string {
@@ -39,6 +43,10 @@ export function inputHash(inputs: ScoredInputs): string {
     h.update('\u0000');
     h.update(Buffer.from(floats.buffer, i * 4, 4));
     h.update(inputs.imputed[i] ? '\u0001' : '\u0000');
+  }
+  if (inputs.basis?.length) {
+    h.update('\u0002basis');
+    for (const reference of [...new Set(inputs.basis)].sort()) h.update(`\u0000${reference}`);
   }
   return h.digest('hex');
 }

@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import type { Database } from '../db/database.js';
+import type { ExchangeEvent } from '../fhir/client.js';
 
 /**
  * The service's Prometheus metrics, on a registry of its own (several services in one process, as in
@@ -14,19 +15,9 @@ export interface ServiceMetrics {
   patients: client.Counter<'model' | 'status' | 'reason'>;
   batches: client.Counter<'result'>;
   batchDuration: client.Histogram<string>;
-  fhirRequests: client.Counter<'op' | 'resource_type' | 'outcome'>;
-  fhirRetries: client.Counter<'op' | 'resource_type'>;
-  fhirLatency: client.Histogram<'op' | 'resource_type'>;
-}
-
-/** What the FHIR client reports once per HTTP attempt (its `onExchange` observer). */
-export interface FhirExchangeEvent {
-  op: string;
-  resourceType: string;
-  attempt: number;
-  status?: number;
-  outcome: 'ok' | 'retry' | 'failed';
-  durationMs: number;
+  fhirRequests: client.Counter<'source' | 'op' | 'resource_type' | 'outcome'>;
+  fhirRetries: client.Counter<'source' | 'op' | 'resource_type'>;
+  fhirLatency: client.Histogram<'source' | 'op' | 'resource_type'>;
 }
 
 export function createServiceMetrics(options: { db?: Database; queues?: () => string[]; defaultMetrics?: boolean } = {}): ServiceMetrics {
@@ -56,15 +47,20 @@ export function createServiceMetrics(options: { db?: Database; queues?: () => st
     }),
     fhirRequests: new client.Counter({
       name: 'fhirml_fhir_requests_total',
-      help: 'FHIR HTTP attempts, by operation, resource type and outcome (ok, retry, failed)',
-      labelNames: ['op', 'resource_type', 'outcome'],
+      help: 'FHIR HTTP attempts, by source, operation, resource type and outcome (ok, retry, failed)',
+      labelNames: ['source', 'op', 'resource_type', 'outcome'],
       registers: [registry],
     }),
-    fhirRetries: new client.Counter({ name: 'fhirml_fhir_retries_total', help: 'FHIR HTTP attempts that were retried', labelNames: ['op', 'resource_type'], registers: [registry] }),
+    fhirRetries: new client.Counter({
+      name: 'fhirml_fhir_retries_total',
+      help: 'FHIR HTTP attempts that failed and were retried (or replayed), by source, operation and resource type',
+      labelNames: ['source', 'op', 'resource_type'],
+      registers: [registry],
+    }),
     fhirLatency: new client.Histogram({
       name: 'fhirml_fhir_request_duration_seconds',
-      help: 'FHIR HTTP attempt latency',
-      labelNames: ['op', 'resource_type'],
+      help: 'FHIR HTTP attempt latency, by source, operation and resource type',
+      labelNames: ['source', 'op', 'resource_type'],
       buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
@@ -117,12 +113,13 @@ export function createServiceMetrics(options: { db?: Database; queues?: () => st
 }
 
 /**
- * The FhirClient `onExchange` observer for these metrics: `new FhirClient({ ..., onExchange:
- * fhirExchangeRecorder(metrics) })`. Events carry no URL, so nothing here can leak a query string.
+ * The FhirClient `onExchange` observer of one source's client: `app.fhirClientFor(source, { onExchange:
+ * fhirExchangeRecorder(metrics, sourceId) })`. Every HTTP attempt (token requests of SMART auth too) is
+ * counted with its outcome and latency. Events carry no URL, so nothing here can leak a query string.
  */
-export function fhirExchangeRecorder(metrics: ServiceMetrics): (event: FhirExchangeEvent) => void {
+export function fhirExchangeRecorder(metrics: ServiceMetrics, sourceId: string): (event: ExchangeEvent) => void {
   return (e) => {
-    const labels = { op: e.op, resource_type: e.resourceType };
+    const labels = { source: sourceId, op: e.op, resource_type: e.resourceType };
     metrics.fhirRequests.inc({ ...labels, outcome: e.outcome });
     if (e.outcome === 'retry') metrics.fhirRetries.inc(labels);
     metrics.fhirLatency.observe(labels, e.durationMs / 1000);

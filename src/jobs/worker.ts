@@ -13,6 +13,7 @@ import { RunStore, type FinalizeResult } from '../db/runs.js';
 import { SessionStore } from '../db/sessions.js';
 import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
+import { bossSettled, stopBoss } from './boss.js';
 import type { BatchExecutor } from './executor.js';
 import type { ServiceMetrics } from './metrics.js';
 import {
@@ -58,8 +59,13 @@ export interface WorkerDeps {
 
 export interface Worker {
   readonly id: string;
+  /** A run of the source was just queued by this process: take it now rather than at the next poll. */
+  wake(sourceId: string): void;
   stop(options?: { graceSeconds?: number }): Promise<void>;
 }
+
+/** How long a stop waits for released batches to record their end before the database closes. */
+const RELEASE_WAIT_MS = 10_000;
 
 export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const logger = (deps.logger ?? silentLogger).child({ component: 'worker' });
@@ -72,6 +78,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const scores = new PatientScoreStore(db);
   const sources = new Map(config.sources.map((s) => [s.id, s]));
   const inflight = new Set<AbortController>();
+  /** Job handlers running, so a stop can wait for them to record how they ended. */
+  const running = new Set<Promise<unknown>>();
 
   /** After a run finished: watermarks (only when every batch succeeded), metrics, a log line. */
   const onFinalized = async (tx: Queryable, result: FinalizeResult | undefined): Promise<void> => {
@@ -147,6 +155,9 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       return result;
     });
     reportFinalized(finalized);
+    // This process's batch workers take the new batches now instead of at their next poll (other
+    // processes poll as usual); a small incremental run is then not mostly waiting.
+    if (batches.length) for (const workerId of batchWorkers) boss.notifyWorker(workerId);
     logger.info({ run: runId, source: source.id, mode: selection.mode, patients: selection.patientIds.length, batches: batches.length }, 'run fanned out');
     return { runId, batches: batches.length };
   };
@@ -280,12 +291,31 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     }
   };
 
+  let stopping: Promise<void> | undefined;
   const poll = { pollingIntervalSeconds: w.pollingIntervalSeconds };
-  const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => handler(jobs[0]);
+  const track = <T>(handled: Promise<T>): Promise<T> => {
+    running.add(handled);
+    const forget = () => running.delete(handled);
+    handled.then(forget, forget);
+    return handled;
+  };
+  const one = <T>(handler: (job: T) => Promise<unknown>) => (jobs: T[]) => track(handler(jobs[0]));
+  const batchWorkers: string[] = [];
+  const runWorkers = new Map<string, string>();
   for (let i = 0; i < w.batchConcurrency; i++) {
-    await boss.work<PatientBatchJob>(PATIENT_BATCH_QUEUE, { ...poll, batchSize: 1, includeMetadata: true }, one(handleBatch));
+    // After a batch, this slot asks for the next one at once (pg-boss would otherwise wait out the rest of
+    // its polling interval); with the queue empty the fetch finds nothing and the slot polls as usual.
+    const slot: { workerId?: string } = {};
+    slot.workerId = await boss.work<PatientBatchJob>(PATIENT_BATCH_QUEUE, { ...poll, batchSize: 1, includeMetadata: true }, async (jobs) => {
+      try {
+        return await track(handleBatch(jobs[0]));
+      } finally {
+        if (slot.workerId && !stopping) boss.notifyWorker(slot.workerId);
+      }
+    });
+    batchWorkers.push(slot.workerId);
   }
-  for (const source of config.sources) await boss.work<SourceRunJob>(sourceRunQueue(source.id), { ...poll, batchSize: 1 }, one(handleSourceRun));
+  for (const source of config.sources) runWorkers.set(source.id, await boss.work<SourceRunJob>(sourceRunQueue(source.id), { ...poll, batchSize: 1 }, one(handleSourceRun)));
   await boss.work<PatientBatchJob>(PATIENT_BATCH_DEAD, { ...poll, batchSize: 1 }, one(handleDeadBatch));
   await boss.work<SourceRunJob>(SOURCE_RUN_DEAD, { ...poll, batchSize: 1 }, one(handleDeadRun));
   await boss.work(RETENTION_QUEUE, { pollingIntervalSeconds: 60, batchSize: 1 }, one(handleRetention));
@@ -301,9 +331,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   reaper.unref();
   logger.info({ worker: id, sources: config.sources.length, concurrency: w.batchConcurrency }, 'worker started');
 
-  let stopping: Promise<void> | undefined;
   return {
     id,
+    wake: (sourceId) => {
+      const workerId = runWorkers.get(sourceId);
+      if (workerId && !stopping) boss.notifyWorker(workerId);
+    },
     stop: (options = {}) =>
       (stopping ??= (async () => {
         clearInterval(reaper);
@@ -311,8 +344,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
         logger.info({ worker: id, running: inflight.size, graceSeconds }, 'worker stopping: no new jobs, finishing the current batches');
         // pg-boss stops fetching, waits for running handlers up to the grace period, then fails what still
         // runs (released: retried by another worker). close: false, the database is ours.
-        await boss.stop({ graceful: true, wait: true, close: false, timeout: graceSeconds * 1000 });
+        await stopBoss(boss, { timeoutMs: graceSeconds * 1000 });
+        // What still runs was released (its job failed, to be retried elsewhere): stop it, let it record
+        // its end (briefly), and let pg-boss finish its last statements before the database closes.
         for (const controller of inflight) controller.abort();
+        if (running.size) await Promise.race([Promise.allSettled([...running]), new Promise((r) => setTimeout(r, RELEASE_WAIT_MS).unref())]);
+        await bossSettled(boss);
         logger.info({ worker: id }, 'worker stopped');
       })()),
   };

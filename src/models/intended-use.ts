@@ -157,7 +157,7 @@ export function evaluateIntendedUse(
     const { min, max } = population.ageYears;
     if (ageYears === undefined) return skip('age-unknown', 'no usable birthDate (the card restricts age)');
     if ((min !== undefined && ageYears < min) || (max !== undefined && ageYears > max))
-      return skip('age-out-of-range', `age ${ageYears} outside ${min ?? 0}-${max ?? 'any'} years`);
+      return skip('age-out-of-range', `age ${ageYears} outside ${max === undefined ? `${min ?? 0} years or older` : `${min ?? 0}-${max} years`}`);
   }
   if (population.sex && !(population.sex as string[]).includes(patient.gender ?? ''))
     return skip('sex-not-intended', `gender ${patient.gender ?? 'absent'} not in ${population.sex.join(', ')}`);

@@ -6,7 +6,8 @@ import { startService, type RunningService } from '../../src/api/service.js';
 import { packagePath } from '../../src/core/paths.js';
 import { RunStore } from '../../src/db/runs.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
-import { ADAPTER, API_KEY, API_KEY_SHA256, createTestDatabase, seededFhirServer, serviceConfig, waitFor, type TestDatabase } from '../integration/support/service.js';
+import type { App } from '../../src/app.js';
+import { API_KEY, API_KEY_SHA256, createTestDatabase, seededFhirServer, serviceConfig, testApp, waitFor, type TestDatabase } from '../integration/support/service.js';
 
 /**
  * The web console in real headless Chromium (Debian's package, driven by playwright-core): sign in with
@@ -28,6 +29,7 @@ let database: TestDatabase;
 let fhir: RunningFhirServer;
 let patientIds: string[];
 let service: RunningService;
+let app: App;
 let context: BrowserContext;
 let page: Page;
 let userDataDir: string;
@@ -37,9 +39,10 @@ beforeAll(async () => {
   if (!available) return;
   database = await createTestDatabase('console');
   ({ server: fhir, patientIds } = await seededFhirServer(15));
+  app = testApp();
   service = await startService({
     config: serviceConfig(fhir.url, { databaseUrl: database.url, apiKeySha256: API_KEY_SHA256 }),
-    adapter: ADAPTER,
+    app,
     listen: { port: 0 },
   });
   const started = await fetch(`${service.url}/sources/test/runs`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
@@ -56,6 +59,7 @@ afterAll(async () => {
   await context?.close();
   if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
   await service?.stop({ graceSeconds: 1 });
+  await app?.close();
   await fhir?.close();
   await database?.drop();
 });
@@ -113,7 +117,9 @@ maybe('the patient drill-down shows the written score and its rationale, with no
   expect(page.url()).not.toContain(patientId);
   await expect(page.locator('#risk-assessment-id').textContent()).resolves.toMatch(/^RiskAssessment\/\S+/);
   await expect(page.locator('#score-probability').textContent()).resolves.toMatch(/^\d+\.\d %$/);
-  await expect(page.locator('#rationale').textContent()).resolves.toMatch(/largest contributions \(log-odds\)/);
+  // The clinicians' rationale: measured values and units behind the largest contributions.
+  await expect(page.locator('#rationale').textContent()).resolves.toMatch(/\S+ [\d.]+ \S+ (raises|lowers) the risk \([+-]\d+\.\d+ log-odds\)/);
+  await expect(page.locator('#risk-assessment-from').textContent()).resolves.toBe('by this run');
   const features = page.getByRole('table', { name: 'Features with units' });
   await expect(features.textContent()).resolves.toMatch(/mg\/dL/);
   await expect(page.getByRole('table', { name: 'Excluded resources and why' }).count()).resolves.toBe(1);

@@ -14,14 +14,14 @@ import { migrate } from '../../src/db/migrate.js';
 import { FhirClient } from '../../src/fhir/client.js';
 import { pullBatch } from '../../src/fhir/pull.js';
 import { createServiceMetrics } from '../../src/jobs/metrics.js';
-import { createModelCache } from '../../src/jobs/sync-executor.js';
 import { seedDemo } from '../../src/demo/demo.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
 import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
 import { scoreBatch } from '../../src/sync/batch.js';
 import { pullSpecFor } from '../../src/sync/pull-step.js';
 import { defaultMapContext } from '../../src/sync/run.js';
-import { ADAPTER, createTestDatabase, serviceConfig, type TestDatabase } from './support/service.js';
+import type { App } from '../../src/app.js';
+import { createTestDatabase, serviceConfig, testApp, type TestDatabase } from './support/service.js';
 
 /**
  * The CDS Hooks service against the embedded FHIR server behind its bearer gate: discovery; patient-view
@@ -35,6 +35,7 @@ const EHR_TOKEN = 'ehr-user-token-for-cds';
 const MODEL = 'diabetes-progression';
 
 let database: TestDatabase;
+let adapter: App;
 let db: Database;
 let fhir: RunningFhirServer;
 let jwksServer: Server;
@@ -47,6 +48,7 @@ const now = new Date();
 const clock: Clock = { now: () => new Date(now), sleep: systemClock.sleep };
 
 beforeAll(async () => {
+  adapter = testApp();
   database = await createTestDatabase('cds');
   db = await openDatabase({ url: database.url });
   await migrate(db);
@@ -75,14 +77,10 @@ beforeAll(async () => {
     databaseUrl: database.url,
     service: { cdsHooks: { baseUrl: BASE, clients: [{ issuer: ISSUER, jwksUrl, algorithms: ['ES384'], fhirServers: [fhir.url] }] } },
   });
-  const modelsFor = createModelCache(ADAPTER);
   app = createApiApp({
     db,
     config,
-    identifierSystem: ADAPTER.identifierSystem,
-    modelsDir: ADAPTER.modelsDir,
-    mappingsDir: ADAPTER.mappingsDir,
-    modelsFor,
+    app: adapter,
     clientFor: () => new FhirClient({ baseUrl: fhir.url }),
     metrics: createServiceMetrics({ db }),
     clock,
@@ -94,6 +92,7 @@ afterAll(async () => {
   await fhir?.close();
   await db?.close();
   await database?.drop();
+  await adapter?.close();
 });
 
 async function jwt(aud: string, options: { key?: SigningKey; iss?: string; jti?: string; exp?: number; kid?: string; typ?: string } = {}): Promise<string> {
@@ -113,7 +112,7 @@ const fhirAuthorization = { access_token: EHR_TOKEN, token_type: 'Bearer', expir
 
 /** The prefetch a CDS Client would send: each template run against the FHIR server. */
 async function prefetchFor(patientId: string, keys: string[]): Promise<Record<string, unknown>> {
-  const [model] = await createModelCache(ADAPTER)([MODEL]);
+  const [model] = await adapter.models([MODEL]);
   const out: Record<string, unknown> = {};
   for (const q of prefetchQueries(pullSpecFor([model], now))) {
     if (!keys.includes(q.key)) continue;
@@ -126,10 +125,10 @@ async function prefetchFor(patientId: string, keys: string[]): Promise<Record<st
 
 /** The score the sync's own pull gives this patient at the same as-of. */
 async function syncProbability(patientId: string): Promise<number> {
-  const [model] = await createModelCache(ADAPTER)([MODEL]);
+  const [model] = await adapter.models([MODEL]);
   const client = new FhirClient({ baseUrl: fhir.url, auth: { type: 'bearer', token: EHR_TOKEN } });
   const pull = await pullBatch(client, [patientId], pullSpecFor([model], now), now);
-  const scored = await scoreBatch([patientId], pull, { models: [model], asOf: now, identifierSystem: ADAPTER.identifierSystem, mapContext: defaultMapContext(), recorded: now, explain: false });
+  const scored = await scoreBatch([patientId], pull, { models: [model], asOf: now, identifierSystem: adapter.config.sync.identifierSystem, mapContext: defaultMapContext(), recorded: now, explain: false });
   return scored.entries[0].prediction!.probability;
 }
 

@@ -18,7 +18,10 @@ import { prepareModels, type SyncModel } from '../../src/sync/models.js';
 import { pullSpecFor } from '../../src/sync/pull-step.js';
 import { runSync } from '../../src/sync/run.js';
 import type { SyncResult } from '../../src/sync/totals.js';
-import { ADAPTER, createTestDatabase, type TestDatabase } from './support/service.js';
+import { DEFAULT_IDENTIFIER_SYSTEM } from '../../src/writeback/identifiers.js';
+import { createTestDatabase, type TestDatabase } from './support/service.js';
+
+const ADAPTER = { modelsDir: packagePath('models'), mappingsDir: packagePath('mappings'), identifierSystem: DEFAULT_IDENTIFIER_SYSTEM };
 
 /**
  * The pull strategies end to end on the embedded FHIR server, each on its own server seeded with the

@@ -7,11 +7,13 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 type KeyLike = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 import { startService, type RunningService } from '../../src/api/service.js';
 import { createLogger } from '../../src/core/log.js';
-import { buildDemoPatient } from '../../src/demo/seed.js';
+import type { FhirResource } from 'fhir/r4.js';
+import { buildDemoPatient, putTransaction } from '../../src/demo/seed.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
 import { createServiceMetrics, fhirExchangeRecorder } from '../../src/jobs/metrics.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
-import { ADAPTER, API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, type TestDatabase } from './support/service.js';
+import type { App } from '../../src/app.js';
+import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, testApp, type TestDatabase } from './support/service.js';
 
 /**
  * The HTTP API (API-only process): authentication on every route but /healthz (API key, JWT of a
@@ -23,6 +25,7 @@ let database: TestDatabase;
 let fhir: RunningFhirServer;
 let patientIds: string[];
 let service: RunningService;
+let app: App;
 let jwks: Server;
 let issuerKey: KeyLike;
 let otherKey: KeyLike;
@@ -60,11 +63,13 @@ beforeAll(async () => {
       },
     }),
   });
-  service = await startService({ config, adapter: ADAPTER, mode: 'api', listen: { port: 0 }, logger });
+  app = testApp();
+  service = await startService({ config, app, mode: 'api', listen: { port: 0 }, logger });
 });
 
 afterAll(async () => {
   await service?.stop();
+  await app?.close();
   jwks?.closeAllConnections();
   await new Promise((r) => jwks?.close(r));
   await fhir?.close();
@@ -177,6 +182,65 @@ test('predict scores the patient of a posted Bundle, the same as from the server
   expect(JSON.stringify(await refused.json())).toMatch(/not about the bundle's Patient/);
 });
 
+/** A CURB-65 patient (score 3: confusion in the report, systolic 89, age 80), with data hours before `asOf`. */
+function curb65Patient(id: string, asOf: Date): FhirResource[] {
+  const before = (h: number) => new Date(asOf.getTime() - h * 3_600_000).toISOString();
+  const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
+  const loinc = (code: string, display: string) => ({ coding: [{ system: 'http://loinc.org', code, display }], text: display });
+  const quantity = (suffix: string, code: string, display: string, value: number, unit: string): FhirResource => ({
+    resourceType: 'Observation',
+    id: `${id}-${suffix}`,
+    status: 'final',
+    code: loinc(code, display),
+    subject: { reference: `Patient/${id}` },
+    effectiveDateTime: before(3),
+    valueQuantity: { value, unit, system: 'http://unitsofmeasure.org', code: unit },
+  });
+  const report =
+    'EXAM: XR chest portable.\nINDICATION: New confusion, fever.\nFINDINGS: Patchy right lower lobe consolidation.\nIMPRESSION: Right lower lobe pneumonia.';
+  return [
+    { resourceType: 'Patient', id, birthDate: '1944-01-15', gender: 'female' },
+    {
+      resourceType: 'DiagnosticReport',
+      id: `${id}-xr`,
+      status: 'final',
+      category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0074', code: 'RAD', display: 'Radiology' }] }],
+      code: loinc('30746-2', 'XR Chest Portable Single view'),
+      subject: { reference: `Patient/${id}` },
+      effectiveDateTime: before(20),
+      issued: before(19),
+      presentedForm: [{ contentType: 'text/plain', data: b64(report), title: 'XR Chest Portable Single view' }],
+    },
+    quantity('bun', '3094-0', 'Urea nitrogen [Mass/volume] in Serum or Plasma', 15, 'mg/dL'),
+    quantity('rr', '9279-1', 'Respiratory rate', 22, '/min'),
+    quantity('sbp', '8480-6', 'Systolic blood pressure', 89, 'mm[Hg]'),
+    quantity('dbp', '8462-4', 'Diastolic blood pressure', 70, 'mm[Hg]'),
+  ];
+}
+
+test('predict maps report findings with the clinical NLP, as a run does: CURB-65 from a posted Bundle and from the source', async () => {
+  const asOf = new Date(Date.now() - 3_600_000);
+  const resources = curb65Patient('curb-api', asOf);
+  const bundle = { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ resource })) };
+  const res = await call('POST', '/models/curb65/predict', { token: API_KEY, body: { bundle, asOf: asOf.toISOString() } });
+  expect(res.status).toBe(200);
+  const posted = (await res.json()) as { status: string; probability: number; outputs: { score: number }; features: { id: string; value: number | null }[] };
+  // Confusion is affirmed in the report: only the report analyzer of the composition root finds it.
+  expect(posted.features.find((f) => f.id === 'confusion')?.value).toBe(1);
+  expect(posted).toMatchObject({ status: 'scored', outputs: { score: 3 } });
+  expect(posted.probability).toBeCloseTo(0.17, 6);
+
+  await fhir.load(putTransaction(resources) as Parameters<RunningFhirServer['load']>[0]);
+  const fromSource = (await (await call('POST', '/models/curb65/predict', { token: API_KEY, body: { source: 'test', patientId: 'curb-api', asOf: asOf.toISOString() } })).json()) as {
+    status: string;
+    probability: number;
+    outputs: { score: number };
+    write: string;
+  };
+  expect(fromSource).toMatchObject({ status: 'scored', outputs: { score: 3 }, write: 'not-requested' });
+  expect(fromSource.probability).toBeCloseTo(posted.probability, 6);
+});
+
 test('bodies are validated with every problem named, and limited in size', async () => {
   const both = await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { source: 'test', bundle: { resourceType: 'Bundle' }, write: 'yes' } });
   expect(both.status).toBe(400);
@@ -202,14 +266,20 @@ test('a run started through the API shows in /runs and /sources; queue depth and
   const sources = (await (await call('GET', '/sources', { token: API_KEY })).json()) as { sources: { id: string; activeRunId: string | null }[] };
   expect(sources.sources.find((s) => s.id === 'test')?.activeRunId).toBe(run.id);
 
-  fhirExchangeRecorder(service.metrics)({ op: 'search', resourceType: 'Observation', attempt: 1, status: 503, outcome: 'retry', durationMs: 40 });
-  fhirExchangeRecorder(service.metrics)({ op: 'search', resourceType: 'Observation', attempt: 2, status: 200, outcome: 'ok', durationMs: 25 });
+  const recorder = fhirExchangeRecorder(service.metrics, 'recorded');
+  recorder({ op: 'search', resourceType: 'Observation', attempt: 1, status: 503, outcome: 'retry', durationMs: 40 });
+  recorder({ op: 'search', resourceType: 'Observation', attempt: 2, status: 200, outcome: 'ok', durationMs: 25 });
   const metrics = await (await call('GET', '/metrics', { token: API_KEY })).text();
   expect(metrics).toMatch(/fhirml_queue_depth\{queue="source-run\.test"\} 1/);
   expect(metrics).toMatch(/fhirml_run_triggers_total\{source="test",result="started"\} 1/);
-  expect(metrics).toMatch(/fhirml_fhir_requests_total\{op="search",resource_type="Observation",outcome="retry"\} 1/);
-  expect(metrics).toMatch(/fhirml_fhir_retries_total\{op="search",resource_type="Observation"\} 1/);
-  expect(metrics).toMatch(/fhirml_fhir_request_duration_seconds_count\{op="search",resource_type="Observation"\} 2/);
+  expect(metrics).toMatch(/fhirml_fhir_requests_total\{source="recorded",op="search",resource_type="Observation",outcome="retry"\} 1/);
+  expect(metrics).toMatch(/fhirml_fhir_retries_total\{source="recorded",op="search",resource_type="Observation"\} 1/);
+  expect(metrics).toMatch(/fhirml_fhir_request_duration_seconds_count\{source="recorded",op="search",resource_type="Observation"\} 2/);
+  // The sources' own clients record every real exchange: the searches of the predictions above, and the
+  // unreachable source's failed CapabilityStatement reads of /readyz.
+  expect(metrics).toMatch(/fhirml_fhir_requests_total\{source="test",op="search",resource_type="Observation",outcome="ok"\} [1-9]/);
+  expect(metrics).toMatch(/fhirml_fhir_request_duration_seconds_count\{source="test",op="search",resource_type="Patient"\} [1-9]/);
+  expect(metrics).toMatch(/fhirml_fhir_requests_total\{source="unreachable",op="capabilities",resource_type="CapabilityStatement",outcome="failed"\} [1-9]/);
 });
 
 test('the metrics registry is per service, so two services in one process do not collide', () => {

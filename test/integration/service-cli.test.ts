@@ -10,7 +10,7 @@ import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrate } from '../../src/db/migrate.js';
 import { RunStore } from '../../src/db/runs.js';
 import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
-import { ADAPTER, API_KEY, API_KEY_SHA256, createTestDatabase, serviceConfig, waitFor, type TestDatabase } from './support/service.js';
+import { API_KEY, API_KEY_SHA256, createTestDatabase, serviceConfig, testApp, waitFor, type TestDatabase } from './support/service.js';
 
 /** `fhir-ml runs list|show` (database and --api) and `fhir-ml serve` as a process stopped by SIGTERM. */
 let database: TestDatabase;
@@ -85,9 +85,10 @@ test('runs list and runs show read the history from DATABASE_URL', async () => {
 });
 
 test('runs list --api reads from a running service with the key from FHIR_ML_API_KEY', async () => {
+  const app = testApp();
   const service: RunningService = await startService({
     config: serviceConfig('http://127.0.0.1:9/fhir', { databaseUrl: database.url, apiKeySha256: API_KEY_SHA256 }),
-    adapter: ADAPTER,
+    app,
     mode: 'api',
     listen: { port: 0 },
   });
@@ -98,6 +99,7 @@ test('runs list --api reads from a running service with the key from FHIR_ML_API
     expect((await run(['runs', 'list', '--api', service.url!], {})).code).toBe(64);
   } finally {
     await service.stop();
+    await app.close();
   }
 });
 

@@ -7,7 +7,8 @@ import { openDatabase } from '../../src/db/database.js';
 import { RunStore } from '../../src/db/runs.js';
 import { WatermarkStore } from '../../src/db/watermarks.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
-import { ADAPTER, API_KEY, API_KEY_SHA256, allRiskAssessments, seededFhirServer, serviceConfig, waitFor } from './support/service.js';
+import type { App } from '../../src/app.js';
+import { API_KEY, API_KEY_SHA256, allRiskAssessments, seededFhirServer, serviceConfig, testApp, waitFor } from './support/service.js';
 
 /**
  * The default without DATABASE_URL: an embedded PostgreSQL (PGlite) in the service's process, persisted
@@ -17,14 +18,17 @@ import { ADAPTER, API_KEY, API_KEY_SHA256, allRiskAssessments, seededFhirServer,
 let fhir: RunningFhirServer;
 let dataRoot: string;
 let service: RunningService | undefined;
+let app: App;
 
 beforeAll(async () => {
   ({ server: fhir } = await seededFhirServer(6));
   dataRoot = mkdtempSync(path.join(tmpdir(), 'fhirml-pglite-'));
+  app = testApp();
 });
 
 afterAll(async () => {
   await service?.stop({ graceSeconds: 1 });
+  await app?.close();
   await fhir?.close();
   rmSync(dataRoot, { recursive: true, force: true });
 });
@@ -33,7 +37,7 @@ test('a run completes on the embedded database, and its history survives a resta
   const dataDir = path.join(dataRoot, 'pgdata');
   const config = serviceConfig(fhir.url, { apiKeySha256: API_KEY_SHA256, service: { database: { dataDir } } });
   expect(config.database.url).toBeUndefined();
-  service = await startService({ config, adapter: ADAPTER, listen: { port: 0 } });
+  service = await startService({ config, app, listen: { port: 0 } });
   expect(service.db.kind).toBe('embedded');
   const response = await fetch(`${service.url}/sources/test/runs`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
   expect(response.status).toBe(202);
@@ -72,7 +76,7 @@ test('a data directory in use by another live process is refused with a clear er
 
 test('startServiceForFhirServer gives a running FHIR server an API, a console and a worker in one call', async () => {
   const { startServiceForFhirServer } = await import('../../src/api/service.js');
-  const demo = await startServiceForFhirServer({ fhirUrl: fhir.url, models: ['diabetes-progression'], adapter: ADAPTER });
+  const demo = await startServiceForFhirServer({ fhirUrl: fhir.url, models: ['diabetes-progression'], app });
   try {
     expect(demo.db.kind).toBe('embedded');
     expect(demo.consoleUrl).toBe(`${demo.url}/console/`);

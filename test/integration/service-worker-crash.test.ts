@@ -4,7 +4,8 @@ import { startService, type RunningService } from '../../src/api/service.js';
 import { packagePath } from '../../src/core/paths.js';
 import { RunStore, type RunRow } from '../../src/db/runs.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
-import { ADAPTER, API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, waitFor, type TestDatabase } from './support/service.js';
+import type { App } from '../../src/app.js';
+import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, testApp, waitFor, type TestDatabase } from './support/service.js';
 
 /**
  * Several workers share one database: a worker process killed with SIGKILL in the middle of a batch
@@ -17,9 +18,11 @@ let fhir: RunningFhirServer;
 let api: RunningService | undefined;
 let worker: RunningService | undefined;
 let child: ChildProcess | undefined;
+let app: App;
 
 beforeAll(async () => {
   database = await createTestDatabase('crash');
+  app = testApp();
   ({ server: fhir } = await seededFhirServer(PATIENTS));
 });
 
@@ -27,6 +30,7 @@ afterAll(async () => {
   if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await worker?.stop({ graceSeconds: 1 });
   await api?.stop();
+  await app?.close();
   await fhir?.close();
   await database?.drop();
 });
@@ -50,7 +54,7 @@ function startChild(): { process: ChildProcess; lines: string[] } {
 
 test('a worker killed with SIGKILL mid-batch leaves work another worker completes, without duplicate resources', async () => {
   const config = serviceConfig(fhir.url, { databaseUrl: database.url, apiKeySha256: API_KEY_SHA256 });
-  api = await startService({ config, adapter: ADAPTER, mode: 'api', listen: { port: 0 } });
+  api = await startService({ config, app, mode: 'api', listen: { port: 0 } });
   const runs = new RunStore(api.db);
   const started = startChild();
   child = started.process;
@@ -72,7 +76,7 @@ test('a worker killed with SIGKILL mid-batch leaves work another worker complete
   expect((await runs.batches(run.id))[seq].state).toBe('running');
 
   // Another worker (this process) finds the batch without a heartbeat, releases it and completes the run.
-  worker = await startService({ config, adapter: ADAPTER, mode: 'worker', db: api.db, boss: { maintenanceIntervalSeconds: 1 } });
+  worker = await startService({ config, app, mode: 'worker', db: api.db, boss: { maintenanceIntervalSeconds: 1 }, metricsListen: { port: 0 } });
   const done = await waitFor(
     'the run to finish',
     async () => {

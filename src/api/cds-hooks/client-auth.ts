@@ -3,7 +3,6 @@ import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader
 import type { Clock } from '../../core/clock.js';
 import { AdapterError } from '../../core/errors.js';
 import type { CdsClientConfig, CdsHooksConfig } from '../../config/cds-hooks.js';
-import { ApiError } from '../errors.js';
 
 /**
  * "Trusting CDS Clients" (CDS Hooks 2.0): every request carries `Authorization: Bearer <JWT>` signed by
@@ -44,7 +43,7 @@ export function createCdsClientVerifier(config: CdsHooksConfig, deps: { jwtIds: 
     clients.set(client.issuer, { client, keys });
   }
   const refuse = (why: string): never => {
-    throw new ApiError('unauthenticated', `CDS Client authentication failed: ${why}`);
+    throw new AdapterError('unauthenticated', `CDS Client authentication failed: ${why}`);
   };
 
   return async (authorization, audiences) => {

@@ -213,7 +213,7 @@ async function showOutcome(id) {
   view.append(
     el('section', { 'aria-labelledby': 'score-h', className: 'card' }, el('h2', { id: 'score-h', text: 'Score' }),
       el('dl', { className: 'facts' },
-        el('dt', { text: 'Status' }), el('dd', { text: outcome.status + (outcome.reason ? ` (${outcome.reason})` : '') }),
+        el('dt', { text: 'Status' }), el('dd', { text: outcome.status + (outcome.reason ? ` (${outcome.reason})` : '') + (detail.skipDetail ? `: ${detail.skipDetail}` : '') }),
         el('dt', { text: 'Probability' }), el('dd', { id: 'score-probability', text: fmt.prob(prediction?.probabilityDecimal ?? outcome.probability) }),
         el('dt', { text: 'Risk band' }), el('dd', { text: prediction?.qualitativeRisk?.coding?.[0]?.code ?? outcome.band ?? '—' }),
         el('dt', { text: 'As of' }), el('dd', { text: fmt.date(run.asOf) }),
@@ -227,6 +227,7 @@ async function showOutcome(id) {
         ? el('div', { className: 'card' },
             el('dl', { className: 'facts' },
               el('dt', { text: 'Resource' }), el('dd', { id: 'risk-assessment-id', text: `RiskAssessment/${ra.id}` }),
+              el('dt', { text: 'Written' }), el('dd', { id: 'risk-assessment-from', text: detail.riskAssessmentFrom === 'earlier' ? 'by an earlier run (this run found the inputs unchanged)' : 'by this run' }),
               el('dt', { text: 'Status' }), el('dd', { text: ra.status }),
               el('dt', { text: 'Occurrence' }), el('dd', { text: fmt.date(ra.occurrenceDateTime) }),
               el('dt', { text: 'Method' }), el('dd', { text: ra.method?.text ?? '' }),

@@ -76,6 +76,7 @@ async function viaApi<T>(base: string, path: string): Promise<T> {
   }
   const body = (await response.json().catch(() => ({}))) as { issue?: { details?: { text?: string } }[] };
   if (response.status === 404) throw new AdapterError('not-found', body.issue?.[0]?.details?.text ?? 'not found');
+  if (response.status === 401) throw new AdapterError('unauthenticated', `the service API refused the API key: ${body.issue?.[0]?.details?.text ?? ''}`);
   if (!response.ok) throw new AdapterError('input-invalid', `the service API answered ${response.status}: ${body.issue?.[0]?.details?.text ?? ''}`);
   return body as T;
 }

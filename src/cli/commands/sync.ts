@@ -69,7 +69,8 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   }
   let app: App | undefined;
   try {
-    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize, pullStrategy: opts.pullStrategy });
+    // --no-care-plans defaults to true in commander: only an explicit `false` overrides the configuration.
+    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize, shadow: opts.shadow || undefined, carePlans: opts.carePlans === false ? false : undefined, pullStrategy: opts.pullStrategy });
     if (!app.config.fhir.url) usage.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
   } catch (err) {
     if (!AdapterError.is(err, 'config-invalid')) throw err;
@@ -104,8 +105,8 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
       asOf,
       patientIds: opts.patient ? patients.ids : undefined,
       dryRun: opts.dryRun,
-      shadow: opts.shadow,
-      carePlans: opts.carePlans,
+      shadow: app.config.sync.shadow,
+      carePlans: app.config.sync.carePlans,
       batchSize: app.config.sync.batchSize,
       identifierSystem: app.config.sync.identifierSystem,
       explain: opts.explain,
@@ -122,7 +123,7 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   } catch (err) {
     // Before the run loop (models, client): still a summary, with the failure in it.
     const error = toAdapterError(err);
-    result = emptyResult(asOf, !!opts.dryRun, [], { shadow: opts.shadow });
+    result = emptyResult(asOf, !!opts.dryRun, [], { shadow: app.config.sync.shadow });
     result.aborted = { code: error.code, message: error.message, stage: 'models', error };
   } finally {
     progress.stop();

@@ -1,12 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Bundle, FhirResource, RiskAssessment } from 'fhir/r4.js';
+import { createApp, type App } from '../../../src/app.js';
 import { parseServiceConfig, type ServiceConfig } from '../../../src/config/sources.js';
 import { seedDemo } from '../../../src/demo/demo.js';
 import { loadDiabetesRows } from '../../../src/demo/diabetes-rows.js';
-import { packagePath } from '../../../src/core/paths.js';
 import { startFhirServer, type RunningFhirServer } from '../../../src/server/index.js';
-import { DEFAULT_IDENTIFIER_SYSTEM } from '../../../src/writeback/identifiers.js';
 
 /**
  * Shared parts of the service tests: a database of their own on the machine's PostgreSQL (created with a
@@ -44,11 +43,13 @@ export async function createTestDatabase(purpose: string): Promise<TestDatabase>
   };
 }
 
-export const ADAPTER = {
-  modelsDir: packagePath('models'),
-  mappingsDir: packagePath('mappings'),
-  identifierSystem: DEFAULT_IDENTIFIER_SYSTEM,
-};
+/**
+ * The composition root as a service test needs it: the package's models and mappings, the default
+ * identifier system, silent logs, and nothing from the environment. The caller closes it.
+ */
+export function testApp(): App {
+  return createApp({ env: { FHIR_ML_LOG_LEVEL: 'silent' } });
+}
 
 export const API_KEY = 'test-key-' + 'x'.repeat(24);
 export const API_KEY_SHA256 = createHash('sha256').update(API_KEY).digest('hex');

@@ -4,21 +4,18 @@
  * be killed with SIGKILL.
  */
 import { startService } from '../../../src/api/service.js';
-import { FhirClient } from '../../../src/fhir/client.js';
-import { createModelCache, createSyncExecutor } from '../../../src/jobs/sync-executor.js';
-import { ADAPTER, serviceConfig } from './service.js';
+import { serviceConfig, testApp } from './service.js';
 
 const databaseUrl = process.env.TEST_DATABASE_URL!;
 const fhirUrl = process.env.TEST_FHIR_URL!;
 const config = serviceConfig(fhirUrl, { databaseUrl, service: { worker: { heartbeatSeconds: 1, heartbeatTimeoutSeconds: 5, retryLimit: 3, retryDelaySeconds: 1, pollingIntervalSeconds: 0.5, batchConcurrency: 1 } } });
-const client = new FhirClient({ baseUrl: fhirUrl });
-const real = createSyncExecutor({ clientFor: () => client, modelsFor: createModelCache(ADAPTER), identifierSystem: ADAPTER.identifierSystem });
 let first = true;
 await startService({
   config,
-  adapter: ADAPTER,
+  app: testApp(),
   mode: 'worker',
-  executor: async (input) => {
+  metricsListen: { port: 0 },
+  wrapExecutor: (real) => async (input) => {
     const report = await real(input);
     if (first) {
       first = false;
