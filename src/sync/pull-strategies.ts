@@ -6,7 +6,7 @@ import { openDatabase, type Database } from '../db/database.js';
 import { migrate } from '../db/migrate.js';
 import { PgBulkExportStore, StagingStore } from '../db/staging.js';
 import { DEFAULT_PULL_OPTIONS, type PullOptionsConfig, type PullStrategyName } from '../fhir/pull-options.js';
-import { autoStrategy, bulkStrategy, perPatientStrategy, searchStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
+import { autoStrategy, bulkStrategy, chooseStrategy, perPatientStrategy, searchStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
 
 /**
  * A configured pull strategy as the run loop takes it (`SyncOptions.pullStrategy`): from the sources
@@ -76,4 +76,35 @@ export async function openStagingDatabase(logger?: Logger): Promise<Database> {
     throw err;
   }
   return db;
+}
+
+/**
+ * The per-batch pull strategy of a service source (`pull:` in the sources file): search, per-patient, or
+ * auto (decided per batch from the CapabilityStatement and the probe, never bulk). Bulk is refused: the
+ * service's runs would have to export once in their selection and read staging in their batches, which
+ * they do not do yet; the CLI runs bulk (`fhir-ml sync --pull-strategy bulk`).
+ */
+export function servicePullStrategy(source: { id: string; pull: PullOptionsConfig }): PullStrategyFactory {
+  if (source.pull.strategy === 'bulk') {
+    throw new AdapterError(
+      'config-invalid',
+      `source ${source.id}: pull.strategy bulk is not run by the service yet (use search, per-patient or auto; bulk runs from the CLI: fhir-ml sync --pull-strategy bulk)`,
+    );
+  }
+  if (source.pull.strategy !== 'auto') {
+    return pullStrategyFactory({ strategy: source.pull.strategy, options: source.pull, sourceId: source.id, population: { kind: 'patients', ids: [] } });
+  }
+  // Auto decides once per process (the server's answer does not change from batch to batch); a failed
+  // decision is tried again by the next batch.
+  const perPatient = perPatientStrategy({ patientConcurrency: source.pull.patientConcurrency });
+  let decided: Promise<{ factory: PullStrategyFactory; reason: string }> | undefined;
+  return async (ctx) => {
+    decided ??= chooseStrategy(ctx.client, ctx.spec, { bulkAvailable: false, logger: ctx.logger }).then((c) => ({
+      factory: c.name === 'per-patient' ? perPatient : searchStrategy(),
+      reason: c.reason,
+    }));
+    decided.catch(() => (decided = undefined));
+    const { factory, reason } = await decided;
+    return { ...(await factory(ctx)), reason };
+  };
 }
