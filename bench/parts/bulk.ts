@@ -1,7 +1,7 @@
 /**
  * Bulk Data ingestion benchmark: a Bulk Data server (in this process) streams a generated population as
- * NDJSON (the demo patients' Patients and Observations, about 11 resources per patient, generated line by
- * line, never held); for each size a fresh adapter process exports it, parses, checks and stages every
+ * NDJSON (the demo patients' Patients, Observations and Conditions, about 10 resources per patient,
+ * generated before the adapter starts); for each size a fresh adapter process exports it, parses, checks and stages every
  * line (PostgreSQL at DATABASE_URL or 127.0.0.1:5432, in a database of its own; the embedded PGlite when
  * there is none), then feeds the staged population through the mapping and the model in batches of 100.
  *
@@ -84,32 +84,40 @@ export async function runBulkBench(options: { sizes?: [number, number]; log?: (l
 }
 
 /**
- * A Bulk Data server for `/p<n>/fhir`: the first n demo patients as two NDJSON files (Patient,
- * Observation), generated before the adapter starts (so generating them is not timed) and served in
- * 64 KiB writes with backpressure.
+ * A Bulk Data server for `/p<n>/fhir`: the first n demo patients as one NDJSON file per resource type
+ * (Patient, Observation, Condition), generated before the adapter starts (so generating them is not
+ * timed) and served in 64 KiB writes with backpressure.
  */
 async function startPopulationServer(rows: DiabetesRow[]): Promise<{ url(n: number): string; prepare(n: number): void; close(): Promise<void> }> {
-  const files = new Map<number, Record<'Patient' | 'Observation', Buffer[]>>();
+  let files = new Map<string, Buffer[]>();
+  let size = 0;
   const prepare = (n: number) => {
-    files.clear();
-    const out = { Patient: [] as string[], Observation: [] as string[] };
-    const chunks = { Patient: [] as Buffer[], Observation: [] as Buffer[] };
+    const pending = new Map<string, string[]>();
+    const chunks = new Map<string, Buffer[]>();
+    const flush = (type: string) => {
+      const lines = pending.get(type)!;
+      if (!lines.length) return;
+      const list = chunks.get(type) ?? [];
+      list.push(Buffer.from(`${lines.splice(0).join('\n')}\n`));
+      chunks.set(type, list);
+    };
     for (let i = 0; i < n; i++) {
       for (const r of buildDemoPatient(rows[i % rows.length], i, DEMO_AS_OF)) {
-        const type = r.resourceType as 'Patient' | 'Observation';
-        out[type].push(JSON.stringify(r));
-        if (out[type].length === 100) chunks[type].push(Buffer.from(`${out[type].splice(0).join('\n')}\n`));
+        const lines = pending.get(r.resourceType) ?? [];
+        pending.set(r.resourceType, lines);
+        lines.push(JSON.stringify(r));
+        if (lines.length === 100) flush(r.resourceType);
       }
     }
-    for (const type of ['Patient', 'Observation'] as const) if (out[type].length) chunks[type].push(Buffer.from(`${out[type].join('\n')}\n`));
-    files.set(n, chunks);
+    for (const type of pending.keys()) flush(type);
+    files = chunks;
+    size = n;
   };
   const server = http.createServer((req, res) => {
     const m = /^\/p(\d+)\/fhir(\/.*)$/.exec(req.url ?? '');
-    if (!m) return void res.writeHead(404).end();
-    const n = Number(m[1]);
+    if (!m || Number(m[1]) !== size) return void res.writeHead(404).end();
     const rest = m[2].split('?')[0];
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/p${n}/fhir`;
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/p${size}/fhir`;
     if (rest === '/Patient/$export') return void res.writeHead(202, { 'content-location': `${base}/$export-status/1` }).end();
     if (rest === '/$export-status/1' && req.method === 'DELETE') return void res.writeHead(202).end();
     if (rest === '/$export-status/1') {
@@ -118,16 +126,13 @@ async function startPopulationServer(rows: DiabetesRow[]): Promise<{ url(n: numb
           transactionTime: DEMO_AS_OF.toISOString(),
           request: `${base}/Patient/$export`,
           requiresAccessToken: false,
-          output: [
-            { type: 'Patient', url: `${base}/files/Patient.ndjson` },
-            { type: 'Observation', url: `${base}/files/Observation.ndjson` },
-          ],
+          output: [...files.keys()].map((type) => ({ type, url: `${base}/files/${type}.ndjson` })),
           error: [],
         }),
       );
     }
-    const file = /^\/files\/(Patient|Observation)\.ndjson$/.exec(rest)?.[1] as 'Patient' | 'Observation' | undefined;
-    const chunks = file && files.get(n)?.[file];
+    const file = /^\/files\/([A-Za-z]+)\.ndjson$/.exec(rest)?.[1];
+    const chunks = file ? files.get(file) : undefined;
     if (!chunks) return void res.writeHead(404).end();
     res.writeHead(200, { 'content-type': 'application/fhir+ndjson' });
     void (async () => {
