@@ -1,9 +1,10 @@
 /**
  * Bulk Data ingestion benchmark: a Bulk Data server (in this process) streams a generated population as
  * NDJSON (the demo patients' Patients, Observations and Conditions, about 10 resources per patient,
- * generated before the adapter starts); for each size a fresh adapter process exports it, parses, checks and stages every
- * line (PostgreSQL at DATABASE_URL or 127.0.0.1:5432, in a database of its own; the embedded PGlite when
- * there is none), then feeds the staged population through the mapping and the model in batches of 100.
+ * generated before the adapter starts); for each size a fresh adapter process exports it, parses,
+ * checks and stages every line (on the machine's PostgreSQL, BENCH_PG_ADMIN_URL or
+ * postgres://postgres@127.0.0.1:5432/postgres, in a database of its own; the embedded PGlite when there
+ * is none), then feeds the staged population through the mapping and the model in batches of 100.
  *
  * Rows: NDJSON resources per second parsed, checked and staged (goal >= 20,000/s), the adapter's peak RSS
  * at 1,000 and 20,000 patients, and their ratio (goal <= 1.2: memory stays flat whatever the population).
