@@ -23,13 +23,9 @@ import pg from 'pg';
 import { packagePath } from '../../src/core/paths.js';
 import { loadDiabetesRows, type DiabetesRow } from '../../src/demo/diabetes-rows.js';
 import { buildDemoPatient, DEMO_AS_OF } from '../../src/demo/seed.js';
+import type { MeasuredRow as BenchRow } from '../part.js';
 
-export interface BenchRow {
-  name: string;
-  value: number;
-  unit: string;
-  goal?: string;
-}
+export type { MeasuredRow as BenchRow } from '../part.js';
 
 const GOALS = { resourcesPerSecond: 20_000, rssRatio: 1.2 };
 const ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
