@@ -4,7 +4,7 @@
  */
 import type { BenchPart } from '../part.js';
 import { nlpPart } from './nlp.js';
-import { incrementalPart, jobsPart } from './service.js';
+import { bulkPart, incrementalPart, jobsPart } from './service.js';
 import { syncPart } from './sync.js';
 
-export const PARTS: readonly BenchPart[] = [nlpPart, syncPart, incrementalPart, jobsPart];
+export const PARTS: readonly BenchPart[] = [nlpPart, syncPart, incrementalPart, jobsPart, bulkPart];

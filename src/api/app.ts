@@ -17,7 +17,9 @@ import type { FhirClient } from '../fhir/client.js';
 import type { ServiceMetrics } from '../jobs/metrics.js';
 import { triggerRun } from '../jobs/trigger.js';
 import { createAuthenticator, type Principal } from './auth.js';
+import { mountCdsHooks } from './cds-hooks/index.js';
 import { mountConsole } from './console.js';
+import { mountJwks } from './jwks.js';
 import { errorHandler, routeOf } from './errors.js';
 import { patientDetail, scoreFromBundle, scoreFromSource } from './scoring.js';
 
@@ -137,6 +139,9 @@ export function createApiApp(deps: ApiDeps): express.Express {
     res.json({ status: 'ok' });
   });
 
+  // Public keys and CDS Hooks authenticate on their own terms (none; the EHR's signed JWT).
+  mountJwks(app, { config: deps.config, logger });
+  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: (ids) => deps.app.models(ids), identifierSystem, mapContext: deps.app.mapContext, clock, logger });
   mountConsole(app, { auth, sessions, config: deps.config, logger });
 
   const api = express.Router();

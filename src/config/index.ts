@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { AdapterError } from '../core/errors.js';
 import { PACKAGE_ROOT, packagePath } from '../core/paths.js';
 import { smartAuthSchema } from '../fhir/auth/smart-options.js';
+import { PULL_STRATEGIES } from '../fhir/pull-options.js';
 import { DEFAULT_IDENTIFIER_SYSTEM } from '../writeback/identifiers.js';
 import { readYamlFile } from './yaml.js';
 
@@ -77,6 +78,8 @@ export const configSchema = z.strictObject({
     shadow: z.boolean(),
     /** Write CarePlan proposals with final RiskAssessments. */
     carePlans: z.boolean(),
+    /** How batches are pulled: search, per-patient, bulk or auto (src/fhir/pull-options.ts). */
+    pullStrategy: z.enum(PULL_STRATEGIES, { error: `must be one of ${PULL_STRATEGIES.join(', ')}` }),
   }),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -97,6 +100,7 @@ export interface ConfigOverrides {
   logLevel?: string;
   shadow?: boolean;
   carePlans?: boolean;
+  pullStrategy?: string;
   /** Defaults of the running command, below the environment and the file (e.g. `fhir-server` logs at info). */
   defaults?: { logLevel?: string };
 }
@@ -120,6 +124,7 @@ const SETTINGS: { at: string[]; env: string; flag?: keyof ConfigOverrides; numbe
   { at: ['sync', 'identifierSystem'], env: 'FHIR_ML_IDENTIFIER_SYSTEM', fallback: () => DEFAULT_IDENTIFIER_SYSTEM },
   { at: ['sync', 'shadow'], env: 'FHIR_ML_SHADOW', flag: 'shadow', boolean: true, fallback: () => false },
   { at: ['sync', 'carePlans'], env: 'FHIR_ML_CARE_PLANS', flag: 'carePlans', boolean: true, fallback: () => true },
+  { at: ['sync', 'pullStrategy'], env: 'FHIR_ML_PULL_STRATEGY', flag: 'pullStrategy', fallback: () => 'search' },
   { at: ['log', 'level'], env: 'FHIR_ML_LOG_LEVEL', flag: 'logLevel', fallback: (o) => o.defaults?.logLevel ?? 'warn' },
 ];
 
@@ -129,7 +134,7 @@ const FILE_KEYS: Record<string, readonly string[]> = {
   'fhir.backoff': ['baseMs', 'maxMs'],
   'fhir.auth': ['type', 'tokenFile', 'username', 'passwordFile', 'clientId', 'privateKeyFile', 'kid', 'alg', 'scopes', 'tokenEndpoint'],
   models: ['dir', 'mappingsDir'],
-  sync: ['batchSize', 'identifierSystem', 'shadow', 'carePlans'],
+  sync: ['batchSize', 'identifierSystem', 'shadow', 'carePlans', 'pullStrategy'],
   log: ['level'],
 };
 /** Keys of the earlier flat file format, with their place now. */

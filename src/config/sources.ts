@@ -7,6 +7,8 @@ import { parseDuration } from '../core/time.js';
 import { smartAuthSchema } from '../fhir/auth/smart-options.js';
 import { authSchema, fhirSourceSchema, type FhirSourceConfig } from './index.js';
 import { readYamlFile } from './yaml.js';
+import { cdsHooksSchema, jwksSchema } from './cds-hooks.js';
+import { DEFAULT_PULL_OPTIONS, pullOptionsSchema, type PullOptionsConfig } from '../fhir/pull-options.js';
 
 /**
  * The service's sources file (YAML): the FHIR servers it syncs on a schedule, and the service's own
@@ -86,6 +88,8 @@ const sourceSchema = z.strictObject({
   models: z.array(z.string().min(1)).min(1, 'must name at least one model'),
   schedule: scheduleSchema.optional(),
   options: optionsSchema.default(optionsSchema.parse({})),
+  /** How the source's data is pulled: search, per-patient, bulk or auto (src/fhir/pull-options.ts). */
+  pull: pullOptionsSchema.default(DEFAULT_PULL_OPTIONS),
 });
 
 const apiKeySchema = z
@@ -171,6 +175,10 @@ const serviceSchema = z.strictObject({
     }),
   /** Runs, batches and outcomes older than this are deleted by the daily retention job. */
   retentionDays: z.number().int().min(1).max(3650).default(90),
+  /** CDS Hooks services on the API (src/api/cds-hooks/): absent, none are offered. */
+  cdsHooks: cdsHooksSchema.optional(),
+  /** Public keys served at /.well-known/jwks.json besides the SMART keys of the sources (e.g. the next key of a rotation). */
+  jwks: jwksSchema.default({ keys: [] }),
 });
 
 const fileSchema = z.strictObject({
@@ -190,6 +198,7 @@ export interface SourceConfig {
   models: string[];
   schedule?: { cron: string; timezone: string };
   options: z.infer<typeof optionsSchema>;
+  pull: PullOptionsConfig;
 }
 
 export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
@@ -205,6 +214,8 @@ export interface ServiceConfig {
   database: ServiceSection['database'] & { url?: string };
   worker: ServiceSection['worker'];
   retentionDays: number;
+  cdsHooks?: ServiceSection['cdsHooks'];
+  jwks: ServiceSection['jwks'];
   sources: SourceConfig[];
   /** The file it came from, when it came from one. */
   file?: string;
@@ -300,6 +311,8 @@ export function parseServiceConfig(data: unknown, options: { file?: string; env?
     database: { ...doc.service.database, dataDir, url },
     worker: doc.service.worker,
     retentionDays: doc.service.retentionDays,
+    ...(doc.service.cdsHooks ? { cdsHooks: resolveCdsPaths(doc.service.cdsHooks, baseDir) } : {}),
+    jwks: { keys: doc.service.jwks.keys.map((k) => ({ ...k, privateKeyFile: path.resolve(baseDir, k.privateKeyFile) })) },
     sources,
     file: options.file,
   };
@@ -364,6 +377,11 @@ function readSecrets(auth: Record<string, unknown>, env: Env, baseDir: string, w
     default:
       return { type: 'none' };
   }
+}
+
+/** Files named in the CDS Hooks section are relative to the sources file. */
+function resolveCdsPaths(cds: NonNullable<ServiceSection['cdsHooks']>, baseDir: string): NonNullable<ServiceSection['cdsHooks']> {
+  return { ...cds, clients: cds.clients.map((c) => (c.jwksFile ? { ...c, jwksFile: path.resolve(baseDir, c.jwksFile) } : c)) };
 }
 
 function isTimeZone(tz: string): boolean {

@@ -126,4 +126,108 @@ CREATE TABLE ${SCHEMA}.console_sessions (
 );
 `,
   },
+  {
+    version: 2,
+    name: 'bulk exports, staged resources, CDS Hooks cards, feedback and JWT ids',
+    sql: `
+-- Bulk Data exports a source has run or is running: the status URL as soon as the server gives it, the
+-- manifest's files and which of them are staged, so a run that dies resumes without a second kick-off or
+-- a second download.
+CREATE TABLE ${SCHEMA}.bulk_exports (
+  id bigserial PRIMARY KEY,
+  source_id text NOT NULL,
+  request_key text NOT NULL,
+  level text NOT NULL,
+  since timestamptz,
+  status_url text NOT NULL,
+  state text NOT NULL CHECK (state IN ('kicked-off', 'downloading', 'complete', 'failed', 'expired', 'abandoned')),
+  transaction_time timestamptz,
+  requires_access_token boolean,
+  report jsonb,
+  error_code text,
+  error_message text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+);
+CREATE UNIQUE INDEX bulk_exports_one_open_per_source ON ${SCHEMA}.bulk_exports (source_id) WHERE state IN ('kicked-off', 'downloading');
+CREATE INDEX bulk_exports_by_source ON ${SCHEMA}.bulk_exports (source_id, id DESC);
+
+CREATE TABLE ${SCHEMA}.bulk_export_files (
+  export_id bigint NOT NULL REFERENCES ${SCHEMA}.bulk_exports (id) ON DELETE CASCADE,
+  seq integer NOT NULL,
+  kind text NOT NULL CHECK (kind IN ('output', 'error', 'deleted')),
+  resource_type text NOT NULL,
+  url text NOT NULL,
+  expected_count integer,
+  state text NOT NULL CHECK (state IN ('pending', 'done')),
+  counts jsonb,
+  finished_at timestamptz,
+  PRIMARY KEY (export_id, seq)
+);
+
+-- Staged resources, one row per resource of a source (the newest version wins), keyed by patient for
+-- batch reads. Patient data: purged after the run unless the source keeps it for incremental exports.
+CREATE TABLE ${SCHEMA}.staged_resources (
+  source_id text NOT NULL,
+  resource_type text NOT NULL,
+  resource_id text NOT NULL,
+  version_id text,
+  last_updated timestamptz,
+  patient_id text,
+  export_id bigint NOT NULL,
+  body jsonb NOT NULL,
+  PRIMARY KEY (source_id, resource_type, resource_id)
+);
+-- Batches read by patient; an incremental export's changed patients are found through this index too.
+CREATE INDEX staged_resources_by_patient ON ${SCHEMA}.staged_resources (source_id, patient_id);
+
+-- Patients whose staged data an export deleted (incremental exports: they are scored again).
+CREATE TABLE ${SCHEMA}.staged_changes (
+  export_id bigint NOT NULL,
+  patient_id text NOT NULL,
+  PRIMARY KEY (export_id, patient_id)
+);
+
+-- CDS Hooks: cards handed out (ids, model and band only), feedback on them, and the ids of the JWTs
+-- CDS Clients authenticated with (a JWT is accepted once).
+CREATE TABLE ${SCHEMA}.cds_cards (
+  uuid uuid PRIMARY KEY,
+  service_id text NOT NULL,
+  hook_instance text NOT NULL,
+  model_id text NOT NULL,
+  model_version text NOT NULL,
+  patient_id text NOT NULL,
+  band text,
+  probability double precision,
+  suggestion_ids text[] NOT NULL DEFAULT '{}',
+  issuer text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cds_cards_by_created ON ${SCHEMA}.cds_cards (created_at);
+
+CREATE TABLE ${SCHEMA}.cds_feedback (
+  id bigserial PRIMARY KEY,
+  service_id text NOT NULL,
+  card_uuid text NOT NULL,
+  card_known boolean NOT NULL,
+  outcome text NOT NULL CHECK (outcome IN ('accepted', 'overridden')),
+  accepted_suggestions text[] NOT NULL DEFAULT '{}',
+  override_system text,
+  override_code text,
+  has_comment boolean NOT NULL DEFAULT false,
+  outcome_at timestamptz NOT NULL,
+  issuer text NOT NULL,
+  received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cds_feedback_by_card ON ${SCHEMA}.cds_feedback (card_uuid);
+
+CREATE TABLE ${SCHEMA}.cds_jwt_ids (
+  issuer text NOT NULL,
+  jti text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX cds_jwt_ids_by_expiry ON ${SCHEMA}.cds_jwt_ids (expires_at);
+`,
+  },
 ];

@@ -12,7 +12,21 @@ import { AdapterError, type ErrorCode } from '../core/errors.js';
 
 /** What a request does, for logs, error messages and the retry policy. */
 export interface Operation {
-  name: 'read' | 'search' | 'history' | 'page' | 'transaction' | 'capabilities' | 'binary' | 'discovery' | 'token';
+  name:
+    | 'read'
+    | 'search'
+    | 'history'
+    | 'page'
+    | 'transaction'
+    | 'capabilities'
+    | 'binary'
+    | 'discovery'
+    | 'token'
+    // Bulk Data $export (src/fhir/bulk/)
+    | 'export-kickoff'
+    | 'export-status'
+    | 'export-file'
+    | 'export-delete';
   resourceType: string;
 }
 
@@ -137,7 +151,8 @@ export function classifyFailure(raw: unknown, ctx: ClassifyContext): AttemptFail
 function classifyHttp(raw: unknown, status: number, op: Operation, now: Date): AttemptFailure {
   const what = `${op.name} ${op.resourceType}`;
   const issueCodes = operationOutcomeIssueCodes(raw);
-  const details = { kind: 'http', status, op: op.name, resourceType: op.resourceType, issueCodes };
+  const detailCodes = operationOutcomeDetailCodes(raw);
+  const details = { kind: 'http', status, op: op.name, resourceType: op.resourceType, issueCodes, ...(detailCodes.length ? { detailCodes } : {}) };
   const cause = new Error(`HTTP ${status}`);
   const make = (code: ErrorCode, message: string, transient: boolean, retryAfterMs?: number): AttemptFailure => ({
     error: new AdapterError(code, message, { transient, status, retryAfterMs, cause, details }),
@@ -161,7 +176,7 @@ function classifyHttp(raw: unknown, status: number, op: Operation, now: Date): A
   }
   if (status === 404 || status === 410) {
     // A search or transaction answered 404 means the endpoint itself is missing: most often a wrong base URL.
-    const hint = op.name === 'read' ? '' : ' - is the base URL right (e.g. https://host/fhir/R4)?';
+    const hint = op.name === 'read' ? '' : op.name.startsWith('export-') ? ' - the export or its file is gone (expired, deleted or never there)' : ' - is the base URL right (e.g. https://host/fhir/R4)?';
     return make('fhir-not-found', `FHIR server has no such ${op.resourceType}${op.name === 'read' ? '' : ' endpoint'} (HTTP ${status})${hint}`, false);
   }
   if (status >= 300 && status < 400) {
@@ -207,6 +222,19 @@ function operationOutcomeIssueCodes(raw: unknown): string[] {
     | undefined;
   if (data?.resourceType !== 'OperationOutcome' || !Array.isArray(data.issue)) return [];
   return data.issue.map((i) => i?.code).filter((c): c is string => typeof c === 'string' && /^[a-z-]{1,32}$/.test(c));
+}
+
+/**
+ * Codes of `issue.details.coding` (e.g. a server's SINGLE_PATIENT_REQUIRED): identifiers of a rule, safe to
+ * log; only short code-shaped values are kept, never free text.
+ */
+function operationOutcomeDetailCodes(raw: unknown): string[] {
+  const data = (raw as { response?: { data?: unknown } } | null)?.response?.data as
+    | { resourceType?: unknown; issue?: { details?: { coding?: { code?: unknown }[] } }[] }
+    | undefined;
+  if (data?.resourceType !== 'OperationOutcome' || !Array.isArray(data.issue)) return [];
+  const codes = data.issue.flatMap((i) => (Array.isArray(i?.details?.coding) ? i.details.coding.map((c) => c?.code) : []));
+  return codes.filter((c): c is string => typeof c === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(c));
 }
 
 function retryAfterMsOf(raw: unknown, now: Date): number | undefined {

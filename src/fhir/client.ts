@@ -19,7 +19,7 @@ import { Transport, type AttemptInit, type Exchange, type ExchangeEvent } from '
  */
 
 export type { FhirAuth } from './auth/index.js';
-export type { ExchangeEvent } from './transport.js';
+export type { AttemptInit, Exchange, ExchangeEvent } from './transport.js';
 export { parseRetryAfter } from './classify.js';
 
 export interface FhirClientOptions {
@@ -303,6 +303,17 @@ export class FhirClient {
         next,
       );
     }
+  }
+
+  /**
+   * Runs one HTTP exchange that is not a plain FHIR REST call (Bulk Data `$export`, its status polls and
+   * files: src/fhir/bulk/) through this client's transport, so it gets the same credentials, concurrency
+   * bound, timeout, retries, backoff, Retry-After cap and 401 renewal as every other call. `send` makes
+   * one attempt with the AttemptInit it is given (abort signal, auth headers) and throws
+   * `HttpStatusError` for an answer that is not a success, so it is classified like any FHIR answer.
+   */
+  execute<T>(exchange: Exchange<T>): Promise<T> {
+    return this.transport.execute(exchange);
   }
 
   private run(op: Operation, retry: 'idempotent', send: (options: AttemptInit) => Promise<unknown>): Promise<unknown> {

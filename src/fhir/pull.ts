@@ -14,6 +14,12 @@ import type { FhirClient, SearchParams } from './client.js';
 export interface Coding {
   system: string;
   code: string;
+  /**
+   * Observation codes: the category the code is filed under (e.g. observation-category laboratory),
+   * when the mapping states it. The per-patient strategy searches each category separately with
+   * `category=`, as FHIR APIs that require a category ask.
+   */
+  category?: { system: string; code: string };
 }
 
 export interface PullSpec {
@@ -53,6 +59,7 @@ export interface UnattributedResource {
 }
 
 export type PulledType = 'Patient' | 'Observation' | 'DiagnosticReport' | 'ImagingStudy' | 'Condition' | 'Binary';
+export const PULLED_TYPES: readonly PulledType[] = ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Condition', 'Binary'];
 
 /**
  * Result of one batch pull.
@@ -90,48 +97,106 @@ export async function pullBatch(
   const maxUrlLength = options.maxUrlLength ?? 6000;
   const pageSize = options.pageSize ?? 1000;
   const logger = (options.logger ?? silentLogger).child({ component: 'fhir-pull' });
-  validate(patientIds, spec, asOf, maxIds, pageSize);
+  validatePull(patientIds, spec, asOf, maxIds, pageSize);
 
   const ids = [...new Set(patientIds)];
-  const inBatch = new Set(ids);
+  // Each search type builds its fixed parameters; the patient list is added per chunk.
+  const searches: PatientSearch[] = [{ resourceType: 'Patient', fixed: { _count: String(pageSize) }, by: '_id' }, ...plannedSearches(spec, asOf, pageSize)];
+  const searched = await searchByPatients(client, ids, searches, { maxIdsPerRequest: maxIds, maxUrlLength });
+  const fetched = newFetched();
+  for (const type of PULLED_TYPES) {
+    const found = searched.fetched.get(type);
+    if (found) fetched.set(type, found);
+  }
+  return assembleBatch(client, ids, fetched, searched.requests, { logger, started });
+}
+
+/** One search of a pull besides the Patient's: its fixed parameters (the patients are added by the strategy). */
+export interface PlannedSearch {
+  resourceType: PulledType;
+  fixed: SearchParams;
+}
+
+/**
+ * The searches a PullSpec asks for, by type: the codes OR-ed into one `code`, dates from the lookback
+ * start up to as-of, `_count`. The one place these parameters are decided: the search and per-patient
+ * strategies send them, the bulk strategy sends them as `_typeFilter`. With `byCategory`, Observation
+ * codes filed under a stated category get one search per category with `category=` (per-patient APIs
+ * that require it); codes without a category stay in a search without one.
+ */
+export function plannedSearches(spec: PullSpec, asOf: Date, pageSize: number, options: { byCategory?: boolean } = {}): PlannedSearch[] {
   const asOfParam = `le${asOf.toISOString()}`;
   const count = String(pageSize);
-
-  // Each search type builds its fixed parameters; the patient list is added per chunk.
-  const searches: PatientSearch[] = [{ resourceType: 'Patient', fixed: { _count: count }, by: '_id' }];
+  const out: PlannedSearch[] = [];
   if (spec.observationCodes.length > 0) {
-    searches.push({
-      resourceType: 'Observation',
-      fixed: {
-        code: tokenList(spec.observationCodes),
-        date: dateRange(spec.observationSince, asOfParam),
-        _count: count,
-      },
-    });
+    const groups = new Map<string, { category?: { system: string; code: string }; codes: Coding[] }>();
+    for (const c of spec.observationCodes) {
+      const key = options.byCategory && c.category ? `${c.category.system}|${c.category.code}` : '';
+      const group = groups.get(key) ?? { ...(options.byCategory && c.category ? { category: c.category } : {}), codes: [] };
+      group.codes.push(c);
+      groups.set(key, group);
+    }
+    for (const g of groups.values()) {
+      const fixed: SearchParams = { code: tokenList(g.codes), date: dateRange(spec.observationSince, asOfParam), _count: count };
+      if (g.category) fixed.category = tokenList([g.category]);
+      out.push({ resourceType: 'Observation', fixed });
+    }
   }
   if (spec.reports) {
     const fixed: SearchParams = { date: dateRange(spec.reports.since, asOfParam), _count: count };
     if (spec.reports.codes?.length) fixed.code = tokenList(spec.reports.codes);
     if (spec.reports.categories?.length) fixed.category = tokenList(spec.reports.categories);
-    searches.push({ resourceType: 'DiagnosticReport', fixed });
+    out.push({ resourceType: 'DiagnosticReport', fixed });
   }
   if (spec.imaging) {
-    searches.push({ resourceType: 'ImagingStudy', fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count } });
+    out.push({ resourceType: 'ImagingStudy', fixed: { started: dateRange(spec.imaging.since, asOfParam), _count: count } });
   }
   if (spec.conditions) {
     const fixed: SearchParams = { _count: count };
     if (spec.conditions.codes?.length) fixed.code = tokenList(spec.conditions.codes);
-    searches.push({ resourceType: 'Condition', fixed });
+    out.push({ resourceType: 'Condition', fixed });
   }
-  const searched = await searchByPatients(client, ids, searches, { maxIdsPerRequest: maxIds, maxUrlLength });
-  let requests = searched.requests;
-  const fetched = new Map<PulledType, Map<string, Resource>>();
-  for (const type of ['Patient', 'Observation', 'DiagnosticReport', 'ImagingStudy', 'Condition', 'Binary'] as const) {
-    fetched.set(type, searched.fetched.get(type) ?? new Map());
-  }
+  return out;
+}
 
+/** Resources per type by id, as a pull collects them. */
+export type Fetched = Map<PulledType, Map<string, Resource>>;
+
+export function newFetched(): Fetched {
+  const fetched: Fetched = new Map();
+  for (const type of PULLED_TYPES) fetched.set(type, new Map());
+  return fetched;
+}
+
+/** Adds resources of a type; paging over a changing result set can repeat a resource: the first copy is kept. */
+export function keepFirst(fetched: Fetched, resourceType: PulledType, resources: Resource[]): void {
+  const into = fetched.get(resourceType)!;
+  for (const resource of resources) {
+    const key = resource.id ?? `#${into.size}`;
+    if (!into.has(key)) into.set(key, resource);
+  }
+}
+
+/**
+ * What every strategy does once it has the batch's resources: places each in its patient's record by
+ * `subject` (each list sorted by id, so the same data gives the same record whatever order it came in),
+ * reports whatever cannot be attributed (so fetched = attributed + unattributed per type), and reads the
+ * Binaries report attachments point to on this server.
+ */
+export async function assembleBatch(
+  client: FhirClient,
+  patientIds: string[],
+  fetched: Fetched,
+  requestsSoFar: number,
+  options: { logger?: Logger; started?: number; strategy?: string; unattributed?: UnattributedResource[] } = {},
+): Promise<PullResult> {
+  const logger = options.logger ?? silentLogger;
+  const started = options.started ?? performance.now();
+  const ids = [...new Set(patientIds)];
+  const inBatch = new Set(ids);
+  let requests = requestsSoFar;
   const records = new Map<string, PatientRecord>();
-  const unattributed: UnattributedResource[] = [];
+  const unattributed: UnattributedResource[] = [...(options.unattributed ?? [])];
   for (const patient of fetched.get('Patient')!.values() as Iterable<Patient>) {
     if (patient.id && inBatch.has(patient.id)) {
       records.set(patient.id, { patient, observations: [], diagnosticReports: [], imagingStudies: [], conditions: [] });
@@ -181,6 +246,7 @@ export async function pullBatch(
       fetched: counts,
       requests,
       durationMs: Math.round(performance.now() - started),
+      strategy: options.strategy ?? 'search',
     },
     'pulled batch',
   );
@@ -350,7 +416,7 @@ export function chunkIds(
   return chunks;
 }
 
-function validate(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: number, pageSize: number): void {
+export function validatePull(patientIds: string[], spec: PullSpec, asOf: Date, maxIds: number, pageSize: number): void {
   const problems: string[] = [];
   const bad = patientIds.filter((id) => typeof id !== 'string' || !FHIR_ID.test(id)).length;
   // Count only: the offending ids are patient identifiers.

@@ -80,6 +80,8 @@ export interface Exchange<T> {
   retry: 'idempotent' | 'unsent-only' | ReadBack<T>;
   /** The HTTP status of a successful result, for exchange events. */
   statusOf?: (value: T) => number | undefined;
+  /** Per-attempt timeout for this request, instead of the transport's (a bulk file streams far longer than a FHIR call). */
+  timeoutMs?: number;
 }
 
 export class Transport {
@@ -104,7 +106,8 @@ export class Transport {
       let failure: AttemptFailure;
       await this.slots.acquire();
       const controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), this.options.timeoutMs);
+      const timeoutMs = exchange.timeoutMs ?? this.options.timeoutMs;
+      const timer = setTimeout(() => controller.abort(), timeoutMs);
       try {
         const result = await exchange.send({ signal: controller.signal, keepalive: false, redirect: 'manual', headers });
         const durationMs = Math.round(performance.now() - started);
@@ -112,7 +115,7 @@ export class Transport {
         this.logger.debug({ op: op.name, resourceType: op.resourceType, attempt, durationMs }, 'fhir request ok');
         return result;
       } catch (raw) {
-        failure = classifyFailure(raw, { timedOut: controller.signal.aborted, op, timeoutMs: this.options.timeoutMs, now: clock.now() });
+        failure = classifyFailure(raw, { timedOut: controller.signal.aborted, op, timeoutMs, now: clock.now() });
       } finally {
         clearTimeout(timer);
         this.slots.release();

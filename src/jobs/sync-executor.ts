@@ -10,7 +10,8 @@ import { newTally, tallied } from '../fhir/traffic.js';
 import { scoreBatch, type BatchEntry, type ScoredBatch } from '../sync/batch.js';
 import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
-import { pullStep } from '../sync/pull-step.js';
+import type { PullStrategyFactory } from '../fhir/strategy.js';
+import { pullStrategyFor } from '../sync/pull-step.js';
 import { batchOutcome, patientResult, type ModelTotals } from '../sync/totals.js';
 import { FhirWriter } from '../writeback/writer.js';
 import type { BatchExecutor, BatchInput, BatchPatientOutcome, BatchReport } from './executor.js';
@@ -33,6 +34,8 @@ export interface SyncExecutorDeps {
   app: Pick<App, 'models' | 'mapContext' | 'config'>;
   clientFor(sourceId: string): FhirClient;
   scores: Pick<PatientScoreStore, 'get'>;
+  /** A source's pull strategy (search when absent): src/sync/pull-strategies.ts servicePullStrategy. */
+  pullStrategyFor?: (sourceId: string) => PullStrategyFactory;
   clock?: Clock;
   logger?: Logger;
 }
@@ -87,7 +90,7 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     const deviceRefs = new Map<string, string>();
     for (const model of models) deviceRefs.set(model.runner.card.id, await deviceFor(input.sourceId, writer, model));
     stopped();
-    const pulled = await pullStep(models, input.asOf, logger)(client, input.patientIds);
+    const pulled = await (await pullStrategyFor(models, input.asOf, client, deps.pullStrategyFor?.(input.sourceId), logger)).pull(input.patientIds);
     stopped();
     const recorded = clock.now();
     const batch = await scoreBatch(input.patientIds, pulled, {

@@ -1,6 +1,7 @@
 import type { Logger } from '../core/log.js';
 import type { FhirClient } from '../fhir/client.js';
 import { pullBatch, type PullResult, type PullSpec } from '../fhir/pull.js';
+import { searchStrategy, type PullStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
 import { searchableCodes } from '../clinical/codes.js';
 import { resourceNeeds, type Coding } from '../features/index.js';
 import { intendedUseConditionCodes } from '../models/index.js';
@@ -41,6 +42,14 @@ export function pullSpecFor(models: SyncModel[], asOf: Date): PullSpec {
   }
   const conditionSpec = conditions && (conditions.codes ? { codes: [...conditions.codes.values()] } : {});
   return { observationCodes: [...codes.values()], observationSince, reports, imaging, ...(conditionSpec ? { conditions: conditionSpec } : {}) };
+}
+
+/**
+ * The run's pull strategy (src/fhir/strategy.ts: search, per-patient, bulk or auto) over the models'
+ * pull specification; the search strategy unless another is given.
+ */
+export function pullStrategyFor(models: SyncModel[], asOf: Date, client: FhirClient, factory: PullStrategyFactory = searchStrategy(), logger?: Logger): Promise<PullStrategy> {
+  return factory({ client, spec: pullSpecFor(models, asOf), asOf, logger });
 }
 
 /** The pull step of a run: pulls one batch of patients with everything the models' mappings need, never after `asOf`. */

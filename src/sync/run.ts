@@ -12,7 +12,8 @@ import { FhirWriter } from '../writeback/writer.js';
 import { scoreBatch, type ScoredBatch } from './batch.js';
 import { CarePlanStep, writeWithCarePlans } from './care-plans.js';
 import type { SyncModel } from './models.js';
-import { pullStep } from './pull-step.js';
+import { pullStrategyFor } from './pull-step.js';
+import type { PullStrategy, PullStrategyFactory } from '../fhir/strategy.js';
 import { batchOutcome, emptyResult, failedBatchOutcome, mergeOutcome, type AbortStage, type PatientResult, type SyncResult } from './totals.js';
 
 /**
@@ -53,6 +54,8 @@ export interface SyncOptions {
   beforeWrite?: (batch: ScoredBatch) => void | Promise<void>;
   onProgress?: (progress: { patientsDone: number; batchesDone: number }) => void;
   onPatientResult?: (result: PatientResult) => void;
+  /** How batches are pulled: search (default), per-patient, bulk or auto (src/fhir/strategy.ts). */
+  pullStrategy?: PullStrategyFactory;
 }
 
 /** The default services of the mapper: the clinical NLP of src/nlp for report findings. */
@@ -60,9 +63,14 @@ export function defaultMapContext(): MapContext {
   return createMapContext({ reportAnalyzer: analyzeReport });
 }
 
-async function* patientBatches(client: FhirClient, options: SyncOptions, batchSize: number): AsyncGenerator<string[]> {
+async function* patientBatches(client: FhirClient, options: SyncOptions, batchSize: number, strategy: PullStrategy): AsyncGenerator<string[]> {
   if (options.patientIds) {
     yield* chunk([...new Set(options.patientIds)], batchSize);
+    return;
+  }
+  // A strategy that brings its population (bulk: the staged Patients, each once, in id order).
+  if (strategy.patients) {
+    yield* strategy.patients(batchSize);
     return;
   }
   // Offset paging over a population that changes during the run can return an id twice; a patient is
@@ -138,7 +146,6 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
   const batchSize = options.batchSize ?? 100;
   const collect = options.collectPatients ?? true;
   const mapContext = options.mapContext ?? defaultMapContext();
-  const pull = pullStep(models, options.asOf, logger);
   const writer = new FhirWriter(client, options.identifierSystem, logger);
   const modelIds = models.map((m) => m.runner.card.id);
   const result = emptyResult(
@@ -185,7 +192,16 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     return finish();
   }
 
-  const batches = patientBatches(client, options, batchSize)[Symbol.asyncIterator]();
+  let strategy: PullStrategy;
+  try {
+    strategy = await pullStrategyFor(models, options.asOf, client, options.pullStrategy, logger);
+    logger.info({ strategy: strategy.name, reason: strategy.reason }, 'pull strategy');
+  } catch (err) {
+    abort(err, 'patient-list');
+    return finish();
+  }
+  const pull = (_client: FhirClient, ids: string[]) => strategy.pull(ids);
+  const batches = patientBatches(client, options, batchSize, strategy)[Symbol.asyncIterator]();
   const pullNext = async (): Promise<PulledBatch | undefined> => {
     const next = await batches.next();
     if (next.done) return undefined;
@@ -279,5 +295,7 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     logger.info({ batch: result.batches, patients: ids.length, ms: Math.round(performance.now() - t0) }, 'batch done');
     options.onProgress?.({ patientsDone: result.patients, batchesDone: result.batches });
   }
+  // Bulk: staged data is purged (or kept, as the source says) whatever became of the batches.
+  await strategy.close?.().catch((err) => logger.warn({ code: toAdapterError(err).code }, 'pull strategy close failed'));
   return finish();
 }

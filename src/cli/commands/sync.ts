@@ -7,6 +7,8 @@ import { parseAsOf } from '../../core/time.js';
 import { countPatients } from '../../fhir/pull.js';
 import { runSync, type SyncResult } from '../../sync/index.js';
 import { emptyResult } from '../../sync/totals.js';
+import type { Database } from '../../db/database.js';
+import { fhirSourceKey, openStagingDatabase, pullStrategyFactory } from '../../sync/pull-strategies.js';
 import { commandContext, invocationError, parsePatientIds } from '../context.js';
 import { interruptions, type InterruptCause } from '../interrupt.js';
 import { stdout } from '../output.js';
@@ -26,6 +28,10 @@ export function registerSyncCommand(program: Command): void {
     .option('--shadow', 'shadow mode: write RiskAssessments as preliminary and no CarePlans (silent validation before go-live)')
     .addOption(new Option('--no-care-plans', 'write no CarePlan proposals with the RiskAssessments'))
     .option('--batch-size <n>', 'patients per batch (default 100 or FHIR_ML_BATCH_SIZE)')
+    .option(
+      '--pull-strategy <name>',
+      'how batches are pulled: search (default), per-patient (one patient per request), bulk ($export staged in DATABASE_URL or the embedded database) or auto (or FHIR_ML_PULL_STRATEGY)',
+    )
     .option('--json', 'print JSON Lines instead of the table: one {"type":"patient",...} line per patient and model as they are scored, then one {"type":"summary",...} line')
     .addOption(new Option('--no-explain', 'skip per-patient explanations'))
     .action(async (opts) => {
@@ -43,6 +49,7 @@ interface SyncCommandOptions {
   shadow?: boolean;
   carePlans?: boolean;
   batchSize?: string;
+  pullStrategy?: string;
   json?: boolean;
   explain?: boolean;
 }
@@ -64,7 +71,7 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   let app: App | undefined;
   try {
     // --no-care-plans defaults to true in commander: only an explicit `false` overrides the configuration.
-    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize, shadow: opts.shadow || undefined, carePlans: opts.carePlans === false ? false : undefined });
+    app = commandContext({ fhirUrl: opts.fhirUrl, batchSize: opts.batchSize, shadow: opts.shadow || undefined, carePlans: opts.carePlans === false ? false : undefined, pullStrategy: opts.pullStrategy });
     if (!app.config.fhir.url) usage.push('no FHIR server given: use --fhir-url URL or FHIR_ML_FHIR_URL');
   } catch (err) {
     if (!AdapterError.is(err, 'config-invalid')) throw err;
@@ -80,9 +87,21 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   const showProgress = process.stderr.isTTY && !opts.json;
   let progress = { update: (_p: { patientsDone: number }) => undefined as void, stop: () => undefined as void };
   let result: SyncResult;
+  let staging: Database | undefined;
   try {
     const models = await app.models(opts.model);
     const client = app.fhirClient();
+    const strategy = app.config.sync.pullStrategy;
+    // Bulk stages in a database; auto may choose bulk only for a population, not for listed patients.
+    if (strategy === 'bulk' || (strategy === 'auto' && !opts.patient)) staging = await openStagingDatabase(app.logger);
+    const pullStrategy = pullStrategyFactory({
+      strategy,
+      db: staging,
+      sourceId: fhirSourceKey(client.baseUrl),
+      population: opts.patient ? { kind: 'patients', ids: patients.ids } : { kind: 'all' },
+      logger: app.logger,
+      signal: interrupt.abandon,
+    });
     const total = opts.patient ? new Set(patients.ids).size : showProgress ? await countPatients(client) : undefined;
     if (showProgress) progress = progressReporter(total);
     result = await runSync(client, models, {
@@ -102,6 +121,7 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
       // Results stream out (JSON Lines) instead of accumulating: an --all sync never holds the population.
       collectPatients: false,
       onPatientResult: opts.json ? (r) => stdout.write(JSON.stringify({ type: 'patient', ...r }) + '\n') : undefined,
+      pullStrategy,
     });
   } catch (err) {
     // Before the run loop (models, client): still a summary, with the failure in it.
@@ -111,6 +131,7 @@ export async function syncCommand(opts: SyncCommandOptions): Promise<number> {
   } finally {
     progress.stop();
     interrupt.dispose();
+    await staging?.close();
     await app.close();
   }
   const cause = result.interrupted ? (interrupt.cause ?? 'SIGTERM') : undefined;

@@ -10,7 +10,12 @@ import { isValidUcum } from '../ucum.js';
  */
 
 export const coding = z.strictObject({ system: z.string().min(1), code: z.string().min(1), display: z.string().optional() });
-export type Coding = { system: string; code: string };
+export type Coding = {
+  system: string;
+  code: string;
+  /** Observation search codes: the category the code is filed under, when the mapping states it (per-patient pulls search by it). */
+  category?: { system: string; code: string };
+};
 
 /** A case-sensitive UCUM unit, validated with @lhncbc/ucum-lhc when the mapping is parsed. */
 export const ucumUnit = z.string().superRefine((unit, ctx) => {

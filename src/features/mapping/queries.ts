@@ -46,7 +46,7 @@ function searchCodes(mapping: Mapping, type: ReadType): Coding[] | undefined {
       const key = `${c.system}|${c.code}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      out.push({ system: c.system, code: c.code });
+      out.push({ system: c.system, code: c.code, ...(c.category ? { category: { system: c.category.system, code: c.category.code } } : {}) });
     }
   }
   return out;

@@ -23,10 +23,26 @@ const UCUM = 'http://unitsofmeasure.org';
  * (e.g. 14647-2 in mmol/L); it is checked at load time to be convertible to the feature's unit
  * (with the code's or the feature's molarMass), so a missing molar mass is caught before any patient is mapped.
  */
+const OBSERVATION_CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
+
+/**
+ * The category results under a code are filed under (`laboratory`, `vital-signs`, ... of observation-category,
+ * or a full coding). Optional; the per-patient pull searches Observations one category at a time with it,
+ * for FHIR APIs that require `category=`; the other pulls do not use it.
+ */
+const observationCategory = z.union([
+  z
+    .string()
+    .regex(/^[a-z][a-z-]*$/, 'must be an observation-category code such as laboratory or vital-signs, or a coding { system, code }')
+    .transform((code) => ({ system: OBSERVATION_CATEGORY, code })),
+  z.strictObject({ system: z.string().min(1), code: z.string().min(1) }),
+]);
+
 const observationCoding = coding.extend({
   unit: ucumUnit.optional(),
   /** g/mol for values under this code, overriding the feature's molarMass (BUN 28.0134 vs urea 60.06). */
   molarMass: z.number().positive().optional(),
+  category: observationCategory.optional(),
 });
 
 /** Observation.status values accepted by default: final results only (see ../README.md). */
@@ -38,7 +54,7 @@ const schema = z.strictObject({
   /** Codes of the Observation itself, or of a component inside a panel. */
   codes: z.array(observationCoding).min(1),
   /** Panel codes to search too; the value is then taken from the component matching `codes`. */
-  panels: z.array(coding).optional(),
+  panels: z.array(coding.extend({ category: observationCategory.optional() })).optional(),
   /** Observation statuses accepted (default final, amended, corrected); others are excluded as `status`. */
   statuses: z.array(observationStatus).min(1).optional(),
   /** Optional FHIRPath evaluated on the Observation (or component) to select the Quantity; default `value`. */
@@ -154,7 +170,7 @@ export const observationSource = defineSource<typeof schema, Compiled, Observati
   aggregate: true,
   molarMass: true,
   oneHot: 'allowed',
-  searchCodes: (s) => [...s.codes, ...(s.panels ?? [])].map((c): Coding => ({ system: c.system, code: c.code })),
+  searchCodes: (s) => [...s.codes, ...(s.panels ?? [])].map((c): Coding => ({ system: c.system, code: c.code, ...(c.category ? { category: c.category } : {}) })),
   neverMissing: (f) => f.aggregate === 'count' || f.aggregate === 'any',
   validate(f, scope) {
     const s = f.source;
