@@ -17,7 +17,7 @@ import { startBoss, stopBoss } from '../jobs/boss.js';
 import type { BatchExecutor } from '../jobs/executor.js';
 import { createServiceMetrics, fhirExchangeRecorder, type ServiceMetrics } from '../jobs/metrics.js';
 import { ensureQueues } from '../jobs/queues.js';
-import { servicePullStrategy } from '../sync/pull-strategies.js';
+import { serviceBulkPulls, servicePullStrategy } from '../sync/pull-strategies.js';
 import { createSyncExecutor } from '../jobs/sync-executor.js';
 import { startWorker, type Worker } from '../jobs/worker.js';
 import { createApiApp } from './app.js';
@@ -99,9 +99,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     let worker: Worker | undefined;
     if (mode !== 'api') {
       const pulls = new Map(config.sources.map((s) => [s.id, servicePullStrategy(s)]));
-      const real = createSyncExecutor({ app, clientFor, scores: new PatientScoreStore(db), pullStrategyFor: (id) => pulls.get(id)!, clock, logger });
+      const bulk = serviceBulkPulls({ db, models: (ids) => app.models(ids), clientFor, logger });
+      const real = createSyncExecutor({ app, clientFor, scores: new PatientScoreStore(db), pullStrategyFor: (id) => pulls.get(id)!, stagedPullFor: bulk.staged, clock, logger });
       const executor = options.wrapExecutor ? options.wrapExecutor(real) : real;
-      worker = await startWorker({ db, boss, config, executor, clientFor, clock, logger, metrics });
+      worker = await startWorker({ db, boss, config, executor, clientFor, bulk, clock, logger, metrics });
     }
     let url: string | undefined;
     let metricsUrl: string | undefined;

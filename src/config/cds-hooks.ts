@@ -13,6 +13,7 @@ import { SMART_SIGNING_ALGS } from '../fhir/auth/smart-options.js';
  *       - issuer: https://ehr.hospital.example
  *         jwksUrl: https://ehr.hospital.example/cds-jwks.json   # or jwksFile (the JWK Set exchanged out of band)
  *         fhirServers: [https://ehr.hospital.example/fhir/R4]  # where its fhirAuthorization tokens may be used
+ *     corsOrigins: [https://ehr.hospital.example]   # browser origins that may call (default *)
  *   jwks:
  *     keys: [{ privateKeyFile: keys/next.pem }]     # served at /.well-known/jwks.json beside the sources' SMART keys
  * ```
@@ -43,6 +44,13 @@ export const cdsHooksSchema = z.strictObject({
   clients: z.array(cdsClientSchema).min(1, 'list at least one CDS client (an EHR that may call)'),
   /** Where the console is reached from a clinician's browser (default: baseUrl). */
   consoleUrl: httpUrl.optional(),
+  /**
+   * Browser origins that may call the CDS Services (CORS; `*` for any, the default: calls are
+   * authenticated by the EHR's signed JWT, never by cookies). An empty list answers no browser origin.
+   */
+  corsOrigins: z
+    .array(z.union([z.literal('*'), z.string().refine((o) => URL.canParse(o) && new URL(o).origin === o, 'must be an origin such as https://ehr.example.org (scheme, host and port only) or *')]))
+    .default(['*']),
   /** Leeway for exp/iat between the EHR's clock and ours. */
   clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
   /** Timeout of each FHIR request made with a request's fhirAuthorization (a hook must answer fast). */

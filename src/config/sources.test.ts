@@ -223,3 +223,15 @@ test('a source becomes the client settings of the composition root, with the fhi
   expect(fhirSourceOf(config.sources[0], adapter.fhir)).toEqual({ ...adapter.fhir, url: 'https://a.example/fhir', auth: { type: 'none' }, concurrency: 8, timeoutMs: 12000 });
   expect(fhirSourceOf(config.sources[1], adapter.fhir)).toMatchObject({ url: 'https://b.example/fhir', auth: { type: 'bearer', token: 'tok' }, timeoutMs: 5000, maxRetries: 1, backoff: { baseMs: 100 } });
 });
+
+test('CDS Hooks CORS origins default to any and are checked as origins', () => {
+  const cds = (corsOrigins?: unknown) => ({
+    service: { cdsHooks: { baseUrl: 'https://adapter.example', clients: [{ issuer: 'ehr', jwksUrl: 'https://ehr.example/jwks.json' }], ...(corsOrigins ? { corsOrigins } : {}) } },
+    sources: [{ id: 's', baseUrl: 'https://ehr.example/fhir', models: ['m'] }],
+  });
+  expect(parseServiceConfig(cds(), { env: {} }).cdsHooks?.corsOrigins).toEqual(['*']);
+  expect(parseServiceConfig(cds(['https://ehr.example']), { env: {} }).cdsHooks?.corsOrigins).toEqual(['https://ehr.example']);
+  expect(problemsOf(() => parseServiceConfig(cds(['https://ehr.example/app', '*']), { env: {} }))).toEqual([
+    expect.stringMatching(/service\.cdsHooks\.corsOrigins\.0: must be an origin/),
+  ]);
+});

@@ -27,6 +27,25 @@ export interface RunSelection {
   newMembers?: number;
   total: number;
   requests?: number;
+  /** Runs pulled with Bulk Data: the export staged in the selection step (its batches read staging). */
+  bulk?: {
+    exportId: string;
+    /** The export was kicked off by an earlier attempt (a worker that died, a selection retried). */
+    resumed: boolean;
+    /** Why bulk: `configured`, or auto's reason. */
+    reason: string;
+    files: { output: number; error: number; deleted: number; downloaded: number; alreadyStaged: number };
+    /** Resources staged, per type. */
+    staged: Record<string, number>;
+    /** Resources named in the export's deleted files. */
+    deleted: number;
+    /** OperationOutcomes in the export's error files. */
+    errors: number;
+    /** NDJSON lines that were not a valid resource (counted, never staged). */
+    malformed: number;
+    /** Staged resources no patient owns (no subject, or a patient the export did not contain). */
+    unattributed: number;
+  };
 }
 
 export interface RunRow {

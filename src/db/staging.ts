@@ -117,6 +117,23 @@ export class PgBulkExportStore implements BulkExportStore {
     return r ? { id: r.id, transactionTime: new Date(r.transaction_time), finishedAt: new Date(r.finished_at) } : undefined;
   }
 
+  /**
+   * Deletes the records of exports that ended before the cutoff (their file lists and change marks with
+   * them), except each source's newest complete export, which its next `_since` export starts from.
+   */
+  async deleteEndedBefore(cutoff: Date): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<{ id: string }>(
+        `DELETE FROM ${T.exports} e WHERE e.finished_at < $1 AND e.state NOT IN ('kicked-off', 'downloading')
+            AND e.id <> COALESCE((SELECT max(l.id) FROM ${T.exports} l WHERE l.source_id = e.source_id AND l.state = 'complete'), -1)
+          RETURNING e.id::text AS id`,
+        [cutoff],
+      );
+      if (rows.length) await tx.query(`DELETE FROM ${T.changes} WHERE export_id = ANY($1::bigint[])`, [rows.map((r) => r.id)]);
+      return rows.length;
+    });
+  }
+
   async get(exportId: string): Promise<{ state: string; report?: BulkExportReport; errorCode?: string } | undefined> {
     const { rows } = await this.db.query<{ state: string; report: BulkExportReport | null; error_code: string | null }>(`SELECT state, report, error_code FROM ${T.exports} WHERE id = $1`, [exportId]);
     const r = rows[0];
@@ -182,15 +199,22 @@ export class StagingStore implements BulkSink {
 
   /**
    * Staged Patient ids in order, a page at a time (keyset paging: `after` the last id of the previous
-   * page). With `changedIn`, only the patients an export staged or deleted something of.
+   * page). With `changedIn`, only the patients an export staged or deleted something of; with
+   * `changedSince`, those of every export started since then (a service run's changes since its
+   * watermark: an earlier run whose batches failed left its changes staged under its own export).
    */
-  async patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string }): Promise<string[]> {
+  async patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedSince?: Date }): Promise<string[]> {
     const params: unknown[] = [sourceId, options.after ?? '', options.limit];
     let changed = '';
     if (options.changedIn !== undefined) {
       params.push(options.changedIn);
       changed = `AND (EXISTS (SELECT 1 FROM ${T.staged} c WHERE c.source_id = $1 AND c.patient_id = p.resource_id AND c.export_id = $4)
                   OR EXISTS (SELECT 1 FROM ${T.changes} d WHERE d.export_id = $4 AND d.patient_id = p.resource_id))`;
+    } else if (options.changedSince !== undefined) {
+      params.push(options.changedSince);
+      const exportsSince = `SELECT e.id FROM ${T.exports} e WHERE e.source_id = $1 AND e.created_at >= $4`;
+      changed = `AND (EXISTS (SELECT 1 FROM ${T.staged} c WHERE c.source_id = $1 AND c.patient_id = p.resource_id AND c.export_id IN (${exportsSince}))
+                  OR EXISTS (SELECT 1 FROM ${T.changes} d WHERE d.patient_id = p.resource_id AND d.export_id IN (${exportsSince})))`;
     }
     const { rows } = await this.db.query<{ resource_id: string }>(
       `SELECT p.resource_id FROM ${T.staged} p WHERE p.source_id = $1 AND p.resource_type = 'Patient' AND p.resource_id > $2 ${changed}

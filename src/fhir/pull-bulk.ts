@@ -22,7 +22,7 @@ import { assembleBatch, keepFirst, newFetched, plannedSearches, PULLED_TYPES, ty
 
 /** What the bulk pull reads back from staging (src/db/staging.ts: StagingStore). */
 export interface StagedReader {
-  patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string }): Promise<string[]>;
+  patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedSince?: Date }): Promise<string[]>;
   resourcesOf(sourceId: string, patientIds: string[]): Promise<{ resourceType: string; id: string; body: Record<string, unknown> }[]>;
   unattributed(sourceId: string, limit?: number): Promise<{ total: number; items: { reference: string; detail: 'missing-subject' | 'patient-not-found' }[] }>;
   purge(sourceId: string): Promise<number>;
@@ -60,8 +60,7 @@ export interface BulkPull {
 export function createBulkPull(deps: BulkPullDeps): BulkPull {
   const logger = (deps.logger ?? silentLogger).child({ component: 'fhir-bulk' });
   const clock = deps.clock ?? systemClock;
-  const keepsStaging = addDuration(new Date(0), parseDuration(deps.options.retention)).getTime() > 0;
-  const wantedCodes = new Set(deps.spec.observationCodes.map((c) => `${c.system}|${c.code}`));
+  const keepsStaging = keepsStagedData(deps.options);
   let prepared: Promise<BulkExportReport> | undefined;
   let report: BulkExportReport | undefined;
   let incremental = false;
@@ -145,18 +144,10 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
     },
     async pull(patientIds) {
       await prepare();
-      const fetched = newFetched();
-      for (const row of await deps.staging.resourcesOf(deps.sourceId, patientIds)) {
-        const type = row.resourceType as PulledType;
-        if (!PULLED_TYPES.includes(type)) continue;
-        // A server that ignored _typeFilter sends every Observation: only the codes asked for are kept.
-        if (type === 'Observation' && !hasWantedCode(row.body, wantedCodes)) continue;
-        keepFirst(fetched, type, [row.body as never]);
-      }
       // Resources no patient of the population owns are reported once per run, with its first batch.
       const unattributed = orphans ?? [];
       orphans = [];
-      return assembleBatch(deps.client, patientIds, fetched, 0, { logger, strategy: 'bulk', unattributed });
+      return pullStaged(deps, patientIds, { unattributed, logger: deps.logger });
     },
     async close() {
       if (!report || keepsStaging) return;
@@ -164,6 +155,34 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
       logger.info({ purged }, 'staged bulk data purged');
     },
   };
+}
+
+/** Whether a source keeps its staged data after a run (`retention` longer than zero) for `_since` exports. */
+export function keepsStagedData(options: Pick<BulkPullOptions, 'retention'>): boolean {
+  return addDuration(new Date(0), parseDuration(options.retention)).getTime() > 0;
+}
+
+/**
+ * One batch of patients read back from staging and assembled as the search pull assembles it. Staging
+ * must hold a completed export (`BulkPull.prepare`, or a service run's selection step, which exports once
+ * for all of its batches).
+ */
+export async function pullStaged(
+  deps: Pick<BulkPullDeps, 'client' | 'spec' | 'sourceId'> & { staging: Pick<StagedReader, 'resourcesOf'> },
+  patientIds: string[],
+  options: { unattributed?: UnattributedResource[]; logger?: Logger } = {},
+): Promise<PullResult> {
+  const wantedCodes = new Set(deps.spec.observationCodes.map((c) => `${c.system}|${c.code}`));
+  const fetched = newFetched();
+  for (const row of await deps.staging.resourcesOf(deps.sourceId, patientIds)) {
+    const type = row.resourceType as PulledType;
+    if (!PULLED_TYPES.includes(type)) continue;
+    // A server that ignored _typeFilter sends every Observation: only the codes asked for are kept.
+    if (type === 'Observation' && !hasWantedCode(row.body, wantedCodes)) continue;
+    keepFirst(fetched, type, [row.body as never]);
+  }
+  const logger = (options.logger ?? silentLogger).child({ component: 'fhir-bulk' });
+  return assembleBatch(deps.client, patientIds, fetched, 0, { logger, strategy: 'bulk', unattributed: options.unattributed ?? [] });
 }
 
 function hasWantedCode(body: Record<string, unknown>, wanted: ReadonlySet<string>): boolean {

@@ -2,7 +2,7 @@ import type { CapabilityStatement } from 'fhir/r4.js';
 import { AdapterError, toAdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { FhirClient, SearchParams } from './client.js';
-import { createBulkPull, type BulkPullDeps } from './pull-bulk.js';
+import { createBulkPull, pullStaged, type BulkPullDeps, type StagedReader } from './pull-bulk.js';
 import { pullPerPatient } from './pull-per-patient.js';
 import { listPatientIds, pullBatch, tokenList, type PullResult, type PullSpec } from './pull.js';
 
@@ -105,6 +105,19 @@ export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'
     const bulk = createBulkPull({ ...deps, client: ctx.client, spec: ctx.spec, asOf: ctx.asOf, logger: deps.logger ?? ctx.logger });
     return { name: 'bulk', reason: 'configured', pull: bulk.pull, patients: bulk.patients, close: bulk.close };
   };
+}
+
+/**
+ * The batches of a service run whose selection step exported the population and staged it: each batch
+ * reads its patients from staging (no request to the server but the Device and the write), on whichever
+ * worker process takes it.
+ */
+export function stagedStrategy(deps: { sourceId: string; staging: Pick<StagedReader, 'resourcesOf'> }): PullStrategyFactory {
+  return async (ctx) => ({
+    name: 'bulk',
+    reason: 'staged by the run',
+    pull: (ids) => pullStaged({ client: ctx.client, spec: ctx.spec, sourceId: deps.sourceId, staging: deps.staging }, ids, { logger: ctx.logger }),
+  });
 }
 
 export interface AutoOptions {

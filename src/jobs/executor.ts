@@ -19,6 +19,8 @@ export interface BatchInput {
   patientIds: string[];
   modelIds: string[];
   asOf: Date;
+  /** The run staged its Bulk Data export: the batch reads its patients from staging. */
+  staged?: boolean;
   /** Aborted when the worker shuts down or loses the batch; an executor may stop early and throw. */
   signal?: AbortSignal;
 }

@@ -31,6 +31,8 @@ export interface PatientBatchJob {
   patientIds: string[];
   modelIds: string[];
   asOf: string;
+  /** The run's selection step exported and staged the population: the batch reads staging. */
+  staged?: boolean;
 }
 
 /**
@@ -62,8 +64,12 @@ export async function ensureQueues(boss: PgBoss, config: ServiceConfig, options:
   await ensure(RETENTION_QUEUE, { retryLimit: 2, retryDelay: 300, expireInSeconds: 3600 });
   for (const source of config.sources) {
     const name = sourceRunQueue(source.id);
-    // Selecting a large population can take a while; a selection that dies is retried from the start.
-    await ensure(name, { retryLimit: 2, retryDelay: Math.max(1, w.retryDelaySeconds), retryBackoff: true, expireInSeconds: w.batchTimeoutSeconds, deadLetter: SOURCE_RUN_DEAD });
+    // Selecting a large population can take a while; a selection that dies is retried from the start
+    // (a Bulk Data export it began is resumed, not kicked off again). A selection that may export waits
+    // as long as the export may take, and then some.
+    const exports = source.pull.strategy === 'bulk' || source.pull.strategy === 'auto';
+    const expireInSeconds = exports ? Math.max(w.batchTimeoutSeconds, Math.ceil(source.pull.bulk.maxExportWaitMs / 1000) + 3600) : w.batchTimeoutSeconds;
+    await ensure(name, { retryLimit: 2, retryDelay: Math.max(1, w.retryDelaySeconds), retryBackoff: true, expireInSeconds, deadLetter: SOURCE_RUN_DEAD });
     if (!options.schedules) continue;
     if (source.schedule) await boss.schedule(name, source.schedule.cron, { sourceId: source.id } satisfies SourceRunJob, { tz: source.schedule.timezone });
     else await boss.unschedule(name);

@@ -36,6 +36,8 @@ export interface SyncExecutorDeps {
   scores: Pick<PatientScoreStore, 'get'>;
   /** A source's pull strategy (search when absent): src/sync/pull-strategies.ts servicePullStrategy. */
   pullStrategyFor?: (sourceId: string) => PullStrategyFactory;
+  /** The batches of a run that staged a Bulk Data export read staging (serviceBulkPulls().staged). */
+  stagedPullFor?: (sourceId: string) => PullStrategyFactory;
   clock?: Clock;
   logger?: Logger;
 }
@@ -90,7 +92,9 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     const deviceRefs = new Map<string, string>();
     for (const model of models) deviceRefs.set(model.runner.card.id, await deviceFor(input.sourceId, writer, model));
     stopped();
-    const pulled = await (await pullStrategyFor(models, input.asOf, client, deps.pullStrategyFor?.(input.sourceId), logger)).pull(input.patientIds);
+    if (input.staged && !deps.stagedPullFor) throw new AdapterError('config-invalid', 'a batch of a staged Bulk Data run reached a worker without staging');
+    const factory = input.staged ? deps.stagedPullFor!(input.sourceId) : deps.pullStrategyFor?.(input.sourceId);
+    const pulled = await (await pullStrategyFor(models, input.asOf, client, factory, logger)).pull(input.patientIds);
     stopped();
     const recorded = clock.now();
     const batch = await scoreBatch(input.patientIds, pulled, {

@@ -10,7 +10,6 @@ import type { ServiceConfig } from '../config/sources.js';
 import { bossDbFor, type Database, type Queryable } from '../db/database.js';
 import { PatientScoreStore } from '../db/patient-scores.js';
 import { RunStore, type FinalizeResult } from '../db/runs.js';
-import { SessionStore } from '../db/sessions.js';
 import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
 import { bossSettled, stopBoss } from './boss.js';
@@ -25,7 +24,10 @@ import {
   type PatientBatchJob,
   type SourceRunJob,
 } from './queues.js';
-import { selectPatients } from './selection.js';
+import type { ServiceBulkPulls } from '../sync/pull-strategies.js';
+import { selectPatients, type Selection } from './selection.js';
+import { runRetention } from './retention.js';
+import { selectStagedPatients } from './staged-selection.js';
 
 /**
  * A worker process's part of the service: it takes source-run jobs (select patients, fan out batch
@@ -50,6 +52,8 @@ export interface WorkerDeps {
   config: ServiceConfig;
   executor: BatchExecutor;
   clientFor(sourceId: string): FhirClient;
+  /** Bulk Data runs (bulk sources, auto ones choosing it); without it every run searches. */
+  bulk?: ServiceBulkPulls;
   clock?: Clock;
   logger?: Logger;
   metrics?: ServiceMetrics;
@@ -89,10 +93,15 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       await watermarks.advance(tx, run.sourceId, run.modelIds, new Date(run.changesUntil), run.id);
     }
   };
-  const reportFinalized = (result: FinalizeResult | undefined) => {
+  const reportFinalized = async (result: FinalizeResult | undefined) => {
     if (!result?.finished) return;
     deps.metrics?.runsFinished.inc({ source: result.run.sourceId, state: result.state });
     logger.info({ run: result.run.id, source: result.run.sourceId, state: result.state, errorCode: result.run.errorCode ?? undefined }, 'run finished');
+    // Staged data is patient data: gone when the run is over, unless the source keeps it for `_since`.
+    const source = sources.get(result.run.sourceId);
+    if (result.run.selection?.bulk && source && deps.bulk) {
+      await deps.bulk.finished(source).catch((err) => logger.warn({ source: source.id, err: (err as Error).message }, 'purging staged data failed; the retention job purges it'));
+    }
   };
 
   const handleSourceRun = async (job: PgBoss.Job<SourceRunJob>): Promise<unknown> => {
@@ -120,10 +129,21 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     // Deleted by retention, or fanned out already (this is a redelivery after a crash): nothing to do.
     if (!run || (run.state !== 'queued' && run.state !== 'selecting')) return { runId: run?.id, state: run?.state };
     await runs.markSelecting(run.id);
-    let selection: Awaited<ReturnType<typeof selectPatients>>;
+    let selection: Selection;
+    let staged = false;
+    // A shutdown stops a Bulk Data export between polls and files; the retried job resumes it.
+    const controller = new AbortController();
+    inflight.add(controller);
     try {
       const client = deps.clientFor(source.id);
-      selection = await selectPatients({ client, watermarks, scores, clock, logger: deps.logger }, source, run.modelIds, { full: job.data.full });
+      const selectionDeps = { client, watermarks, scores, clock, logger: deps.logger };
+      const exporting = await deps.bulk?.open(source, run.modelIds, new Date(run.asOf), controller.signal);
+      if (exporting) {
+        selection = await selectStagedPatients({ ...selectionDeps, staging: exporting.staging }, source, run.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason });
+        staged = true;
+      } else {
+        selection = await selectPatients(selectionDeps, source, run.modelIds, { full: job.data.full });
+      }
     } catch (err) {
       const e = toAdapterError(err, 'internal', 'selection');
       await runs.noteSelectionError(run.id, e.code, e.message);
@@ -131,6 +151,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       const safe = new Error(`${e.code}: ${e.message}`);
       safe.stack = safe.message;
       throw safe;
+    } finally {
+      inflight.delete(controller);
     }
     const batches = chunk(selection.patientIds, source.options.batchSize);
     const runId = run.id;
@@ -145,7 +167,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       if (batches.length) {
         const jobs: PgBoss.JobInsert<PatientBatchJob>[] = batches.map((patientIds, seq) => ({
           name: PATIENT_BATCH_QUEUE,
-          data: { runId, seq, sourceId: source.id, patientIds, modelIds: run!.modelIds, asOf: run!.asOf },
+          data: { runId, seq, sourceId: source.id, patientIds, modelIds: run!.modelIds, asOf: run!.asOf, ...(staged ? { staged } : {}) },
         }));
         for (const part of chunk(jobs, 500)) await boss.insert(part, { db: bossDbFor(tx) } as PgBoss.InsertOptions);
         return undefined;
@@ -154,7 +176,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       await onFinalized(tx, result);
       return result;
     });
-    reportFinalized(finalized);
+    await reportFinalized(finalized);
     // This process's batch workers take the new batches now instead of at their next poll (other
     // processes poll as usual); a small incremental run is then not mostly waiting.
     if (batches.length) for (const workerId of batchWorkers) boss.notifyWorker(workerId);
@@ -181,6 +203,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
         patientIds: d.patientIds,
         modelIds: d.modelIds,
         asOf: new Date(d.asOf),
+        ...(d.staged ? { staged: true } : {}),
         signal: controller.signal,
       });
       const asOf = new Date(d.asOf);
@@ -213,7 +236,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       deps.metrics?.batches.inc({ result: 'succeeded' });
       deps.metrics?.batchDuration.observe((performance.now() - started) / 1000);
       for (const o of report.outcomes) deps.metrics?.patients.inc({ model: o.modelId, status: o.status, reason: o.reason ?? '' });
-      reportFinalized(result);
+      await reportFinalized(result);
       logger.info({ run: d.runId, batch: d.seq, patients: d.patientIds.length, requests: report.requests, ms: Math.round(performance.now() - started) }, 'batch done');
       return { patients: d.patientIds.length };
     } catch (err) {
@@ -235,7 +258,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       });
       deps.metrics?.batches.inc({ result: final ? 'failed' : 'retried' });
       if (final) for (const m of d.modelIds) deps.metrics?.patients.inc({ model: m, status: 'failed', reason: e.code }, d.patientIds.length);
-      reportFinalized(result);
+      await reportFinalized(result);
       logger.warn({ run: d.runId, batch: d.seq, code: e.code, transient: e.transient, attempt: job.retryCount + 1, final }, final ? 'batch failed for good' : 'batch failed; it will be retried');
       // Only the code and message reach the job's output (no cause, no stack: nothing but what we wrote).
       const safe = new Error(`${e.code}: ${e.message}`);
@@ -262,7 +285,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       return r;
     });
     if (result) logger.warn({ run: d.runId, batch: d.seq }, 'batch failed for good: its last attempt did not finish');
-    reportFinalized(result);
+    await reportFinalized(result);
   };
 
   const handleDeadRun = async (job: PgBoss.Job<SourceRunJob>): Promise<void> => {
@@ -273,10 +296,9 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   };
 
   const handleRetention = async (): Promise<unknown> => {
-    const deleted = await runs.deleteOlderThan(config.retentionDays);
-    const sessions = await new SessionStore(db).deleteExpired();
-    logger.info({ runs: deleted, sessions, days: config.retentionDays }, 'retention cleanup');
-    return { runs: deleted, sessions };
+    const report = await runRetention(db, config, clock);
+    logger.info({ ...report, days: config.retentionDays }, 'retention cleanup');
+    return report;
   };
 
   /** Releases batches whose worker stopped reporting: their jobs fail now and are retried. */

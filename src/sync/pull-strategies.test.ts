@@ -1,5 +1,5 @@
 import { parseServiceConfig } from '../config/sources.js';
-import { AdapterError } from '../core/errors.js';
+import { keepsStagedData } from '../fhir/pull-bulk.js';
 import { servicePullStrategy } from './pull-strategies.js';
 
 const source = (pull: unknown) => ({ id: 'ehr', baseUrl: 'https://ehr.example/fhir', models: ['m'], ...(pull === undefined ? {} : { pull }) });
@@ -15,16 +15,11 @@ describe('a source\'s pull options', () => {
     expect(bad).toThrow(/sources\.0\.pull\.bulk\.trustedOrigins\.0: must be an origin/);
   });
 
-  it('the service refuses bulk at start, saying where bulk runs', () => {
-    const config = parseServiceConfig({ sources: [source({ strategy: 'bulk' })] }, { env: {} });
-    let error: unknown;
-    try {
-      servicePullStrategy(config.sources[0]);
-    } catch (err) {
-      error = err;
-    }
-    expect(AdapterError.is(error, 'config-invalid')).toBe(true);
-    expect((error as Error).message).toContain('fhir-ml sync --pull-strategy bulk');
+  it('a bulk source keeps its staged data only with a retention longer than zero', () => {
+    const config = parseServiceConfig({ sources: [source({ strategy: 'bulk' }), { ...source({ strategy: 'bulk', bulk: { retention: 'P1D' } }), id: 'kept' }] }, { env: {} });
+    expect(keepsStagedData(config.sources[0].pull.bulk)).toBe(false);
+    expect(keepsStagedData(config.sources[1].pull.bulk)).toBe(true);
+    expect(typeof servicePullStrategy(config.sources[0])).toBe('function');
     expect(typeof servicePullStrategy(parseServiceConfig({ sources: [source({ strategy: 'auto' })] }, { env: {} }).sources[0])).toBe('function');
   });
 });

@@ -1,12 +1,16 @@
 import { createHash } from 'node:crypto';
 import { AdapterError } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
-import { defaultServiceConfig } from '../config/sources.js';
+import { silentLogger, type Logger } from '../core/log.js';
+import { defaultServiceConfig, type SourceConfig } from '../config/sources.js';
 import { openDatabase, type Database } from '../db/database.js';
 import { migrate } from '../db/migrate.js';
 import { PgBulkExportStore, StagingStore } from '../db/staging.js';
 import { DEFAULT_PULL_OPTIONS, type PullOptionsConfig, type PullStrategyName } from '../fhir/pull-options.js';
-import { autoStrategy, bulkStrategy, chooseStrategy, perPatientStrategy, searchStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
+import type { FhirClient } from '../fhir/client.js';
+import { createBulkPull, keepsStagedData, type BulkPull } from '../fhir/pull-bulk.js';
+import { autoStrategy, bulkStrategy, chooseStrategy, perPatientStrategy, searchStrategy, stagedStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
+import type { SyncModel } from './models.js';
+import { pullSpecFor } from './pull-step.js';
 
 /**
  * A configured pull strategy as the run loop takes it (`SyncOptions.pullStrategy`): from the sources
@@ -79,18 +83,14 @@ export async function openStagingDatabase(logger?: Logger): Promise<Database> {
 }
 
 /**
- * The per-batch pull strategy of a service source (`pull:` in the sources file): search, per-patient, or
- * auto (decided per batch from the CapabilityStatement and the probe, never bulk). Bulk is refused: the
- * service's runs would have to export once in their selection and read staging in their batches, which
- * they do not do yet; the CLI runs bulk (`fhir-ml sync --pull-strategy bulk`).
+ * The per-batch pull strategy of a service source (`pull:` in the sources file) for batches that were not
+ * staged by their run: search, per-patient, or auto (decided once per process from the CapabilityStatement
+ * and the probe, never bulk: a bulk pull happens once per run, in its selection step; see
+ * `serviceBulkPulls`). A bulk source's batches are always staged; should one arrive unstaged it is
+ * searched.
  */
 export function servicePullStrategy(source: { id: string; pull: PullOptionsConfig }): PullStrategyFactory {
-  if (source.pull.strategy === 'bulk') {
-    throw new AdapterError(
-      'config-invalid',
-      `source ${source.id}: pull.strategy bulk is not run by the service yet (use search, per-patient or auto; bulk runs from the CLI: fhir-ml sync --pull-strategy bulk)`,
-    );
-  }
+  if (source.pull.strategy === 'bulk') return searchStrategy();
   if (source.pull.strategy !== 'auto') {
     return pullStrategyFactory({ strategy: source.pull.strategy, options: source.pull, sourceId: source.id, population: { kind: 'patients', ids: [] } });
   }
@@ -107,4 +107,73 @@ export function servicePullStrategy(source: { id: string; pull: PullOptionsConfi
     const { factory, reason } = await decided;
     return { ...(await factory(ctx)), reason };
   };
+}
+
+/**
+ * Bulk Data in the service. A run of a `bulk` source (or of an `auto` source with a Group or whole
+ * population on a server offering `$export`) exports once, in its selection step: `open` gives the run's
+ * BulkPull (the export kicked off or resumed, staged in the service's database); the run's batch jobs
+ * are marked staged and read their patients from staging (`staged`) on whichever worker takes them; when
+ * the run is over, `finished` purges staging unless the source keeps it for `_since` exports.
+ *
+ * The export's state (status URL, manifest, files staged) is in the database as it goes, so a selection
+ * step that dies with its worker is retried by pg-boss and resumes the export where it stood.
+ */
+export interface ServiceBulkPulls {
+  /** The run's export, or undefined when the run searches (a search or per-patient source; auto choosing those). */
+  open(source: SourceConfig, modelIds: string[], asOf: Date, signal?: AbortSignal): Promise<{ bulk: BulkPull; staging: StagingStore; reason: string } | undefined>;
+  staged(sourceId: string): PullStrategyFactory;
+  finished(source: SourceConfig): Promise<number>;
+}
+
+export function serviceBulkPulls(deps: {
+  db: Database;
+  models(ids: string[]): Promise<SyncModel[]>;
+  clientFor(sourceId: string): FhirClient;
+  logger?: Logger;
+}): ServiceBulkPulls {
+  const staging = new StagingStore(deps.db);
+  const exports = new PgBulkExportStore(deps.db);
+  const logger = (deps.logger ?? silentLogger).child({ component: 'bulk-runs' });
+  return {
+    async open(source, modelIds, asOf, signal) {
+      const strategy = source.pull.strategy;
+      if (strategy !== 'bulk' && strategy !== 'auto') return undefined;
+      const client = deps.clientFor(source.id);
+      const spec = pullSpecFor(await deps.models(modelIds), asOf);
+      let reason = 'configured';
+      if (strategy === 'auto') {
+        // A list of patients is searched; a population is exported when the server offers $export.
+        if (source.population.type === 'patients') return undefined;
+        const choice = await chooseStrategy(client, spec, { bulkAvailable: true, logger });
+        if (choice.name !== 'bulk') return undefined;
+        reason = choice.reason;
+      }
+      const bulk = createBulkPull({
+        client,
+        spec,
+        asOf,
+        sourceId: source.id,
+        population: populationOf(source),
+        options: source.pull.bulk,
+        staging,
+        exports,
+        logger: deps.logger,
+        signal,
+      });
+      return { bulk, staging, reason };
+    },
+    staged: (sourceId) => stagedStrategy({ sourceId, staging }),
+    async finished(source) {
+      if (keepsStagedData(source.pull.bulk)) return 0;
+      const purged = await staging.purge(source.id);
+      if (purged) logger.info({ source: source.id, purged }, 'staged bulk data purged after the run');
+      return purged;
+    },
+  };
+}
+
+function populationOf(source: SourceConfig): StrategySetup['population'] {
+  const p = source.population;
+  return p.type === 'group' ? { kind: 'group', groupId: p.id } : p.type === 'patients' ? { kind: 'patients', ids: p.ids } : { kind: 'all' };
 }

@@ -263,6 +263,18 @@ describe('CDS Hooks feedback', () => {
   });
 });
 
+describe('CDS Hooks from a browser (CORS)', () => {
+  it('answers a preflight without a JWT, and lets the browser read a refusal', async () => {
+    const preflight = await request(app).options(`/cds-services/${MODEL}`).set('origin', 'https://sandbox.cds-hooks.org').set('access-control-request-method', 'POST');
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBe('*');
+    expect(preflight.headers['access-control-allow-headers']).toContain('Authorization');
+    const refused = await request(app).get('/cds-services').set('origin', 'https://sandbox.cds-hooks.org');
+    expect(refused.status).toBe(401);
+    expect(refused.headers['access-control-allow-origin']).toBe('*');
+  });
+});
+
 describe('CDS Client authentication', () => {
   const discovery = `${BASE}/cds-services`;
   const get = (token?: string) => {

@@ -1,10 +1,15 @@
+import { parseServiceConfig } from '../../src/config/sources.js';
+import { systemClock } from '../../src/core/clock.js';
+import { CdsHooksStore } from '../../src/db/cds-hooks.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { migrate } from '../../src/db/migrate.js';
 import { MIGRATIONS, SCHEMA } from '../../src/db/migrations.js';
 import { PatientScoreStore } from '../../src/db/patient-scores.js';
 import { RunStore } from '../../src/db/runs.js';
 import { SessionStore } from '../../src/db/sessions.js';
+import { PgBulkExportStore, StagingStore } from '../../src/db/staging.js';
 import { WatermarkStore } from '../../src/db/watermarks.js';
+import { runRetention } from '../../src/jobs/retention.js';
 import { createTestDatabase, type TestDatabase } from './support/service.js';
 
 /** Migrations and stores on the machine's PostgreSQL, in a database of this file's own. */
@@ -110,4 +115,41 @@ test('a batch result from an attempt that another worker has taken over is dropp
   expect(await a.transaction((tx) => runs.completeBatch(tx, { runId: id, seq: 0, attempt: stale!.attempt, outcomes: [outcome], exclusions: [], requests: 1, durationMs: 1 }))).toBeUndefined();
   const done = await a.transaction((tx) => runs.completeBatch(tx, { runId: id, seq: 0, attempt: current!.attempt, outcomes: [outcome], exclusions: [], requests: 1, durationMs: 1 }));
   expect(done).toMatchObject({ state: 'succeeded', finished: true });
+});
+
+test('the retention job purges old CDS Hooks records, leftover staging and old export records, and keeps what a source still keeps', async () => {
+  const cds = new CdsHooksStore(a);
+  await cds.recordCards(
+    ['0', '1'].map((n) => ({ uuid: `00000000-0000-4000-8000-00000000000${n}`, serviceId: 's', hookInstance: 'h', modelId: 'm', modelVersion: '1', patientId: 'p', suggestionIds: [], issuer: 'i' })),
+  );
+  await cds.recordFeedback([{ serviceId: 's', card: '00000000-0000-4000-8000-000000000000', outcome: 'accepted', acceptedSuggestions: [], hasComment: false, outcomeAt: new Date(), issuer: 'i' }]);
+  await a.query(`UPDATE ${SCHEMA}.cds_cards SET created_at = now() - interval '100 days' WHERE uuid = '00000000-0000-4000-8000-000000000000'`);
+  await a.query(`UPDATE ${SCHEMA}.cds_feedback SET received_at = now() - interval '100 days'`);
+
+  // Three sources with staged data: one that keeps nothing (a run ended early), one within its retention,
+  // one whose export is still open (the next run resumes it).
+  const exports = new PgBulkExportStore(a);
+  const staging = new StagingStore(a);
+  const stage = async (sourceId: string, complete: boolean) => {
+    const id = await exports.create(sourceId, 'k', { level: 'patient' }, `https://ehr.example/status/${sourceId}`);
+    await staging.stage(sourceId, id, [{ resourceType: 'Patient', id: 'p1', patientId: 'p1', json: '{"resourceType":"Patient","id":"p1"}' }]);
+    if (complete) await exports.close(id, 'complete');
+    return id;
+  };
+  const oldExport = await stage('purged', true);
+  await a.query(`UPDATE ${SCHEMA}.bulk_exports SET finished_at = now() - interval '100 days' WHERE id = $1`, [oldExport]);
+  await stage('purged', true);
+  await stage('kept', true);
+  await stage('open', false);
+  const source = (id: string, retention: string) => parseServiceConfig({ sources: [{ id, baseUrl: 'https://ehr.example/fhir', models: ['m'], pull: { strategy: 'bulk', bulk: { retention } } }] }, { env: {} }).sources[0];
+  const report = await runRetention(a, { retentionDays: 90, sources: [source('purged', 'PT0S'), source('kept', 'P1D'), source('open', 'PT0S')] }, systemClock);
+
+  expect(report).toMatchObject({ cdsRecords: 2, stagedResources: 1, exports: 1 });
+  expect(await staging.counts('purged')).toEqual({});
+  expect(await staging.counts('kept')).toEqual({ Patient: 1 });
+  expect(await staging.counts('open')).toEqual({ Patient: 1 });
+  expect(await exports.get(oldExport)).toBeUndefined();
+  expect((await exports.lastComplete('purged'))?.id).toBeDefined();
+  const { rows } = await a.query<{ uuid: string }>(`SELECT uuid::text FROM ${SCHEMA}.cds_cards`);
+  expect(rows.map((r) => r.uuid)).toEqual(['00000000-0000-4000-8000-000000000001']);
 });

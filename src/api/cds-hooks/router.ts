@@ -12,6 +12,7 @@ import { pullSpecFor } from '../../sync/pull-step.js';
 import { defaultMapContext } from '../../sync/run.js';
 import { riskCard, type CardFacts } from './cards.js';
 import { createCdsClientVerifier } from './client-auth.js';
+import { cdsCors } from './cors.js';
 import { gatherRecord, PreconditionFailed, prefetchQueries, prefetchTemplates, requestFhirClient } from './prefetch.js';
 import { proposalSuggestions } from './suggestions.js';
 import { feedbackSchema, hookRequestSchema, hookResponseSchema, type Card } from './schema.js';
@@ -51,6 +52,7 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
   const consoleBase = cds.consoleUrl ?? cds.baseUrl;
 
   const router = express.Router();
+  router.use('/cds-services', cdsCors(cds.corsOrigins));
   router.use(express.json({ limit: deps.config.api.bodyLimit, type: ['application/json', 'application/fhir+json'] }));
 
   router.get('/cds-services', async (req, res) => {
