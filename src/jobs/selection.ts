@@ -66,18 +66,7 @@ export async function selectPatients(deps: SelectionDeps, source: SourceConfig, 
     if (source.population.type === 'group') requests++;
     const inPopulation = new Set(members);
     for (const id of [...selected]) if (!inPopulation.has(id)) selected.delete(id);
-    for (const modelId of modelIds) {
-      for (let i = 0; i < members.length; i += 1000) {
-        const part = members.slice(i, i + 1000);
-        const known = await deps.scores.get(source.id, modelId, part);
-        for (const id of part) {
-          if (!known.has(id) && !selected.has(id)) {
-            selected.add(id);
-            neverEvaluated++;
-          }
-        }
-      }
-    }
+    neverEvaluated = await addNeverEvaluated(deps.scores, source.id, modelIds, members, selected);
   }
   const patientIds = [...selected].sort();
   const selection: RunSelection = {
@@ -106,4 +95,25 @@ export async function populationOf(client: FhirClient, source: SourceConfig): Pr
   const ids = new Set<string>();
   for await (const page of listPatientIds(client, 1000)) for (const id of page) ids.add(id);
   return [...ids].sort();
+}
+
+/**
+ * Adds to `selected` the members of a Group or list population that no model of the run has evaluated
+ * (new members); returns how many were added. Reads the scores a thousand patients at a time.
+ */
+export async function addNeverEvaluated(scores: Pick<PatientScoreStore, 'get'>, sourceId: string, modelIds: string[], members: string[], selected: Set<string>): Promise<number> {
+  let added = 0;
+  for (const modelId of modelIds) {
+    for (let i = 0; i < members.length; i += 1000) {
+      const part = members.slice(i, i + 1000);
+      const known = await scores.get(sourceId, modelId, part);
+      for (const id of part) {
+        if (!known.has(id) && !selected.has(id)) {
+          selected.add(id);
+          added++;
+        }
+      }
+    }
+  }
+  return added;
 }

@@ -3,7 +3,7 @@ import { lookbackStart } from '../core/time.js';
 import type { SourceConfig } from '../config/sources.js';
 import type { RunSelection } from '../db/runs.js';
 import type { BulkPull, StagedReader } from '../fhir/pull-bulk.js';
-import { populationOf, type Selection, type SelectionDeps } from './selection.js';
+import { addNeverEvaluated, populationOf, type Selection, type SelectionDeps } from './selection.js';
 
 /**
  * Which patients a run scores when its selection step pulled the population with Bulk Data: the export
@@ -66,21 +66,7 @@ export async function selectStagedPatients(
   const inPopulation = new Set(members ?? staged);
   const stale = (await deps.scores.staleBefore(source.id, modelIds, lookbackStart(source.options.rescoreInterval, changesUntil))).filter((id) => inPopulation.has(id));
   const selected = new Set<string>([...changed.filter((id) => inPopulation.has(id)), ...stale]);
-  let neverEvaluated = 0;
-  if (members) {
-    for (const modelId of modelIds) {
-      for (let i = 0; i < members.length; i += 1000) {
-        const part = members.slice(i, i + 1000);
-        const known = await deps.scores.get(source.id, modelId, part);
-        for (const id of part) {
-          if (!known.has(id) && !selected.has(id)) {
-            selected.add(id);
-            neverEvaluated++;
-          }
-        }
-      }
-    }
-  }
+  const neverEvaluated = members ? await addNeverEvaluated(deps.scores, source.id, modelIds, members, selected) : 0;
   const patientIds = [...selected].sort();
   const selection: RunSelection = {
     changed: changed.length,
