@@ -1,19 +1,16 @@
 import type { CarePlan } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
-import { lookbackStart } from '../core/time.js';
 import type { QualitativeRisk } from '../core/types.js';
 import { decidedProposals, pullCareContext, type CareRecord } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
-import type { Coding } from '../fhir/pull.js';
 import { RISK_CODES } from '../models/model-card.js';
 import {
   acceptanceByActivity,
-  applicableActivities,
   applyPlanDefinition,
   buildAssessmentContext,
+  careReadScope,
   planCarePlanWrite,
-  satisfiedWithin,
   type AcceptanceStats,
   type AssessmentContext,
 } from '../writeback/care-plan/index.js';
@@ -84,25 +81,13 @@ export class CarePlanStep {
     }
     if (candidates.length === 0) return 0;
 
-    // What would be proposed with no existing care: whose activities, and which codes, to read.
-    const activityPatients = new Set<string>();
-    const codes = new Map<string, Coding>();
-    const windows: string[] = [];
-    for (const c of candidates) {
-      for (const pd of c.model.carePlans!.planDefinitions) {
-        for (const ad of applicableActivities(pd, c.model.carePlans!.activityDefinitions, c.context)) {
-          activityPatients.add(c.entry.patientId);
-          for (const coding of ad.code?.coding ?? []) if (coding.system && coding.code) codes.set(`${coding.system}|${coding.code}`, { system: coding.system, code: coding.code });
-          const within = satisfiedWithin(ad);
-          if (within) windows.push(within);
-        }
-      }
-    }
-    const resultsSince = windows.map((w) => lookbackStart(w, asOf)).sort((a, b) => a.getTime() - b.getTime())[0];
+    // What would be proposed with no existing care decides what is read: whose activities, which codes, since when.
+    const scope = careReadScope(candidates.map((c) => ({ definitions: c.model.carePlans!, context: c.context })), asOf);
+    const activityPatients = new Set(candidates.filter((_, i) => scope.withActivities[i]).map((c) => c.entry.patientId));
     const [care, acceptance] = await Promise.all([
       pullCareContext(
         this.client,
-        { carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))], activityPatients: [...activityPatients], activityCodes: [...codes.values()], resultsSince },
+        { carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))], activityPatients: [...activityPatients], activityCodes: scope.codes, resultsSince: scope.resultsSince },
         asOf,
       ),
       this.acceptanceIndex(),
