@@ -5,6 +5,7 @@ import type { FhirClient, SearchParams } from './client.js';
 import { createBulkPull, type BulkPullDeps } from './pull-bulk.js';
 import { pullPerPatient } from './pull-per-patient.js';
 import { listPatientIds, pullBatch, tokenList, type PullResult, type PullSpec } from './pull.js';
+import { searchRefusal } from './refusal.js';
 
 /**
  * Pull strategies: how one batch of patients gets its data. They share one interface, take the same
@@ -43,29 +44,27 @@ export interface StrategyContext {
 
 export type PullStrategyFactory = (ctx: StrategyContext) => Promise<PullStrategy>;
 
-/** Detail codes servers use to say a search must name exactly one patient (the embedded server's among them). */
-const SINGLE_PATIENT_CODES = /SINGLE[_-]?PATIENT|PATIENT[_-]?REQUIRED|ONE[_-]?PATIENT|MULTIPLE[_-]?PATIENTS/i;
-const CATEGORY_CODES = /CATEGORY[_-]?REQUIRED/i;
-
 /**
  * Turns a server's refusal of the search strategy's requests into a run-stopping configuration error
  * that names the strategy to use: every further batch would be refused the same way.
  */
 export function explainRefusal(err: unknown, strategy: StrategyName): unknown {
-  if (!AdapterError.is(err) || (err.status !== 400 && err.status !== 422 && err.status !== 403)) return err;
-  const codes = [...((err.details?.detailCodes as string[] | undefined) ?? []), ...((err.details?.issueCodes as string[] | undefined) ?? [])];
-  if (strategy === 'search' && (codes.some((c) => SINGLE_PATIENT_CODES.test(c)) || codes.includes('too-costly'))) {
+  const refusal = searchRefusal(err);
+  if (!refusal) return err;
+  const { status, codes } = refusal;
+  const details = (err as AdapterError).details;
+  if (strategy === 'search' && refusal.multiPatient) {
     return new AdapterError(
       'config-invalid',
-      `the FHIR server refuses searches over several patients (HTTP ${err.status}${codes.length ? `, ${codes.join(', ')}` : ''}); pull this source with the per-patient strategy (sources file pull.strategy: per-patient, or --pull-strategy per-patient / FHIR_ML_PULL_STRATEGY=per-patient), or auto`,
-      { cause: err, status: err.status, details: { ...err.details, refusal: 'multi-patient-search' } },
+      `the FHIR server refuses searches over several patients (HTTP ${status}${codes.length ? `, ${codes.join(', ')}` : ''}); pull this source with the per-patient strategy (sources file pull.strategy: per-patient, or --pull-strategy per-patient / FHIR_ML_PULL_STRATEGY=per-patient), or auto`,
+      { cause: err, status, details: { ...details, refusal: 'multi-patient-search' } },
     );
   }
-  if (codes.some((c) => CATEGORY_CODES.test(c))) {
+  if (refusal.categoryRequired) {
     return new AdapterError(
       'config-invalid',
-      `the FHIR server requires a category on Observation searches (HTTP ${err.status}); use the per-patient strategy and state in the mapping the category each Observation code is filed under (codes: [{ system, code, category: { system, code } }])`,
-      { cause: err, status: err.status, details: { ...err.details, refusal: 'category-required' } },
+      `the FHIR server requires a category on Observation searches (HTTP ${status}); use the per-patient strategy and state in the mapping the category each Observation code is filed under (codes: [{ system, code, category: { system, code } }])`,
+      { cause: err, status, details: { ...details, refusal: 'category-required' } },
     );
   }
   return err;
