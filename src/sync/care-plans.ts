@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from '../core/log.js';
 import type { QualitativeRisk } from '../core/types.js';
 import { decidedProposals, pullCareContext, type CareRecord } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
+import { searchRefusal } from '../fhir/refusal.js';
 import { RISK_CODES } from '../models/model-card.js';
 import {
   acceptanceByActivity,
@@ -39,9 +40,15 @@ import type { SyncModel } from './models.js';
 export const MAX_REPLANS = 2;
 
 type Acceptance = Map<string, Map<QualitativeRisk, Map<string, AcceptanceStats>>>;
+/** The run's acceptance evidence; `unavailable` when the server refuses the search for it. */
+interface AcceptanceRead {
+  index: Acceptance;
+  requests: number;
+  unavailable?: boolean;
+}
 
 export class CarePlanStep {
-  private acceptance?: Promise<{ index: Acceptance; requests: number }>;
+  private acceptance?: Promise<AcceptanceRead>;
 
   constructor(
     private readonly client: FhirClient,
@@ -103,6 +110,7 @@ export class CarePlanStep {
           ...this.applyOptions(c.entry, c.device, recorded),
           existing,
           acceptance: stats,
+          ...(acceptance.unavailable ? { acceptanceUnavailable: true } : {}),
         });
         const write = planCarePlanWrite({ proposal, patientId: c.entry.patientId, onServer: existing.carePlans, identifierSystem, deviceReference: c.device, recorded });
         return { identifier: proposal.identifier, proposal, plan: write };
@@ -126,16 +134,24 @@ export class CarePlanStep {
 
   /**
    * Acceptance of this adapter's earlier proposals per model, band and ActivityDefinition, from one
-   * paged search per run; pages are reduced to counts as they come, never held.
+   * paged search per run; pages are reduced to counts as they come, never held. A server that refuses a
+   * CarePlan search naming no patient (single-patient EHR APIs) cannot give it, for any patient: the
+   * run's proposals are then ordered without it, and say so.
    */
-  private acceptanceIndex(): Promise<{ index: Acceptance; requests: number }> {
+  private acceptanceIndex(): Promise<AcceptanceRead> {
     this.acceptance ??= (async () => {
       const counts = new Map<string, Map<QualitativeRisk, Map<string, { accepted: number; decided: number }>>>();
       let requests = 0;
       const modelIds = this.models.filter((m) => m.carePlans).map((m) => m.runner.card.id);
-      for await (const page of decidedProposals(this.client, this.options.identifierSystem)) {
-        requests++;
-        addAcceptance(counts, page.carePlans, modelIds, this.options.identifierSystem);
+      try {
+        for await (const page of decidedProposals(this.client, this.options.identifierSystem)) {
+          requests++;
+          addAcceptance(counts, page.carePlans, modelIds, this.options.identifierSystem);
+        }
+      } catch (err) {
+        if (!searchRefusal(err)?.multiPatient) throw err;
+        this.options.logger?.warn({ status: (err as AdapterError).status }, 'the FHIR server refuses CarePlan searches naming no patient: proposals are ordered without the acceptance of earlier ones');
+        return { index: new Map(), requests, unavailable: true };
       }
       const index: Acceptance = new Map();
       for (const [model, bands] of counts) {
