@@ -1,6 +1,8 @@
 import type { CapabilityStatement } from 'fhir/r4.js';
 import { AdapterError, toAdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import { pullCareContext, type CareReader } from './care-pull.js';
+import { perPatientCareReader } from './care-pull-per-patient.js';
 import type { FhirClient, SearchParams } from './client.js';
 import { createBulkPull, type BulkPullDeps } from './pull-bulk.js';
 import { pullPerPatient } from './pull-per-patient.js';
@@ -18,6 +20,12 @@ import { searchRefusal } from './refusal.js';
  *   population (the staged Patients);
  * - `auto`: chosen per run from the server's CapabilityStatement and a probe (`chooseStrategy`).
  *
+ * Each also reads the care of the patients about to get CarePlan proposals (`readCare`, care-pull.ts),
+ * giving the same records whichever reads it: `search` many patients per request; `per-patient` one
+ * (care-pull-per-patient.ts); `bulk` searches too, since that care is small (only the patients getting
+ * proposals) and an export would be the whole population's: many patients per request until the server
+ * refuses that, then one patient per request for the rest of the run.
+ *
  * A server that refuses what the search strategy sends (a search over several patients, an Observation
  * search without a category) is reported as such, with the strategy to use, instead of a generic failure.
  */
@@ -29,6 +37,8 @@ export interface PullStrategy {
   /** Why this strategy was used (auto's decision, or "configured"). */
   readonly reason: string;
   pull(patientIds: string[]): Promise<PullResult>;
+  /** The care of patients about to get CarePlan proposals, read the way this strategy's server takes it. */
+  readCare: CareReader;
   /** The population, when the strategy supplies it (bulk); otherwise the run lists the server's Patients. */
   patients?(batchSize: number): AsyncIterable<string[]>;
   /** When the run is over (bulk: purge staging). */
@@ -81,6 +91,7 @@ export function searchStrategy(options: { maxIdsPerRequest?: number } = {}): Pul
         throw explainRefusal(err, 'search');
       }
     },
+    readCare: explained(searchCareReader(ctx), 'search'),
   });
 }
 
@@ -95,14 +106,63 @@ export function perPatientStrategy(options: { patientConcurrency?: number } = {}
         throw explainRefusal(err, 'per-patient');
       }
     },
+    readCare: explained(perPatientCareReaderOf(ctx, options.patientConcurrency), 'per-patient'),
   });
 }
 
-/** The bulk strategy; `deps` are everything but what the run gives (client, spec, as-of). */
-export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'>): PullStrategyFactory {
+/**
+ * The bulk strategy; `deps` are everything but what the run gives (client, spec, as-of), and the
+ * patients read at a time once its care reads go one patient per request (`patientConcurrency`).
+ */
+export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'> & { patientConcurrency?: number }): PullStrategyFactory {
   return async (ctx) => {
-    const bulk = createBulkPull({ ...deps, client: ctx.client, spec: ctx.spec, asOf: ctx.asOf, logger: deps.logger ?? ctx.logger });
-    return { name: 'bulk', reason: 'configured', pull: bulk.pull, patients: bulk.patients, close: bulk.close };
+    const { patientConcurrency, ...bulkDeps } = deps;
+    const logger = deps.logger ?? ctx.logger;
+    const bulk = createBulkPull({ ...bulkDeps, client: ctx.client, spec: ctx.spec, asOf: ctx.asOf, logger });
+    const readCare = searchUntilRefused(searchCareReader(ctx), perPatientCareReaderOf({ ...ctx, logger }, patientConcurrency), logger ?? silentLogger);
+    return { name: 'bulk', reason: 'configured', pull: bulk.pull, patients: bulk.patients, close: bulk.close, readCare: explained(readCare, 'per-patient') };
+  };
+}
+
+const searchCareReader = (ctx: StrategyContext): CareReader => (spec) => pullCareContext(ctx.client, spec, ctx.asOf);
+
+/** Per-patient care reads, with the categories the run's mapping files Observation codes under (asked for when the server requires one). */
+function perPatientCareReaderOf(ctx: StrategyContext, patientConcurrency: number | undefined): CareReader {
+  const categories = ctx.spec.observationCodes.flatMap((c) => (c.category ? [c.category] : []));
+  return perPatientCareReader(ctx.client, ctx.asOf, { patientConcurrency, categories, logger: ctx.logger });
+}
+
+/** A care reader whose refusals name the cure, as the strategy's pull does. */
+function explained(read: CareReader, strategy: StrategyName): CareReader {
+  return async (spec) => {
+    try {
+      return await read(spec);
+    } catch (err) {
+      throw explainRefusal(err, strategy);
+    }
+  };
+}
+
+/**
+ * Care reads by search, many patients per request, until the server refuses such a search (a search over
+ * several patients, or an Observation search without a category, which the per-patient reads adapt to):
+ * that read and every later one of the run go one patient per request. The refused read is read again
+ * whole, so its records are complete.
+ */
+function searchUntilRefused(search: CareReader, perPatient: CareReader, logger: Logger): CareReader {
+  let refused = false;
+  return async (spec) => {
+    if (!refused) {
+      try {
+        return await search(spec);
+      } catch (err) {
+        const refusal = searchRefusal(err);
+        if (!refusal) throw err;
+        refused = true;
+        logger.info({ status: refusal.status, codes: refusal.codes }, 'the FHIR server refused a care search over several patients or without a category: care is read one patient per request for the rest of the run');
+      }
+    }
+    return perPatient(spec);
   };
 }
 

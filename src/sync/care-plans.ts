@@ -2,7 +2,7 @@ import type { CarePlan } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { QualitativeRisk } from '../core/types.js';
-import { decidedProposals, pullCareContext, type CareRecord } from '../fhir/care-pull.js';
+import { decidedProposals, type CareReader, type CareRecord } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
 import { searchRefusal } from '../fhir/refusal.js';
 import { RISK_CODES } from '../models/model-card.js';
@@ -26,10 +26,12 @@ import type { SyncModel } from './models.js';
  * PlanDefinitions to the assessment and plan the CarePlan write, so the proposals go in the same
  * transaction as the assessments.
  *
- * Reads, batched (never per patient): the patients' CarePlans (their care, and this adapter's earlier
- * proposals a new one may supersede); for the patients with something to propose, active
- * ServiceRequests, Procedures and results with the codes of those activities (behaviour-aware
- * omissions); once per run, this adapter's decided proposals on the server (acceptance, for the order).
+ * Reads, through the run's pull strategy's care reader (`readCare`: batched for search, one patient per
+ * request for per-patient): the patients' CarePlans (their care, and this adapter's earlier proposals a
+ * new one may supersede); for the patients with something to propose, active ServiceRequests,
+ * Procedures and results with the codes of those activities (behaviour-aware omissions). Once per run,
+ * one search (not per patient) for this adapter's decided proposals on the server (acceptance, for the
+ * order).
  *
  * A preliminary score (its policy, or shadow mode) gets no proposal: a plan should not rest on a score
  * the model's own policy calls not final. A 412 on the write (a clinician edited a draft between our read
@@ -53,7 +55,7 @@ export class CarePlanStep {
   constructor(
     private readonly client: FhirClient,
     private readonly models: SyncModel[],
-    private readonly options: { asOf: Date; identifierSystem: string; logger?: Logger },
+    private readonly options: { asOf: Date; identifierSystem: string; readCare: CareReader; logger?: Logger },
   ) {}
 
   /** Whether any model of the run proposes CarePlans. */
@@ -92,11 +94,12 @@ export class CarePlanStep {
     const scope = careReadScope(candidates.map((c) => ({ definitions: c.model.carePlans!, context: c.context })), asOf);
     const activityPatients = new Set(candidates.filter((_, i) => scope.withActivities[i]).map((c) => c.entry.patientId));
     const [care, acceptance] = await Promise.all([
-      pullCareContext(
-        this.client,
-        { carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))], activityPatients: [...activityPatients], activityCodes: scope.codes, resultsSince: scope.resultsSince },
-        asOf,
-      ),
+      this.options.readCare({
+        carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))],
+        activityPatients: [...activityPatients],
+        activityCodes: scope.codes,
+        resultsSince: scope.resultsSince,
+      }),
       this.acceptanceIndex(),
     ]);
 

@@ -39,6 +39,7 @@ export function pullStrategyFactory(setup: StrategySetup): PullStrategyFactory {
         staging: new StagingStore(setup.db),
         exports: new PgBulkExportStore(setup.db),
         changedOnly: setup.changedOnly,
+        patientConcurrency: options.patientConcurrency,
         logger: setup.logger,
         signal: setup.signal,
       })
