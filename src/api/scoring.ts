@@ -3,6 +3,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { FeatureRow, PatientRecord } from '../core/types.js';
+import { pullCareContext, type CareReader } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
 import { patientIdOf, type PullResult } from '../fhir/pull.js';
 import { describeTransforms, valueColumns, type MapContext } from '../features/index.js';
@@ -75,7 +76,10 @@ export async function scoreFromSource(client: FhirClient, model: SyncModel, inpu
   });
   if (writer) {
     // As a run writes: the RiskAssessment with its Provenance and the model's CarePlan proposals, in one transaction.
-    const step = input.shadow || input.carePlans === false ? undefined : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, logger: input.logger });
+    // One patient, pulled by search (pullStep): its care is read the same way.
+    const readCare: CareReader = (spec) => pullCareContext(client, spec, input.asOf);
+    const step =
+      input.shadow || input.carePlans === false ? undefined : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, readCare, logger: input.logger });
     await writeWithCarePlans(writer, batch, step?.active ? step : undefined, devices, recorded, input.logger);
   }
   const entry = batch.entries[0];

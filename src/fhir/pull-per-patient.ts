@@ -28,7 +28,6 @@ export async function pullPerPatient(client: FhirClient, patientIds: string[], s
   const concurrency = options.patientConcurrency ?? 4;
   const logger = (options.logger ?? silentLogger).child({ component: 'fhir-pull' });
   validatePull(patientIds, spec, asOf, 1, pageSize);
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new AdapterError('input-invalid', 'patientConcurrency must be a positive integer');
 
   const ids = [...new Set(patientIds)];
   const searches = [{ resourceType: 'Patient' as PulledType, fixed: { _count: '1' } as SearchParams }, ...plannedSearches(spec, asOf, pageSize, { byCategory: true })];
@@ -47,14 +46,23 @@ export async function pullPerPatient(client: FhirClient, patientIds: string[], s
     );
   };
 
-  // A small pool over the patients; the first failure stops taking new ones and fails the batch.
+  await forEachPatient(ids, concurrency, pullOne);
+  return assembleBatch(client, ids, fetched, requests, { logger, started, strategy: 'per-patient' });
+}
+
+/**
+ * Runs `one` for every patient, at most `concurrency` at a time: a small pool over the patients. The
+ * first failure stops taking new patients and is thrown once those in flight are done.
+ */
+export async function forEachPatient(ids: readonly string[], concurrency: number, one: (id: string) => Promise<void>): Promise<void> {
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new AdapterError('input-invalid', 'patientConcurrency must be a positive integer');
   let next = 0;
   let failure: unknown;
   const worker = async () => {
     while (failure === undefined && next < ids.length) {
       const id = ids[next++];
       try {
-        await pullOne(id);
+        await one(id);
       } catch (err) {
         failure ??= err;
       }
@@ -62,5 +70,4 @@ export async function pullPerPatient(client: FhirClient, patientIds: string[], s
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
   if (failure !== undefined) throw failure;
-  return assembleBatch(client, ids, fetched, requests, { logger, started, strategy: 'per-patient' });
 }

@@ -169,8 +169,9 @@ export function newFetched(): Fetched {
 }
 
 /** Adds resources of a type; paging over a changing result set can repeat a resource: the first copy is kept. */
-export function keepFirst(fetched: Fetched, resourceType: PulledType, resources: Resource[]): void {
-  const into = fetched.get(resourceType)!;
+export function keepFirst<T extends string>(fetched: Map<T, Map<string, Resource>>, resourceType: T, resources: Resource[]): void {
+  let into = fetched.get(resourceType);
+  if (!into) fetched.set(resourceType, (into = new Map()));
   for (const resource of resources) {
     const key = resource.id ?? `#${into.size}`;
     if (!into.has(key)) into.set(key, resource);
@@ -278,15 +279,9 @@ export async function searchByPatients(
   const fetched = new Map<string, Map<string, Resource>>();
   let requests = 0;
   const collect = async (resourceType: string, params: SearchParams): Promise<void> => {
-    let into = fetched.get(resourceType);
-    if (!into) fetched.set(resourceType, (into = new Map()));
     for await (const page of client.search(resourceType, params)) {
       requests += 1;
-      for (const resource of page.resources) {
-        // Paging over a changing result set can repeat a resource; keep the first copy.
-        const key = resource.id ?? `#${into.size}`;
-        if (!into.has(key)) into.set(key, resource);
-      }
+      keepFirst(fetched, resourceType, page.resources);
     }
   };
   const idKey = (search: PatientSearch) => (search.by === '_id' ? '_id' : 'subject');
@@ -495,7 +490,8 @@ export function byId(a: Resource, b: Resource): number {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
-async function settleAll(tasks: Promise<void>[]): Promise<void> {
+/** Waits for every task, then throws the first failure (in task order), so none is left running after a failure is reported. */
+export async function settleAll(tasks: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(tasks);
   const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;

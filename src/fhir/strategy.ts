@@ -1,10 +1,13 @@
 import type { CapabilityStatement } from 'fhir/r4.js';
 import { AdapterError, toAdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
+import { pullCareContext, type CareReader } from './care-pull.js';
+import { perPatientCareReader } from './care-pull-per-patient.js';
 import type { FhirClient, SearchParams } from './client.js';
 import { createBulkPull, pullStaged, type BulkPullDeps, type StagedReader } from './pull-bulk.js';
 import { pullPerPatient } from './pull-per-patient.js';
 import { listPatientIds, pullBatch, tokenList, type PullResult, type PullSpec } from './pull.js';
+import { searchRefusal } from './refusal.js';
 
 /**
  * Pull strategies: how one batch of patients gets its data. They share one interface, take the same
@@ -17,6 +20,12 @@ import { listPatientIds, pullBatch, tokenList, type PullResult, type PullSpec } 
  *   population (the staged Patients);
  * - `auto`: chosen per run from the server's CapabilityStatement and a probe (`chooseStrategy`).
  *
+ * Each also reads the care of the patients about to get CarePlan proposals (`readCare`, care-pull.ts),
+ * giving the same records whichever reads it: `search` many patients per request; `per-patient` one
+ * (care-pull-per-patient.ts); `bulk` searches too, since that care is small (only the patients getting
+ * proposals) and an export would be the whole population's: many patients per request until the server
+ * refuses that, then one patient per request for the rest of the run.
+ *
  * A server that refuses what the search strategy sends (a search over several patients, an Observation
  * search without a category) is reported as such, with the strategy to use, instead of a generic failure.
  */
@@ -28,6 +37,8 @@ export interface PullStrategy {
   /** Why this strategy was used (auto's decision, or "configured"). */
   readonly reason: string;
   pull(patientIds: string[]): Promise<PullResult>;
+  /** The care of patients about to get CarePlan proposals, read the way this strategy's server takes it. */
+  readCare: CareReader;
   /** The population, when the strategy supplies it (bulk); otherwise the run lists the server's Patients. */
   patients?(batchSize: number): AsyncIterable<string[]>;
   /** When the run is over (bulk: purge staging). */
@@ -43,29 +54,27 @@ export interface StrategyContext {
 
 export type PullStrategyFactory = (ctx: StrategyContext) => Promise<PullStrategy>;
 
-/** Detail codes servers use to say a search must name exactly one patient (the embedded server's among them). */
-const SINGLE_PATIENT_CODES = /SINGLE[_-]?PATIENT|PATIENT[_-]?REQUIRED|ONE[_-]?PATIENT|MULTIPLE[_-]?PATIENTS/i;
-const CATEGORY_CODES = /CATEGORY[_-]?REQUIRED/i;
-
 /**
  * Turns a server's refusal of the search strategy's requests into a run-stopping configuration error
  * that names the strategy to use: every further batch would be refused the same way.
  */
 export function explainRefusal(err: unknown, strategy: StrategyName): unknown {
-  if (!AdapterError.is(err) || (err.status !== 400 && err.status !== 422 && err.status !== 403)) return err;
-  const codes = [...((err.details?.detailCodes as string[] | undefined) ?? []), ...((err.details?.issueCodes as string[] | undefined) ?? [])];
-  if (strategy === 'search' && (codes.some((c) => SINGLE_PATIENT_CODES.test(c)) || codes.includes('too-costly'))) {
+  const refusal = searchRefusal(err);
+  if (!refusal) return err;
+  const { status, codes } = refusal;
+  const details = (err as AdapterError).details;
+  if (strategy === 'search' && refusal.multiPatient) {
     return new AdapterError(
       'config-invalid',
-      `the FHIR server refuses searches over several patients (HTTP ${err.status}${codes.length ? `, ${codes.join(', ')}` : ''}); pull this source with the per-patient strategy (sources file pull.strategy: per-patient, or --pull-strategy per-patient / FHIR_ML_PULL_STRATEGY=per-patient), or auto`,
-      { cause: err, status: err.status, details: { ...err.details, refusal: 'multi-patient-search' } },
+      `the FHIR server refuses searches over several patients (HTTP ${status}${codes.length ? `, ${codes.join(', ')}` : ''}); pull this source with the per-patient strategy (sources file pull.strategy: per-patient, or --pull-strategy per-patient / FHIR_ML_PULL_STRATEGY=per-patient), or auto`,
+      { cause: err, status, details: { ...details, refusal: 'multi-patient-search' } },
     );
   }
-  if (codes.some((c) => CATEGORY_CODES.test(c))) {
+  if (refusal.categoryRequired) {
     return new AdapterError(
       'config-invalid',
-      `the FHIR server requires a category on Observation searches (HTTP ${err.status}); use the per-patient strategy and state in the mapping the category each Observation code is filed under (codes: [{ system, code, category: { system, code } }])`,
-      { cause: err, status: err.status, details: { ...err.details, refusal: 'category-required' } },
+      `the FHIR server requires a category on Observation searches (HTTP ${status}); use the per-patient strategy and state in the mapping the category each Observation code is filed under (codes: [{ system, code, category: { system, code } }])`,
+      { cause: err, status, details: { ...details, refusal: 'category-required' } },
     );
   }
   return err;
@@ -82,6 +91,7 @@ export function searchStrategy(options: { maxIdsPerRequest?: number } = {}): Pul
         throw explainRefusal(err, 'search');
       }
     },
+    readCare: explained(searchCareReader(ctx), 'search'),
   });
 }
 
@@ -96,14 +106,67 @@ export function perPatientStrategy(options: { patientConcurrency?: number } = {}
         throw explainRefusal(err, 'per-patient');
       }
     },
+    readCare: explained(perPatientCareReaderOf(ctx, options.patientConcurrency), 'per-patient'),
   });
 }
 
-/** The bulk strategy; `deps` are everything but what the run gives (client, spec, as-of). */
-export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'>): PullStrategyFactory {
+/**
+ * The bulk strategy; `deps` are everything but what the run gives (client, spec, as-of), and the
+ * patients read at a time once its care reads go one patient per request (`patientConcurrency`).
+ */
+export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'> & { patientConcurrency?: number }): PullStrategyFactory {
   return async (ctx) => {
-    const bulk = createBulkPull({ ...deps, client: ctx.client, spec: ctx.spec, asOf: ctx.asOf, logger: deps.logger ?? ctx.logger });
-    return { name: 'bulk', reason: 'configured', pull: bulk.pull, patients: bulk.patients, close: bulk.close };
+    const { patientConcurrency, ...bulkDeps } = deps;
+    const logger = deps.logger ?? ctx.logger;
+    const bulk = createBulkPull({ ...bulkDeps, client: ctx.client, spec: ctx.spec, asOf: ctx.asOf, logger });
+    return { name: 'bulk', reason: 'configured', pull: bulk.pull, patients: bulk.patients, close: bulk.close, readCare: bulkCareReader({ ...ctx, logger }, patientConcurrency) };
+  };
+}
+
+/** The care reads of a bulk run: many patients per search until the server refuses that, then one per request. */
+function bulkCareReader(ctx: StrategyContext, patientConcurrency: number | undefined): CareReader {
+  return explained(searchUntilRefused(searchCareReader(ctx), perPatientCareReaderOf(ctx, patientConcurrency), ctx.logger ?? silentLogger), 'per-patient');
+}
+
+const searchCareReader = (ctx: StrategyContext): CareReader => (spec) => pullCareContext(ctx.client, spec, ctx.asOf);
+
+/** Per-patient care reads, with the categories the run's mapping files Observation codes under (asked for when the server requires one). */
+function perPatientCareReaderOf(ctx: StrategyContext, patientConcurrency: number | undefined): CareReader {
+  const categories = ctx.spec.observationCodes.flatMap((c) => (c.category ? [c.category] : []));
+  return perPatientCareReader(ctx.client, ctx.asOf, { patientConcurrency, categories, logger: ctx.logger });
+}
+
+/** A care reader whose refusals name the cure, as the strategy's pull does. */
+function explained(read: CareReader, strategy: StrategyName): CareReader {
+  return async (spec) => {
+    try {
+      return await read(spec);
+    } catch (err) {
+      throw explainRefusal(err, strategy);
+    }
+  };
+}
+
+/**
+ * Care reads by search, many patients per request, until the server refuses such a search (a search over
+ * several patients, or an Observation search without a category, which the per-patient reads adapt to):
+ * that read and every later one of the run go one patient per request. The refused read is read again
+ * whole, so its records are complete.
+ */
+function searchUntilRefused(search: CareReader, perPatient: CareReader, logger: Logger): CareReader {
+  let refused = false;
+  return async (spec) => {
+    if (!refused) {
+      try {
+        return await search(spec);
+      } catch (err) {
+        const refusal = searchRefusal(err);
+        if (!refusal) throw err;
+        refused = true;
+        logger.info({ status: refusal.status, codes: refusal.codes }, 'the FHIR server refused a care search over several patients or without a category: care is read one patient per request for the rest of the run');
+      }
+    }
+    return perPatient(spec);
   };
 }
 
@@ -112,11 +175,12 @@ export function bulkStrategy(deps: Omit<BulkPullDeps, 'client' | 'spec' | 'asOf'
  * reads its patients from staging (no request to the server but the Device and the write), on whichever
  * worker process takes it.
  */
-export function stagedStrategy(deps: { sourceId: string; staging: Pick<StagedReader, 'resourcesOf'> }): PullStrategyFactory {
+export function stagedStrategy(deps: { sourceId: string; staging: Pick<StagedReader, 'resourcesOf'>; patientConcurrency?: number }): PullStrategyFactory {
   return async (ctx) => ({
     name: 'bulk',
     reason: 'staged by the run',
     pull: (ids) => pullStaged({ client: ctx.client, spec: ctx.spec, sourceId: deps.sourceId, staging: deps.staging }, ids, { logger: ctx.logger }),
+    readCare: bulkCareReader(ctx, deps.patientConcurrency),
   });
 }
 

@@ -5,6 +5,7 @@ import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { PatientScoreStore } from '../db/patient-scores.js';
 import type { ExclusionCount } from '../db/runs.js';
+import type { CareReader } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
 import { newTally, tallied } from '../fhir/traffic.js';
 import { scoreBatch, type BatchEntry, type ScoredBatch } from '../sync/batch.js';
@@ -58,13 +59,15 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   // A run's CarePlan step, shared by its batches in this process (it reads the acceptance of earlier
   // proposals once per run); the last few runs are kept.
   const carePlanSteps = new Map<string, CarePlanStep>();
-  const carePlanStepFor = (input: BatchInput, client: FhirClient, models: SyncModel[]): CarePlanStep | undefined => {
+  // Its care reads go through the care reader of the strategy that pulled the run's first batch here: every
+  // batch of a source is pulled with the source's strategy, so the others' would read the same way.
+  const carePlanStepFor = (input: BatchInput, client: FhirClient, models: SyncModel[], readCare: CareReader): CarePlanStep | undefined => {
     // Shadow mode (silent validation: preliminary RiskAssessments) and `sync.carePlans: false` propose none.
     if (shadow || !carePlans) return undefined;
     const key = `${input.runId}\u0000${input.modelIds.join(',')}`;
     let step = carePlanSteps.get(key);
     if (!step) {
-      step = new CarePlanStep(client, models, { asOf: input.asOf, identifierSystem, logger });
+      step = new CarePlanStep(client, models, { asOf: input.asOf, identifierSystem, readCare, logger });
       carePlanSteps.set(key, step);
       for (const old of carePlanSteps.keys()) if (carePlanSteps.size > MAX_RUNS_KEPT) carePlanSteps.delete(old);
     }
@@ -94,7 +97,8 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     stopped();
     if (input.staged && !deps.stagedPullFor) throw new AdapterError('config-invalid', 'a batch of a staged Bulk Data run reached a worker without staging');
     const factory = input.staged ? deps.stagedPullFor!(input.sourceId) : deps.pullStrategyFor?.(input.sourceId);
-    const pulled = await (await pullStrategyFor(models, input.asOf, client, factory, logger)).pull(input.patientIds);
+    const strategy = await pullStrategyFor(models, input.asOf, client, factory, logger);
+    const pulled = await strategy.pull(input.patientIds);
     stopped();
     const recorded = clock.now();
     const batch = await scoreBatch(input.patientIds, pulled, {
@@ -110,7 +114,7 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     // RiskAssessment nor a CarePlan proposal.
     const decisions = await decideWrites(batch, models, input.sourceId, deps.scores);
     stopped();
-    const written = await writeWithCarePlans(writer, batch, carePlanStepFor(input, client, models), deviceRefs, recorded, logger);
+    const written = await writeWithCarePlans(writer, batch, carePlanStepFor(input, client, models, strategy.readCare), deviceRefs, recorded, logger);
     const outcome = batchOutcome(batch, written.requests);
     const versions = new Map(models.map((m) => [m.runner.card.id, m.runner.card.version]));
     const outcomes: BatchPatientOutcome[] = batch.entries.map((entry) => {

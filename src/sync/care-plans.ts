@@ -1,19 +1,17 @@
 import type { CarePlan } from 'fhir/r4.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
-import { lookbackStart } from '../core/time.js';
 import type { QualitativeRisk } from '../core/types.js';
-import { decidedProposals, pullCareContext, type CareRecord } from '../fhir/care-pull.js';
+import { decidedProposals, type CareReader, type CareRecord } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
-import type { Coding } from '../fhir/pull.js';
+import { searchRefusal } from '../fhir/refusal.js';
 import { RISK_CODES } from '../models/model-card.js';
 import {
   acceptanceByActivity,
-  applicableActivities,
   applyPlanDefinition,
   buildAssessmentContext,
+  careReadScope,
   planCarePlanWrite,
-  satisfiedWithin,
   type AcceptanceStats,
   type AssessmentContext,
 } from '../writeback/care-plan/index.js';
@@ -28,10 +26,12 @@ import type { SyncModel } from './models.js';
  * PlanDefinitions to the assessment and plan the CarePlan write, so the proposals go in the same
  * transaction as the assessments.
  *
- * Reads, batched (never per patient): the patients' CarePlans (their care, and this adapter's earlier
- * proposals a new one may supersede); for the patients with something to propose, active
- * ServiceRequests, Procedures and results with the codes of those activities (behaviour-aware
- * omissions); once per run, this adapter's decided proposals on the server (acceptance, for the order).
+ * Reads, through the run's pull strategy's care reader (`readCare`: batched for search, one patient per
+ * request for per-patient): the patients' CarePlans (their care, and this adapter's earlier proposals a
+ * new one may supersede); for the patients with something to propose, active ServiceRequests,
+ * Procedures and results with the codes of those activities (behaviour-aware omissions). Once per run,
+ * one search (not per patient) for this adapter's decided proposals on the server (acceptance, for the
+ * order).
  *
  * A preliminary score (its policy, or shadow mode) gets no proposal: a plan should not rest on a score
  * the model's own policy calls not final. A 412 on the write (a clinician edited a draft between our read
@@ -42,14 +42,20 @@ import type { SyncModel } from './models.js';
 export const MAX_REPLANS = 2;
 
 type Acceptance = Map<string, Map<QualitativeRisk, Map<string, AcceptanceStats>>>;
+/** The run's acceptance evidence; `unavailable` when the server refuses the search for it. */
+interface AcceptanceRead {
+  index: Acceptance;
+  requests: number;
+  unavailable?: boolean;
+}
 
 export class CarePlanStep {
-  private acceptance?: Promise<{ index: Acceptance; requests: number }>;
+  private acceptance?: Promise<AcceptanceRead>;
 
   constructor(
     private readonly client: FhirClient,
     private readonly models: SyncModel[],
-    private readonly options: { asOf: Date; identifierSystem: string; logger?: Logger },
+    private readonly options: { asOf: Date; identifierSystem: string; readCare: CareReader; logger?: Logger },
   ) {}
 
   /** Whether any model of the run proposes CarePlans. */
@@ -84,27 +90,16 @@ export class CarePlanStep {
     }
     if (candidates.length === 0) return 0;
 
-    // What would be proposed with no existing care: whose activities, and which codes, to read.
-    const activityPatients = new Set<string>();
-    const codes = new Map<string, Coding>();
-    const windows: string[] = [];
-    for (const c of candidates) {
-      for (const pd of c.model.carePlans!.planDefinitions) {
-        for (const ad of applicableActivities(pd, c.model.carePlans!.activityDefinitions, c.context)) {
-          activityPatients.add(c.entry.patientId);
-          for (const coding of ad.code?.coding ?? []) if (coding.system && coding.code) codes.set(`${coding.system}|${coding.code}`, { system: coding.system, code: coding.code });
-          const within = satisfiedWithin(ad);
-          if (within) windows.push(within);
-        }
-      }
-    }
-    const resultsSince = windows.map((w) => lookbackStart(w, asOf)).sort((a, b) => a.getTime() - b.getTime())[0];
+    // What would be proposed with no existing care decides what is read: whose activities, which codes, since when.
+    const scope = careReadScope(candidates.map((c) => ({ definitions: c.model.carePlans!, context: c.context })), asOf);
+    const activityPatients = new Set(candidates.filter((_, i) => scope.withActivities[i]).map((c) => c.entry.patientId));
     const [care, acceptance] = await Promise.all([
-      pullCareContext(
-        this.client,
-        { carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))], activityPatients: [...activityPatients], activityCodes: [...codes.values()], resultsSince },
-        asOf,
-      ),
+      this.options.readCare({
+        carePlanPatients: [...new Set(candidates.map((c) => c.entry.patientId))],
+        activityPatients: [...activityPatients],
+        activityCodes: scope.codes,
+        resultsSince: scope.resultsSince,
+      }),
       this.acceptanceIndex(),
     ]);
 
@@ -118,6 +113,7 @@ export class CarePlanStep {
           ...this.applyOptions(c.entry, c.device, recorded),
           existing,
           acceptance: stats,
+          ...(acceptance.unavailable ? { acceptanceUnavailable: true } : {}),
         });
         const write = planCarePlanWrite({ proposal, patientId: c.entry.patientId, onServer: existing.carePlans, identifierSystem, deviceReference: c.device, recorded });
         return { identifier: proposal.identifier, proposal, plan: write };
@@ -141,16 +137,24 @@ export class CarePlanStep {
 
   /**
    * Acceptance of this adapter's earlier proposals per model, band and ActivityDefinition, from one
-   * paged search per run; pages are reduced to counts as they come, never held.
+   * paged search per run; pages are reduced to counts as they come, never held. A server that refuses a
+   * CarePlan search naming no patient (single-patient EHR APIs) cannot give it, for any patient: the
+   * run's proposals are then ordered without it, and say so.
    */
-  private acceptanceIndex(): Promise<{ index: Acceptance; requests: number }> {
+  private acceptanceIndex(): Promise<AcceptanceRead> {
     this.acceptance ??= (async () => {
       const counts = new Map<string, Map<QualitativeRisk, Map<string, { accepted: number; decided: number }>>>();
       let requests = 0;
       const modelIds = this.models.filter((m) => m.carePlans).map((m) => m.runner.card.id);
-      for await (const page of decidedProposals(this.client, this.options.identifierSystem)) {
-        requests++;
-        addAcceptance(counts, page.carePlans, modelIds, this.options.identifierSystem);
+      try {
+        for await (const page of decidedProposals(this.client, this.options.identifierSystem)) {
+          requests++;
+          addAcceptance(counts, page.carePlans, modelIds, this.options.identifierSystem);
+        }
+      } catch (err) {
+        if (!searchRefusal(err)?.multiPatient) throw err;
+        this.options.logger?.warn({ status: (err as AdapterError).status }, 'the FHIR server refuses CarePlan searches naming no patient: proposals are ordered without the acceptance of earlier ones');
+        return { index: new Map(), requests, unavailable: true };
       }
       const index: Acceptance = new Map();
       for (const [model, bands] of counts) {

@@ -43,6 +43,7 @@ export function pullStrategyFactory(setup: StrategySetup): PullStrategyFactory {
         staging: new StagingStore(setup.db),
         exports: new PgBulkExportStore(setup.db),
         changedOnly: setup.changedOnly,
+        patientConcurrency: options.patientConcurrency,
         logger: setup.logger,
         signal: setup.signal,
       })
@@ -128,6 +129,7 @@ export interface ServiceBulkPulls {
 
 export function serviceBulkPulls(deps: {
   db: Database;
+  sources: ReadonlyMap<string, SourceConfig>;
   models(ids: string[]): Promise<SyncModel[]>;
   clientFor(sourceId: string): FhirClient;
   logger?: Logger;
@@ -163,7 +165,7 @@ export function serviceBulkPulls(deps: {
       });
       return { bulk, staging, reason };
     },
-    staged: (sourceId) => stagedStrategy({ sourceId, staging }),
+    staged: (sourceId) => stagedStrategy({ sourceId, staging, patientConcurrency: deps.sources.get(sourceId)?.pull.patientConcurrency }),
     async finished(source) {
       if (keepsStagedData(source.pull.bulk)) return 0;
       const purged = await staging.purge(source.id);

@@ -154,9 +154,6 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     models.map((m) => ({ id: m.runner.card.id, version: m.runner.card.version })),
     { shadow: options.shadow },
   );
-  // CarePlan proposals: not in a dry run (nothing is written), nor in shadow mode (silent validation).
-  const carePlanStep =
-    options.dryRun || options.shadow || options.carePlans === false ? undefined : new CarePlanStep(client, models, { asOf: options.asOf, identifierSystem: options.identifierSystem, logger });
   const emit = (r: PatientResult) => {
     if (collect) result.results.push(r);
     options.onPatientResult?.(r);
@@ -201,6 +198,12 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     return finish();
   }
   const pull = (_client: FhirClient, ids: string[]) => strategy.pull(ids);
+  // CarePlan proposals: not in a dry run (nothing is written), nor in shadow mode (silent validation).
+  // Their care reads go the way the strategy's pulls go (a server refusing multi-patient searches refuses both).
+  const carePlanStep =
+    options.dryRun || options.shadow || options.carePlans === false
+      ? undefined
+      : new CarePlanStep(client, models, { asOf: options.asOf, identifierSystem: options.identifierSystem, readCare: strategy.readCare, logger });
   const batches = patientBatches(client, options, batchSize, strategy)[Symbol.asyncIterator]();
   const pullNext = async (): Promise<PulledBatch | undefined> => {
     const next = await batches.next();

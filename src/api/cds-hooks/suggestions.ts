@@ -1,12 +1,10 @@
 import type { ServiceRequest } from 'fhir/r4.js';
-import { lookbackStart } from '../../core/time.js';
 import { pullCareContext, type CareRecord } from '../../fhir/care-pull.js';
 import type { FhirClient } from '../../fhir/client.js';
-import type { Coding } from '../../fhir/pull.js';
 import type { BatchEntry } from '../../sync/batch.js';
 import type { SyncModel } from '../../sync/models.js';
 import { AIAST_LABEL } from '../../writeback/resources.js';
-import { applicableActivities, applyPlanDefinition, buildAssessmentContext, satisfiedWithin } from '../../writeback/care-plan/index.js';
+import { applyPlanDefinition, buildAssessmentContext, careReadScope } from '../../writeback/care-plan/index.js';
 import type { CardFacts } from './cards.js';
 
 /**
@@ -37,20 +35,11 @@ export async function proposalSuggestions(
     ...(entry.applicability ? { applicability: entry.applicability } : {}),
   });
   // What may be proposed decides what care is read: the activities' codes, since their longest window.
-  const codes = new Map<string, Coding>();
-  const windows: string[] = [];
-  for (const pd of definitions.planDefinitions) {
-    for (const ad of applicableActivities(pd, definitions.activityDefinitions, context)) {
-      for (const c of ad.code?.coding ?? []) if (c.system && c.code) codes.set(`${c.system}|${c.code}`, { system: c.system, code: c.code });
-      const within = satisfiedWithin(ad);
-      if (within) windows.push(within);
-    }
-  }
-  if (!codes.size) return { suggestions: [] };
-  const resultsSince = windows.map((w) => lookbackStart(w, options.asOf)).sort((a, b) => a.getTime() - b.getTime())[0];
+  const scope = careReadScope([{ definitions, context }], options.asOf);
+  if (!scope.codes.length) return { suggestions: [] };
   const care = await pullCareContext(
     options.fhir,
-    { carePlanPatients: [entry.patientId], activityPatients: codes.size ? [entry.patientId] : [], activityCodes: [...codes.values()], resultsSince },
+    { carePlanPatients: [entry.patientId], activityPatients: [entry.patientId], activityCodes: scope.codes, resultsSince: scope.resultsSince },
     options.asOf,
   );
   const existing: CareRecord = care.byPatient.get(entry.patientId) ?? { carePlans: [], serviceRequests: [], procedures: [], observations: [] };

@@ -43,6 +43,12 @@ export interface ApplyOptions {
    * (`acceptanceByActivity`): a run reads the history once and reuses it for every patient. Wins over `history`.
    */
   acceptance?: ReadonlyMap<string, AcceptanceStats>;
+  /**
+   * The server would not give this adapter's earlier proposals (it refuses CarePlan searches that name no
+   * patient, as single-patient EHR APIs do): the order rests on priority and the plan definition alone,
+   * and the note says so rather than "none decided yet".
+   */
+  acceptanceUnavailable?: boolean;
   /** Provenance.recorded (the run's clock); default as-of. */
   recorded?: Date;
 }
@@ -273,11 +279,12 @@ export function applyPlanDefinition(
     });
   const evidence = proposed.filter((p) => p.acceptance.decided > 0);
   notes.push({
-    text:
-      `Order: priority, then acceptance of this adapter's earlier proposals for ${context.band}-risk ${context.modelId} patients on this server` +
-      (evidence.length
-        ? ` (${evidence.map((p) => `${display(p.code)} accepted ${p.acceptance.accepted} of ${p.acceptance.decided}`).join('; ')}), then the plan definition's order.`
-        : ' (none decided yet), then the plan definition\'s order.'),
+    text: options.acceptanceUnavailable
+      ? `Order: priority, then the plan definition's order (the acceptance of this adapter's earlier proposals is not used: this server does not search CarePlans across patients).`
+      : `Order: priority, then acceptance of this adapter's earlier proposals for ${context.band}-risk ${context.modelId} patients on this server` +
+        (evidence.length
+          ? ` (${evidence.map((p) => `${display(p.code)} accepted ${p.acceptance.accepted} of ${p.acceptance.decided}`).join('; ')}), then the plan definition's order.`
+          : ' (none decided yet), then the plan definition\'s order.'),
   });
 
   const carePlan: CarePlan = {

@@ -182,6 +182,15 @@ describe('applyPlanDefinition: diabetes-progression', () => {
         "Lipid-lowering therapy review accepted 0 of 3), then the plan definition's order.",
     );
   });
+
+  it('says so when the acceptance of earlier proposals could not be read, rather than "none decided yet"', () => {
+    const p = applyDiabetes()(options({ acceptanceUnavailable: true }));
+    expect(activityUrls(p)).toEqual(['hba1c-every-3-months', 'dietitian-referral', 'lipid-therapy-review', 'blood-pressure-review']);
+    expect(p.carePlan!.note!.at(-1)!.text).toBe(
+      "Order: priority, then the plan definition's order (the acceptance of this adapter's earlier proposals is not used: this server does not search CarePlans across patients).",
+    );
+    expect(applyDiabetes()(options()).carePlan!.note!.at(-1)!.text).toMatch(/\(none decided yet\)/);
+  });
 });
 
 describe('applyPlanDefinition: curb65 (BTS site of care)', () => {

@@ -16,3 +16,4 @@ export {
   type ProposedActivity,
 } from './apply.js';
 export { planCarePlanWrite, proposalState, type CarePlanWriteInput, type CarePlanWritePlan, type ProposalState, type UntouchedReason } from './write-plan.js';
+export { careReadScope, type CareReadAssessment, type CareReadScope } from './care-read-scope.js';
