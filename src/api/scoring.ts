@@ -3,21 +3,21 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { FeatureRow, PatientRecord } from '../core/types.js';
-import { pullCareContext, type CareReader } from '../fhir/care-pull.js';
 import type { FhirClient } from '../fhir/client.js';
 import { patientIdOf, type PullResult } from '../fhir/pull.js';
 import { describeTransforms, valueColumns, type MapContext } from '../features/index.js';
 import { scoreBatch, type BatchEntry } from '../sync/batch.js';
 import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
-import { pullStep } from '../sync/pull-step.js';
+import { perPatientStrategy, type PullStrategy } from '../fhir/strategy.js';
+import { pullStrategyFor } from '../sync/pull-step.js';
 import { patientResult, type PatientResult } from '../sync/totals.js';
 import { assessmentIdentifierValue, MODEL_REGISTRY_SYSTEM } from '../writeback/identifiers.js';
 import { FhirWriter } from '../writeback/writer.js';
 
 /**
  * What the API scores and shows for one patient, through the orchestrator's own steps, so an answer here
- * is the one a run gives: the pull step (`pullStep`), the batch step (`scoreBatch`, with the composition
+ * is the one a run gives: the pull step (the per-patient strategy, see `onePatient`), the batch step (`scoreBatch`, with the composition
  * root's map context: the report analyzer for report findings) and the one write (`writeBatch`). Scores a
  * patient from its source (optionally written back, idempotently) or from a posted Bundle (never
  * written), and rebuilds what the console's drill-down shows for one outcome.
@@ -58,12 +58,22 @@ interface ScoringContext {
   clock?: Clock;
 }
 
+/**
+ * The pull of one patient, whatever the source's strategy: per-patient, whose requests every FHIR server
+ * answers (one `patient=` per search, Observations by the categories the mapping states), and which gives
+ * the record any strategy gives; its care reads (CarePlan proposals) go the same way.
+ */
+function onePatient(client: FhirClient, model: SyncModel, asOf: Date, logger?: Logger): Promise<PullStrategy> {
+  return pullStrategyFor([model], asOf, client, perPatientStrategy({ patientConcurrency: 1 }), logger);
+}
+
 export async function scoreFromSource(client: FhirClient, model: SyncModel, input: ScoringContext & { patientId: string; write: boolean }): Promise<ScoreResult> {
   const card = model.runner.card;
   const writer = input.write ? new FhirWriter(client, input.identifierSystem, input.logger) : undefined;
   // Without a Device the batch step plans nothing: a dry run.
   const devices = writer ? new Map([[card.id, await writer.ensureDevice(card)]]) : undefined;
-  const pulled = await pullStep([model], input.asOf, input.logger)(client, [input.patientId]);
+  const strategy = await onePatient(client, model, input.asOf, input.logger);
+  const pulled = await strategy.pull([input.patientId]);
   const recorded = (input.clock ?? systemClock).now();
   const batch = await scoreBatch([input.patientId], pulled, {
     models: [model],
@@ -76,10 +86,10 @@ export async function scoreFromSource(client: FhirClient, model: SyncModel, inpu
   });
   if (writer) {
     // As a run writes: the RiskAssessment with its Provenance and the model's CarePlan proposals, in one transaction.
-    // One patient, pulled by search (pullStep): its care is read the same way.
-    const readCare: CareReader = (spec) => pullCareContext(client, spec, input.asOf);
     const step =
-      input.shadow || input.carePlans === false ? undefined : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, readCare, logger: input.logger });
+      input.shadow || input.carePlans === false
+        ? undefined
+        : new CarePlanStep(client, [model], { asOf: input.asOf, identifierSystem: input.identifierSystem, readCare: strategy.readCare, logger: input.logger });
     await writeWithCarePlans(writer, batch, step?.active ? step : undefined, devices, recorded, input.logger);
   }
   const entry = batch.entries[0];
@@ -225,7 +235,7 @@ export async function patientDetail(
   model: SyncModel,
   input: { patientId: string; asOf: Date; identifierSystem: string; mapContext: MapContext; logger?: Logger },
 ): Promise<PatientDetail> {
-  const pulled = await pullStep([model], input.asOf, input.logger)(client, [input.patientId]);
+  const pulled = await (await onePatient(client, model, input.asOf, input.logger)).pull([input.patientId]);
   const batch = await scoreBatch([input.patientId], pulled, {
     models: [model],
     asOf: input.asOf,

@@ -11,7 +11,8 @@ import type { FhirResource } from 'fhir/r4.js';
 import { buildDemoPatient, putTransaction } from '../../src/demo/seed.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
 import { createServiceMetrics, fhirExchangeRecorder } from '../../src/jobs/metrics.js';
-import type { RunningFhirServer } from '../../src/server/index.js';
+import { seedDemo } from '../../src/demo/demo.js';
+import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
 import type { App } from '../../src/app.js';
 import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, testApp, type TestDatabase } from './support/service.js';
 
@@ -23,6 +24,7 @@ import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seeded
  */
 let database: TestDatabase;
 let fhir: RunningFhirServer;
+let singlePatient: RunningFhirServer;
 let patientIds: string[];
 let service: RunningService;
 let app: App;
@@ -36,7 +38,8 @@ const RUN_ID = '00000000-0000-4000-8000-000000000000';
 
 beforeAll(async () => {
   database = await createTestDatabase('api');
-  ({ server: fhir, patientIds } = await seededFhirServer(4));
+  let dataAsOf: Date;
+  ({ server: fhir, patientIds, dataAsOf } = await seededFhirServer(4));
   const pair = await generateKeyPair('ES256');
   issuerKey = pair.privateKey;
   otherKey = (await generateKeyPair('ES256')).privateKey;
@@ -53,7 +56,11 @@ beforeAll(async () => {
     service: { jwtIssuers: [{ issuer: ISSUER, jwksUrl, audience: AUDIENCE }], api: { bodyLimit: '64kb' } },
   });
   const dead = { ...base.sources[0], id: 'unreachable', baseUrl: 'http://127.0.0.1:9/fhir', options: { ...base.sources[0].options, maxRetries: 0, timeoutMs: 2000 } };
-  const config = { ...base, sources: [...base.sources, dead] };
+  // An EHR API that answers one patient per search only, with the same patients.
+  singlePatient = await startFhirServer({ port: 0, requireSinglePatient: true });
+  await seedDemo(singlePatient, loadDiabetesRows().slice(0, 4), dataAsOf);
+  const single = { ...base.sources[0], id: 'single', baseUrl: singlePatient.url };
+  const config = { ...base, sources: [...base.sources, dead, single] };
   const logger = createLogger({
     level: 'info',
     destination: new Writable({
@@ -73,6 +80,7 @@ afterAll(async () => {
   jwks?.closeAllConnections();
   await new Promise((r) => jwks?.close(r));
   await fhir?.close();
+  await singlePatient?.close();
   await database?.drop();
 });
 
@@ -135,7 +143,7 @@ test('an API key or a JWT of the configured issuer is accepted; a JWT for anothe
   expect((await call('GET', '/models', { token: await jwt(issuerKey, { aud: 'someone-else' }) })).status).toBe(401);
   expect((await call('GET', '/models', { token: await jwt(issuerKey, { iss: 'https://evil.example' }) })).status).toBe(401);
   const models = (await (await call('GET', '/models', { token: API_KEY })).json()) as { models: { id: string; status: string; usedBySources: string[] }[] };
-  expect(models.models.find((m) => m.id === 'diabetes-progression')).toMatchObject({ status: 'ok', usedBySources: ['test', 'unreachable'] });
+  expect(models.models.find((m) => m.id === 'diabetes-progression')).toMatchObject({ status: 'ok', usedBySources: ['test', 'unreachable', 'single'] });
 });
 
 test('/readyz reports the database and every source, and 503 while one is unreachable', async () => {
@@ -159,6 +167,16 @@ test('predict scores a patient from its source without writing, then with write-
   const again = (await (await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body })).json()) as Record<string, unknown>;
   expect(again.write).toBe('already-present');
   expect((await allRiskAssessments(fhir.url)).length).toBe(before + 1);
+});
+
+test('predict from a source that answers one patient per search: the same score, and its CarePlan proposal written', async () => {
+  const asOf = new Date(Date.now() - 60_000).toISOString();
+  const reference = (await (await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { source: 'test', patientId: patientIds[2], asOf } })).json()) as Record<string, unknown>;
+  const res = await call('POST', '/models/diabetes-progression/predict', { token: API_KEY, body: { source: 'single', patientId: patientIds[2], asOf, write: true } });
+  expect(res.status).toBe(200);
+  const single = (await res.json()) as Record<string, unknown>;
+  expect(single).toMatchObject({ status: 'scored', write: 'created', probability: reference.probability, band: reference.band });
+  expect((await allRiskAssessments(singlePatient.url)).length).toBe(1);
 });
 
 test('predict scores the patient of a posted Bundle, the same as from the server, and refuses resources of another subject', async () => {

@@ -1,5 +1,6 @@
 import type { ServiceRequest } from 'fhir/r4.js';
-import { pullCareContext, type CareRecord } from '../../fhir/care-pull.js';
+import type { CareRecord } from '../../fhir/care-pull.js';
+import { perPatientCareReader } from '../../fhir/care-pull-per-patient.js';
 import type { FhirClient } from '../../fhir/client.js';
 import type { BatchEntry } from '../../sync/batch.js';
 import type { SyncModel } from '../../sync/models.js';
@@ -37,11 +38,14 @@ export async function proposalSuggestions(
   // What may be proposed decides what care is read: the activities' codes, since their longest window.
   const scope = careReadScope([{ definitions, context }], options.asOf);
   if (!scope.codes.length) return { suggestions: [] };
-  const care = await pullCareContext(
-    options.fhir,
-    { carePlanPatients: [entry.patientId], activityPatients: [entry.patientId], activityCodes: scope.codes, resultsSince: scope.resultsSince },
-    options.asOf,
-  );
+  // One patient per request (every FHIR server answers those; a server requiring Observation categories
+  // gets them), as the per-patient strategy reads care.
+  const care = await perPatientCareReader(options.fhir, options.asOf, { patientConcurrency: 1 })({
+    carePlanPatients: [entry.patientId],
+    activityPatients: [entry.patientId],
+    activityCodes: scope.codes,
+    resultsSince: scope.resultsSince,
+  });
   const existing: CareRecord = care.byPatient.get(entry.patientId) ?? { carePlans: [], serviceRequests: [], procedures: [], observations: [] };
 
   const suggestions: NonNullable<CardFacts['suggestions']> = [];
