@@ -8,7 +8,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { App } from '../app.js';
-import type { ServiceConfig, SourceConfig } from '../config/sources.js';
+import { writeModeOf, type ServiceConfig, type SourceConfig } from '../config/sources.js';
 import type { Database } from '../db/database.js';
 import { isUuid, RunStore, type OutcomeStatus, type RunState } from '../db/runs.js';
 import { SessionStore } from '../db/sessions.js';
@@ -280,8 +280,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
         write: body.write,
         identifierSystem,
         mapContext: deps.app.mapContext,
-        shadow: deps.app.config.sync.shadow,
-        carePlans: deps.app.config.sync.carePlans,
+        ...writeModeOf(source, deps.app.config.sync),
         logger: deps.logger,
         clock,
       }),

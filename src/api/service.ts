@@ -100,7 +100,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     if (mode !== 'api') {
       const pulls = new Map(config.sources.map((s) => [s.id, servicePullStrategy(s)]));
       const bulk = serviceBulkPulls({ db, sources, models: (ids) => app.models(ids), clientFor, logger });
-      const real = createSyncExecutor({ app, clientFor, scores: new PatientScoreStore(db), pullStrategyFor: (id) => pulls.get(id)!, stagedPullFor: bulk.staged, clock, logger });
+      const real = createSyncExecutor({ app, clientFor, scores: new PatientScoreStore(db), pullStrategyFor: (id) => pulls.get(id)!, stagedPullFor: bulk.staged, sources, clock, logger });
       const executor = options.wrapExecutor ? options.wrapExecutor(real) : real;
       worker = await startWorker({ db, boss, config, executor, clientFor, bulk, clock, logger, metrics });
     }

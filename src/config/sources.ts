@@ -77,6 +77,13 @@ const optionsSchema = z.strictObject({
   maxRetries: connection.maxRetries.optional(),
   rescoreInterval: duration('rescoreInterval').default('P30D'),
   overlap: duration('overlap').default('PT10M'),
+  /**
+   * Silent validation for this source (RiskAssessments `preliminary`, no CarePlan), and whether it gets
+   * CarePlan proposals; absent, the configuration's `sync.shadow` and `sync.carePlans` (FHIR_ML_SHADOW,
+   * FHIR_ML_CARE_PLANS). A site goes live one EHR at a time.
+   */
+  shadow: z.boolean().optional(),
+  carePlans: z.boolean().optional(),
 });
 
 const sourceSchema = z.strictObject({
@@ -242,6 +249,11 @@ export function fhirSourceOf(source: SourceConfig, defaults: FhirSourceConfig): 
     maxRetries: source.options.maxRetries ?? defaults.maxRetries,
     concurrency: source.options.concurrency ?? defaults.concurrency,
   };
+}
+
+/** How a source's scores are written: its own `options.shadow`/`options.carePlans`, else the `sync` section's. */
+export function writeModeOf(source: Pick<SourceConfig, 'options'> | undefined, sync: { shadow: boolean; carePlans: boolean }): { shadow: boolean; carePlans: boolean } {
+  return { shadow: source?.options.shadow ?? sync.shadow, carePlans: source?.options.carePlans ?? sync.carePlans };
 }
 
 /** Validates a parsed sources document (every problem at once) and resolves secrets and paths. */

@@ -18,6 +18,9 @@ test('the same inputs give the same hash; any change of value, imputation, colum
   expect(inputHash({ ...base, columns: ['age', 'bmi', 'hba1c'] })).not.toBe(h);
   expect(inputHash({ ...base, modelVersion: '1.0.1' })).not.toBe(h);
   expect(inputHash({ ...base, mappingVersion: '1.1.0' })).not.toBe(h);
+  // A shadow score is not the live one: going live writes a final RiskAssessment for unchanged inputs.
+  expect(inputHash({ ...base, shadow: true })).not.toBe(h);
+  expect(inputHash({ ...base, shadow: false })).toBe(h);
 });
 
 test('the resources a score used are part of its inputs: the same value from another resource is a change, their order is not', () => {

@@ -9,7 +9,7 @@ import type { PatientScore } from '../db/patient-scores.js';
  *
  * What the hash covers: model id and version, mapping version, the input columns, the vector the model
  * was given (float32, after transforms and imputation), which columns were imputed, and the resources
- * the values came from (`basis`). So:
+ * the values came from (`basis`), and whether it was written in shadow mode. So:
  * - a new, updated, deleted or entered-in-error value the model uses changes the vector: a new score;
  * - a deleted or entered-in-error resource the last score used changes the basis even when another
  *   resource gives the same value: a new score, so a written RiskAssessment never keeps citing it;
@@ -28,6 +28,12 @@ export interface ScoredInputs {
   imputed: readonly boolean[];
   /** References of the resources whose values were used (order does not matter). */
   basis?: readonly string[];
+  /**
+   * Written in shadow mode (`preliminary`, no CarePlan). Part of the inputs so that a source going live
+   * gets its first final RiskAssessment (and proposals) for every patient, not only for those whose data
+   * changed since the shadow runs.
+   */
+  shadow?: boolean;
 }
 
 export function inputHash(inputs: ScoredInputs): string {
@@ -48,6 +54,7 @@ export function inputHash(inputs: ScoredInputs): string {
     h.update('\u0002basis');
     for (const reference of [...new Set(inputs.basis)].sort()) h.update(`\u0000${reference}`);
   }
+  if (inputs.shadow) h.update('\u0003shadow');
   return h.digest('hex');
 }
 

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { App } from '../app.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { AdapterError } from '../core/errors.js';
+import { writeModeOf, type SourceConfig } from '../config/sources.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import type { PatientScoreStore } from '../db/patient-scores.js';
 import type { ExclusionCount } from '../db/runs.js';
@@ -39,6 +40,8 @@ export interface SyncExecutorDeps {
   pullStrategyFor?: (sourceId: string) => PullStrategyFactory;
   /** The batches of a run that staged a Bulk Data export read staging (serviceBulkPulls().staged). */
   stagedPullFor?: (sourceId: string) => PullStrategyFactory;
+  /** The sources (their `options.shadow`/`options.carePlans`); a source not here is written as `sync` says. */
+  sources?: ReadonlyMap<string, Pick<SourceConfig, 'options'>>;
   clock?: Clock;
   logger?: Logger;
 }
@@ -52,7 +55,8 @@ export const UNCHANGED_REASON = 'inputs-unchanged';
 export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   const logger = deps.logger ?? silentLogger;
   const clock = deps.clock ?? systemClock;
-  const { identifierSystem, shadow, carePlans } = deps.app.config.sync;
+  const { identifierSystem } = deps.app.config.sync;
+  const writeModeFor = (sourceId: string) => writeModeOf(deps.sources?.get(sourceId), deps.app.config.sync);
   // A model's Device is created once per source and model version (conditional create), then reused by
   // every batch of this process. A failed lookup is not cached.
   const devices = new Map<string, Promise<string>>();
@@ -62,7 +66,8 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
   // Its care reads go through the care reader of the strategy that pulled the run's first batch here: every
   // batch of a source is pulled with the source's strategy, so the others' would read the same way.
   const carePlanStepFor = (input: BatchInput, client: FhirClient, models: SyncModel[], readCare: CareReader): CarePlanStep | undefined => {
-    // Shadow mode (silent validation: preliminary RiskAssessments) and `sync.carePlans: false` propose none.
+    // Shadow mode (silent validation: preliminary RiskAssessments) and `carePlans: false` propose none.
+    const { shadow, carePlans } = writeModeFor(input.sourceId);
     if (shadow || !carePlans) return undefined;
     const key = `${input.runId}\u0000${input.modelIds.join(',')}`;
     let step = carePlanSteps.get(key);
@@ -101,6 +106,7 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     const pulled = await strategy.pull(input.patientIds);
     stopped();
     const recorded = clock.now();
+    const { shadow } = writeModeFor(input.sourceId);
     const batch = await scoreBatch(input.patientIds, pulled, {
       models,
       asOf: input.asOf,
@@ -112,7 +118,7 @@ export function createSyncExecutor(deps: SyncExecutorDeps): BatchExecutor {
     });
     // Patients whose inputs are those of their last score lose their plans here, so they get neither a
     // RiskAssessment nor a CarePlan proposal.
-    const decisions = await decideWrites(batch, models, input.sourceId, deps.scores);
+    const decisions = await decideWrites(batch, models, input.sourceId, deps.scores, shadow);
     stopped();
     const written = await writeWithCarePlans(writer, batch, carePlanStepFor(input, client, models, strategy.readCare), deviceRefs, recorded, logger);
     const outcome = batchOutcome(batch, written.requests);
@@ -156,6 +162,7 @@ async function decideWrites(
   models: SyncModel[],
   sourceId: string,
   scores: Pick<PatientScoreStore, 'get'>,
+  shadow: boolean,
 ): Promise<Map<BatchEntry, { hash: string; unchanged: boolean }>> {
   const out = new Map<BatchEntry, { hash: string; unchanged: boolean }>();
   for (const model of models) {
@@ -173,6 +180,7 @@ async function decideWrites(
         values: row.values,
         imputed: row.imputed,
         basis: row.basis,
+        shadow,
       });
       const decision = decideWrite(previous.get(entry.patientId), { modelVersion: card.version, inputHash: hash });
       if (!decision.write) entry.plans = [];
