@@ -29,6 +29,8 @@ export interface WorkerResult {
   maxRssMb: number;
   patients: number;
   scored: number;
+  /** Refused by the model's gates (intended use, out-of-distribution): part of the work, not a failure. */
+  skipped: number;
   created: number;
   failed: number;
   requests: number;
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
     retainedHeapMb,
     patients: result.patients,
     scored: totals.scored,
+    skipped: totals.skipped,
     created: totals.created,
     failed: result.failed,
     requests: result.requests,

@@ -12,6 +12,7 @@ import { PatientScoreStore } from '../db/patient-scores.js';
 import { RunStore, type FinalizeResult } from '../db/runs.js';
 import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
+import { newTally, tallied } from '../fhir/traffic.js';
 import { bossSettled, stopBoss } from './boss.js';
 import type { BatchExecutor } from './executor.js';
 import type { ServiceMetrics } from './metrics.js';
@@ -139,7 +140,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       const selectionDeps = { client, watermarks, scores, clock, logger: deps.logger };
       const exporting = await deps.bulk?.open(source, run.modelIds, new Date(run.asOf), controller.signal);
       if (exporting) {
-        selection = await selectStagedPatients({ ...selectionDeps, staging: exporting.staging }, source, run.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason });
+        // Every exchange of the export (kick-off, polls, files, the DELETE) and of the population read.
+        const tally = newTally();
+        selection = await tallied(tally, () =>
+          selectStagedPatients({ ...selectionDeps, staging: exporting.staging }, source, run!.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason }),
+        );
+        selection.selection.requests = tally.requests;
         staged = true;
       } else {
         selection = await selectPatients(selectionDeps, source, run.modelIds, { full: job.data.full });

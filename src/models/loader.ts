@@ -7,6 +7,21 @@ import { modelCardSchema, type ModelCard } from './model-card.js';
 import { describeOnnx, type DeclaredTensor, type OnnxDescription } from './onnx-inspect.js';
 import { OnnxModelRunner, type RunnerOptions } from './runner.js';
 
+/**
+ * How every ONNX session of the adapter runs: fully optimised, one thread, no spinning. The models are
+ * small (a logistic regression, an autoencoder of a few dozen units) and run on a batch of at most a few
+ * hundred rows, so more threads only add hand-offs; and onnxruntime's default thread pool spins after
+ * each run, which on a shared machine burns cores the FHIR server (or the next batch's parse) needs.
+ */
+export const SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
+  graphOptimizationLevel: 'all',
+  logSeverityLevel: 3,
+  executionMode: 'sequential',
+  intraOpNumThreads: 1,
+  interOpNumThreads: 1,
+  extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+};
+
 export const CARD_FILE = 'model-card.json';
 export const MODEL_FILE = 'model.onnx';
 export const SELFTEST_TOLERANCE = 1e-5;
@@ -119,7 +134,7 @@ export async function loadModel(dir: string, options: RunnerOptions = {}): Promi
   }
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(bytes, SESSION_OPTIONS);
   } catch (err) {
     throw fail('model-invalid', card.id, file, `onnxruntime cannot load the model: ${err instanceof Error ? err.message : String(err)}`, err);
   }

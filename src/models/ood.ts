@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { AdapterError } from '../core/errors.js';
-import { sha256Hex } from './loader.js';
+import { SESSION_OPTIONS, sha256Hex } from './loader.js';
 import type { ModelCard, OodSection } from './model-card.js';
 import { OnnxModelRunner, type RunnerOptions } from './runner.js';
 
@@ -86,7 +86,7 @@ export async function loadOodModel(dir: string, card: ModelCard, options: Runner
   if (digest !== ood.sha256) throw fail(card, file, `sha256 mismatch: file is ${digest}, model card says ${ood.sha256}`);
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+    session = await ort.InferenceSession.create(bytes, SESSION_OPTIONS);
   } catch (err) {
     throw fail(card, file, `onnxruntime cannot load it: ${err instanceof Error ? err.message : String(err)}`, err);
   }

@@ -227,56 +227,23 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
   // Prefetched batches not taken are dropped: their patients were never started, so nothing is lost.
   const drain = () => Promise.allSettled(queue.splice(0));
   let consecutivePermanent = 0;
-  for (;;) {
-    if (stopped()) {
-      result.interrupted = { abandonedPatients: 0 };
-      if (!options.abandon?.aborted) await drain();
-      break;
-    }
-    let batch: PulledBatch | undefined | typeof ABANDONED;
-    try {
-      batch = await unlessAbandoned(queue.shift()!, options.abandon);
-    } catch (err) {
-      abort(err, 'patient-list');
-      await drain();
-      break;
-    }
-    if (batch === ABANDONED) {
-      result.interrupted = { abandonedPatients: 0 };
-      break;
-    }
-    if (!batch) {
-      await drain();
-      break;
-    }
-    if (!options.stop?.aborted) enqueue();
-    const t0 = performance.now();
-    const ids = batch.ids;
-    const work = (async () => {
-      if (batch.error) throw batch.error;
-      const recorded = clock.now();
-      const scored = await scoreBatch(ids, batch.pull!, {
-        models,
-        asOf: options.asOf,
-        identifierSystem: options.identifierSystem,
-        devices,
-        explain: options.explain,
-        mapContext,
-        recorded,
-        shadow: options.shadow,
-      });
-      await options.beforeWrite?.(scored);
-      const written = await writeWithCarePlans(writer, scored, carePlanStep?.active ? carePlanStep : undefined, devices, recorded, logger);
-      return batchOutcome(scored, written.requests);
-    })();
-    work.catch(() => undefined); // an abandoned batch's late failure is not reported
+
+  // The batch whose write is in flight while the next one is scored: the server works on that write (and
+  // on the next pulls) while this process maps and infers, instead of waiting for it. Batches are counted
+  // in order, each once its write has ended.
+  let writing: { ids: string[]; t0: number; work: Promise<ReturnType<typeof batchOutcome>> } | undefined;
+  /** Waits for the batch being written and counts it; false when the run ends here (aborted or abandoned). */
+  const settle = async (): Promise<boolean> => {
+    if (!writing) return true;
+    const { ids, t0, work } = writing;
+    writing = undefined;
     try {
       const outcome = await unlessAbandoned(work, options.abandon);
       if (outcome === ABANDONED) {
         // Not counted at all: a re-run with the same as-of finds what it wrote and completes the rest.
         result.interrupted = { abandonedPatients: ids.length };
         logger.warn({ patients: ids.length }, 'batch abandoned');
-        break;
+        return false;
       }
       mergeOutcome(result, outcome, ids.length);
       for (const r of outcome.results) emit(r);
@@ -286,8 +253,7 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
       if (!e.transient) consecutivePermanent++;
       if (RUN_SCOPED.has(e.code) || consecutivePermanent >= MAX_CONSECUTIVE_PERMANENT) {
         abort(e, 'batch');
-        await drain();
-        break;
+        return false;
       }
       // The batch fails as a whole (nothing of it is counted as scored): a transient failure (server down
       // after retries) or data this batch alone carries (a rejected transaction, a non-finite model
@@ -297,6 +263,72 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     }
     logger.info({ batch: result.batches, patients: ids.length, ms: Math.round(performance.now() - t0) }, 'batch done');
     options.onProgress?.({ patientsDone: result.patients, batchesDone: result.batches });
+    return true;
+  };
+
+  for (;;) {
+    if (stopped()) {
+      // The batch being written is finished and counted (a second signal abandons it), then the run ends.
+      if (options.abandon?.aborted) {
+        result.interrupted = { abandonedPatients: writing?.ids.length ?? 0 };
+        writing = undefined;
+        break;
+      }
+      if (await settle()) {
+        result.interrupted = { abandonedPatients: 0 };
+        await drain();
+      }
+      break;
+    }
+    let batch: PulledBatch | undefined | typeof ABANDONED;
+    try {
+      batch = await unlessAbandoned(queue.shift()!, options.abandon);
+    } catch (err) {
+      if (await settle()) abort(err, 'patient-list');
+      await drain();
+      break;
+    }
+    if (batch === ABANDONED) {
+      result.interrupted = { abandonedPatients: writing?.ids.length ?? 0 };
+      break;
+    }
+    if (!batch) {
+      if (await settle()) await drain();
+      break;
+    }
+    if (!options.stop?.aborted) enqueue();
+    const t0 = performance.now();
+    const { ids, pull: pulled, error } = batch;
+    const recorded = clock.now();
+    const scoring = error
+      ? Promise.reject(error)
+      : scoreBatch(ids, pulled!, {
+          models,
+          asOf: options.asOf,
+          identifierSystem: options.identifierSystem,
+          devices,
+          explain: options.explain,
+          mapContext,
+          recorded,
+          shadow: options.shadow,
+        });
+    scoring.catch(() => undefined); // surfaced through the write below
+    // The previous batch first: batches are counted in order, and a run-ending failure there ends the run
+    // before this batch writes anything (it is then dropped like a prefetched one).
+    if (!(await settle())) {
+      await drain();
+      break;
+    }
+    // A stop that came meanwhile: this batch is not written (nothing of it was); the loop's top ends the run.
+    if (stopped()) continue;
+    const work = (async () => {
+      const scored = await scoring;
+      await options.beforeWrite?.(scored);
+      const written = await writeWithCarePlans(writer, scored, carePlanStep?.active ? carePlanStep : undefined, devices, recorded, logger);
+      return batchOutcome(scored, written.requests);
+    })();
+    work.catch(() => undefined); // an abandoned batch's late failure is not reported
+    writing = { ids, t0, work };
   }
   // Bulk: staged data is purged (or kept, as the source says) whatever became of the batches.
   await strategy.close?.().catch((err) => logger.warn({ code: toAdapterError(err).code }, 'pull strategy close failed'));

@@ -129,6 +129,8 @@ describe('bulk runs in the service', () => {
     // Resumed: the first selection attempt kicked the export off and died on its first file.
     expect(run.selection?.bulk).toMatchObject({ reason: 'configured', resumed: true, malformed: 0, errors: 0, unattributed: 0 });
     expect(run.selection!.bulk!.staged.Patient).toBe(PATIENTS);
+    // The selection's own FHIR requests are counted: the resumed export's status poll, its files, the DELETE.
+    expect(run.selection!.requests).toBeGreaterThanOrEqual(3);
     expect([...outcomes.keys()].sort()).toEqual([...reference.outcomes.keys()].sort());
     for (const [key, o] of outcomes) expect(comparable(o)).toEqual(comparable(reference.outcomes.get(key)!));
     expect(await written(servers.bulk)).toEqual(expected);

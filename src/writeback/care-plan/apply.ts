@@ -139,12 +139,27 @@ function compiledCondition(expression: string): (context: AssessmentContext, env
   return fn;
 }
 
+/**
+ * Condition results per assessment context: a run asks the same questions of one assessment twice (which
+ * care to read, then the proposal itself), and FHIRPath evaluation is most of a proposal's cost. The
+ * context is not changed once built (buildAssessmentContext); the entry goes with it.
+ */
+const conditionResults = new WeakMap<AssessmentContext, Map<string, unknown[]>>();
+
+function evaluateCondition(expression: string, context: AssessmentContext): unknown[] {
+  let results = conditionResults.get(context);
+  if (!results) conditionResults.set(context, (results = new Map()));
+  let result = results.get(expression);
+  if (!result) results.set(expression, (result = compiledCondition(expression)(context, { assessment: context })));
+  return result;
+}
+
 function applies(action: PlanDefinitionAction, context: AssessmentContext, planId: string): boolean {
   for (const c of action.condition ?? []) {
     if (c.kind !== 'applicability') continue;
     let result: unknown[];
     try {
-      result = compiledCondition(c.expression!.expression!)(context, { assessment: context });
+      result = evaluateCondition(c.expression!.expression!, context);
     } catch (err) {
       throw new AdapterError('mapping-invalid', `PlanDefinition ${planId} action ${action.id}: condition failed: ${err instanceof Error ? err.message : String(err)}`, {
         cause: err,
