@@ -52,6 +52,8 @@ describe('rationale', () => {
       'total / HDL cholesterol 3.2 lowers the risk (-0.02 log-odds)',
     ]);
     expect(r.text.split('; ')).toHaveLength(6);
+    // A category the patient is not in says so plainly (a female, or an unknown sex, is "other than male").
+    expect(rationale([{ featureId: 'sex=male', contribution: 0.46 }], features, { 'sex=male': 0 }).text).toBe('sex other than male raises the risk (+0.46 log-odds)');
     expect(r.items[1]).toMatchObject({ column: 'ln_tg', value: 250, unit: 'mg/dL', direction: 'raises', imputed: false });
   });
 

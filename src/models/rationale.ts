@@ -103,7 +103,7 @@ export function rationaleFeaturesFromMapping(mapping: { features: FeatureSpec[] 
 function valueText(f: RationaleFeature, value: number | undefined, imputed: boolean): string {
   if (imputed) return `${f.label} not measured (imputed)`;
   if (value === undefined) return f.label;
-  if (f.kind === 'category') return value >= 0.5 ? `${f.label} ${f.category}` : `${f.label} not ${f.category}`;
+  if (f.kind === 'category') return value >= 0.5 ? `${f.label} ${f.category}` : `${f.label} other than ${f.category}`;
   if (f.kind === 'finding') return `${f.label} ${value >= 0.5 ? 'present' : 'absent'}`;
   return `${f.label} ${withUnit(value, f.unit)}`;
 }

@@ -5,6 +5,7 @@ import type { MapContext } from '../features/index.js';
 import { assessApplicability, bandFor, explainBatch, rationale, type Applicability } from '../models/index.js';
 import { withApplicability } from '../writeback/extensions.js';
 import { planAssessment, type AssessmentPlan } from '../writeback/plan.js';
+import { riskAssessmentNarrative } from '../writeback/narrative.js';
 import type { FhirWriter } from '../writeback/writer.js';
 import type { SyncModel } from './models.js';
 import { assessPatient } from './patient-assessment.js';
@@ -187,6 +188,8 @@ export async function scoreBatch(patientIds: string[], pull: PullResult, ctx: Ba
             note: [...(plan.riskAssessment.note ?? []), { text: 'Shadow mode: written as preliminary for silent validation before go-live; not for clinical decisions.' }],
           };
         }
+        // Last, so that it tells what the finished resource says (status, applicability, shadow mode).
+        plan.riskAssessment = { ...plan.riskAssessment, text: riskAssessmentNarrative(plan.riskAssessment) };
         entry.plans.push(plan);
       }
     });

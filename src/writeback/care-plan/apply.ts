@@ -4,7 +4,11 @@ import fhirpath from 'fhirpath';
 import { AdapterError } from '../../core/errors.js';
 import { CAREPLAN_PROPOSAL_EXTENSION_URL } from '../extensions.js';
 import { assessmentIdentifierValue, MODEL_REGISTRY_SYSTEM, stableUuid } from '../identifiers.js';
+import { carePlanNarrative } from '../narrative.js';
 import { AIAST_LABEL } from '../resources.js';
+
+/** US Core's CarePlan category code system (`assess-plan`). */
+export const CAREPLAN_CATEGORY_SYSTEM = 'http://hl7.org/fhir/us/core/CodeSystem/careplan-category';
 import type { AssessmentContext } from './context.js';
 import { canonicalOf, flattenActions, resolveActivity } from './definitions.js';
 import { findExistingActivity, type ExistingCare, type OmissionReason } from './existing.js';
@@ -310,6 +314,8 @@ export function applyPlanDefinition(
     instantiatesCanonical: [planCanonical],
     status: 'draft',
     intent: 'proposal',
+    // US Core's CarePlan category: an assessment and plan of treatment.
+    category: [{ coding: [{ system: CAREPLAN_CATEGORY_SYSTEM, code: 'assess-plan', display: 'Assessment and Plan of Treatment' }] }],
     title: planDefinition.title ?? planDefinition.name,
     description:
       `Proposed by the ${context.modelId} ${context.modelVersion} model for a ${context.band} risk (probability ${context.probability.toFixed(2)}) ` +
@@ -324,6 +330,7 @@ export function applyPlanDefinition(
     note: notes,
   };
   carePlan.extension![0].extension!.push({ url: 'contentHash', valueString: carePlanContentHash(carePlan) });
+  carePlan.text = carePlanNarrative(carePlan);
 
   const provenance: Provenance = {
     resourceType: 'Provenance',

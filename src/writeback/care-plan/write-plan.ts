@@ -3,6 +3,7 @@ import type { BundleEntry, CarePlan, Extension, Provenance } from 'fhir/r4.js';
 import { CAREPLAN_PROPOSAL_EXTENSION_URL, subExtension } from '../extensions.js';
 import { stableUuid } from '../identifiers.js';
 import { AIAST_LABEL } from '../resources.js';
+import { carePlanNarrative } from '../narrative.js';
 import { carePlanContentHash, carePlanFullUrl, carePlanProvenanceId, type CarePlanProposal } from './apply.js';
 import { proposalExtension } from './ranking.js';
 
@@ -148,6 +149,8 @@ function revocationEntries(
       { text: supersededBy ? `Revoked by fhir-ml-adapter: superseded by proposal ${supersededBy.value}.` : 'Revoked by fhir-ml-adapter: a newer assessment proposes nothing.' },
     ],
   };
+  // Its narrative says what it is now.
+  revoked.text = carePlanNarrative(revoked);
   const provenanceId = `cpr-${createHash('sha256').update(`${cp.id}\u0000${versionId}`).digest('hex').slice(0, 40)}`;
   const provenance: Provenance = {
     resourceType: 'Provenance',
