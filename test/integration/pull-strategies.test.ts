@@ -174,10 +174,10 @@ async function writtenCarePlans(server: RunningFhirServer): Promise<Map<string, 
 const proposals = (plans: Map<string, unknown>) =>
   [...(plans.values() as Iterable<CarePlan>)].map((p) => `${p.subject.reference}: ${(p.activity ?? []).map((a) => a.detail?.code?.text).join(', ')}`);
 const orderNote = (plan: unknown) => (plan as CarePlan).note?.find((n) => n.text.startsWith('Order:'))?.text;
-/** The CarePlans without their order note. */
+/** The CarePlans without their order note (and the narrative, which repeats the notes). */
 function withoutOrderNote(plans: Map<string, unknown>): Map<string, unknown> {
   const out = new Map<string, unknown>();
-  for (const [key, plan] of plans as Map<string, CarePlan>) out.set(key, { ...plan, note: plan.note?.filter((n) => !n.text.startsWith('Order:')) });
+  for (const [key, { text: _text, ...plan }] of plans as Map<string, CarePlan>) out.set(key, { ...plan, note: plan.note?.filter((n) => !n.text.startsWith('Order:')) });
   return out;
 }
 
