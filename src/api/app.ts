@@ -14,6 +14,7 @@ import { isUuid, RunStore, type OutcomeStatus, type RunState } from '../db/runs.
 import { SessionStore } from '../db/sessions.js';
 import { WatermarkStore } from '../db/watermarks.js';
 import type { FhirClient } from '../fhir/client.js';
+import type { PullStrategyFactory } from '../fhir/strategy.js';
 import type { ServiceMetrics } from '../jobs/metrics.js';
 import { triggerRun } from '../jobs/trigger.js';
 import { createAuthenticator, type Principal } from './auth.js';
@@ -37,6 +38,8 @@ export interface ApiDeps {
   /** The composition root: models (loaded once), the mapper's services, the identifier system. */
   app: Pick<App, 'config' | 'models' | 'inspectModels' | 'mapContext'>;
   clientFor(sourceId: string): FhirClient;
+  /** How a source's patients are pulled (src/sync/pull-strategies.ts servicePullStrategy); search when absent. */
+  pullStrategyFor?(sourceId: string): PullStrategyFactory;
   metrics: ServiceMetrics;
   /** Told when a run was queued here (a worker in this process takes it at once). */
   onRunQueued?: (sourceId: string) => void;
@@ -252,6 +255,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
       asOf: new Date(run.asOf),
       identifierSystem,
       mapContext: deps.app.mapContext,
+      pullStrategy: deps.pullStrategyFor?.(source.id),
       logger: deps.logger,
     });
     res.json({ outcome, run: { id: run.id, sourceId: run.sourceId, asOf: run.asOf, state: run.state }, detail });
@@ -281,6 +285,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
         identifierSystem,
         mapContext: deps.app.mapContext,
         ...writeModeOf(source, deps.app.config.sync),
+        pullStrategy: deps.pullStrategyFor?.(source.id),
         logger: deps.logger,
         clock,
       }),

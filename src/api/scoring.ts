@@ -9,7 +9,7 @@ import { describeTransforms, valueColumns, type MapContext } from '../features/i
 import { scoreBatch, type BatchEntry } from '../sync/batch.js';
 import { CarePlanStep, writeWithCarePlans } from '../sync/care-plans.js';
 import type { SyncModel } from '../sync/models.js';
-import { perPatientStrategy, type PullStrategy } from '../fhir/strategy.js';
+import { searchStrategy, type PullStrategy, type PullStrategyFactory } from '../fhir/strategy.js';
 import { pullStrategyFor } from '../sync/pull-step.js';
 import { patientResult, type PatientResult } from '../sync/totals.js';
 import { assessmentIdentifierValue, MODEL_REGISTRY_SYSTEM } from '../writeback/identifiers.js';
@@ -59,20 +59,24 @@ interface ScoringContext {
 }
 
 /**
- * The pull of one patient, whatever the source's strategy: per-patient, whose requests every FHIR server
- * answers (one `patient=` per search, Observations by the categories the mapping states), and which gives
- * the record any strategy gives; its care reads (CarePlan proposals) go the same way.
+ * The pull of one patient as its source's runs pull it (`servicePullStrategy`: search, per-patient, or
+ * auto's choice; a bulk source's one patient is searched), so the record is the one a run reads; its care
+ * reads (CarePlan proposals) go the same way. Search when the caller gives no strategy.
  */
-function onePatient(client: FhirClient, model: SyncModel, asOf: Date, logger?: Logger): Promise<PullStrategy> {
-  return pullStrategyFor([model], asOf, client, perPatientStrategy({ patientConcurrency: 1 }), logger);
+function onePatient(client: FhirClient, model: SyncModel, asOf: Date, strategy: PullStrategyFactory = searchStrategy(), logger?: Logger): Promise<PullStrategy> {
+  return pullStrategyFor([model], asOf, client, strategy, logger);
 }
 
-export async function scoreFromSource(client: FhirClient, model: SyncModel, input: ScoringContext & { patientId: string; write: boolean }): Promise<ScoreResult> {
+export async function scoreFromSource(
+  client: FhirClient,
+  model: SyncModel,
+  input: ScoringContext & { patientId: string; write: boolean; pullStrategy?: PullStrategyFactory },
+): Promise<ScoreResult> {
   const card = model.runner.card;
   const writer = input.write ? new FhirWriter(client, input.identifierSystem, input.logger) : undefined;
   // Without a Device the batch step plans nothing: a dry run.
   const devices = writer ? new Map([[card.id, await writer.ensureDevice(card)]]) : undefined;
-  const strategy = await onePatient(client, model, input.asOf, input.logger);
+  const strategy = await onePatient(client, model, input.asOf, input.pullStrategy, input.logger);
   const pulled = await strategy.pull([input.patientId]);
   const recorded = (input.clock ?? systemClock).now();
   const batch = await scoreBatch([input.patientId], pulled, {
@@ -233,9 +237,9 @@ export interface PatientDetail {
 export async function patientDetail(
   client: FhirClient,
   model: SyncModel,
-  input: { patientId: string; asOf: Date; identifierSystem: string; mapContext: MapContext; logger?: Logger },
+  input: { patientId: string; asOf: Date; identifierSystem: string; mapContext: MapContext; pullStrategy?: PullStrategyFactory; logger?: Logger },
 ): Promise<PatientDetail> {
-  const pulled = await (await onePatient(client, model, input.asOf, input.logger)).pull([input.patientId]);
+  const pulled = await (await onePatient(client, model, input.asOf, input.pullStrategy, input.logger)).pull([input.patientId]);
   const batch = await scoreBatch([input.patientId], pulled, {
     models: [model],
     asOf: input.asOf,

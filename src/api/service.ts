@@ -97,8 +97,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     boss = await startBoss(db, { role: mode === 'api' ? 'api' : 'worker', logger, ...options.boss });
     await ensureQueues(boss, config, { schedules: mode !== 'api' });
     let worker: Worker | undefined;
+    // How each source's patients are pulled, by the worker's batches and by the API's one-patient reads.
+    const pulls = new Map(config.sources.map((s) => [s.id, servicePullStrategy(s)]));
     if (mode !== 'api') {
-      const pulls = new Map(config.sources.map((s) => [s.id, servicePullStrategy(s)]));
       const bulk = serviceBulkPulls({ db, sources, models: (ids) => app.models(ids), clientFor, logger });
       const real = createSyncExecutor({ app, clientFor, scores: new PatientScoreStore(db), pullStrategyFor: (id) => pulls.get(id)!, stagedPullFor: bulk.staged, sources, clock, logger });
       const executor = options.wrapExecutor ? options.wrapExecutor(real) : real;
@@ -107,7 +108,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     let url: string | undefined;
     let metricsUrl: string | undefined;
     if (mode !== 'worker') {
-      const api = createApiApp({ db, boss, config, app, clientFor, metrics, logger, clock, onRunQueued: (sourceId) => worker?.wake(sourceId) });
+      const api = createApiApp({ db, boss, config, app, clientFor, pullStrategyFor: (id) => pulls.get(id)!, metrics, logger, clock, onRunQueued: (sourceId) => worker?.wake(sourceId) });
       const server = await listen(api, options.listen?.host ?? config.api.host, options.listen?.port ?? config.api.port, 'the API');
       servers.push(server);
       url = baseUrlOf(server, options.listen?.host ?? config.api.host);

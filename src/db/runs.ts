@@ -251,13 +251,15 @@ export class RunStore {
     tx: Queryable,
     id: string,
     plan: { mode: 'full' | 'incremental'; changesSince?: Date; changesUntil: Date; selection: RunSelection; batchSizes: number[] },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const patients = plan.batchSizes.reduce((a, b) => a + b, 0);
-    await tx.query(
+    // Only from `selecting`: a run that failed meanwhile, or that another attempt fanned out, stays as it is.
+    const updated = await tx.query(
       `UPDATE ${SCHEMA}.runs SET state = 'running', mode = $2, changes_since = $3, changes_until = $4, selection = $5::jsonb, batches_total = $6, patients_total = $7
-       WHERE id = $1`,
+       WHERE id = $1 AND state = 'selecting'`,
       [id, plan.mode, plan.changesSince ?? null, plan.changesUntil, JSON.stringify(plan.selection), plan.batchSizes.length, patients],
     );
+    if (updated.rowCount !== 1) return false;
     if (plan.batchSizes.length) {
       await tx.query(
         `INSERT INTO ${SCHEMA}.run_batches (run_id, seq, state, patient_count)
@@ -265,6 +267,7 @@ export class RunStore {
         [id, plan.batchSizes],
       );
     }
+    return true;
   }
 
   /**

@@ -118,6 +118,19 @@ export class PgBulkExportStore implements BulkExportStore {
   }
 
   /**
+   * Abandons a source's open export started before `before` (a run that died and never came back): its
+   * staged files are no longer kept for a resume. The server expires the export itself. True when one was.
+   */
+  async abandonOpenBefore(sourceId: string, before: Date): Promise<boolean> {
+    const r = await this.db.query(
+      `UPDATE ${T.exports} SET state = 'abandoned', finished_at = now(), error_message = 'abandoned by the retention job: never resumed'
+        WHERE source_id = $1 AND state IN ('kicked-off', 'downloading') AND created_at < $2`,
+      [sourceId, before],
+    );
+    return r.rowCount > 0;
+  }
+
+  /**
    * Deletes the records of exports that ended before the cutoff (their file lists and change marks with
    * them), except each source's newest complete export, which its next `_since` export starts from.
    */
@@ -200,16 +213,22 @@ export class StagingStore implements BulkSink {
   /**
    * Staged Patient ids in order, a page at a time (keyset paging: `after` the last id of the previous
    * page). With `changedIn`, only the patients an export staged or deleted something of; with
-   * `changedSince`, those of every export started since then (a service run's changes since its
-   * watermark: an earlier run whose batches failed left its changes staged under its own export).
+   * `changedAfter`, those of every export after that one (a service run's changes since the run that set
+   * its watermark: an earlier run whose batches failed left its changes staged under its own export);
+   * with `changedSince`, those of every export started since then (when the export before is unknown).
    */
-  async patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedSince?: Date }): Promise<string[]> {
+  async patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedAfter?: string; changedSince?: Date }): Promise<string[]> {
     const params: unknown[] = [sourceId, options.after ?? '', options.limit];
     let changed = '';
     if (options.changedIn !== undefined) {
       params.push(options.changedIn);
       changed = `AND (EXISTS (SELECT 1 FROM ${T.staged} c WHERE c.source_id = $1 AND c.patient_id = p.resource_id AND c.export_id = $4)
                   OR EXISTS (SELECT 1 FROM ${T.changes} d WHERE d.export_id = $4 AND d.patient_id = p.resource_id))`;
+    } else if (options.changedAfter !== undefined) {
+      params.push(options.changedAfter);
+      changed = `AND (EXISTS (SELECT 1 FROM ${T.staged} c WHERE c.source_id = $1 AND c.patient_id = p.resource_id AND c.export_id > $4::bigint)
+                  OR EXISTS (SELECT 1 FROM ${T.changes} d JOIN ${T.exports} e ON e.id = d.export_id
+                              WHERE e.source_id = $1 AND d.patient_id = p.resource_id AND d.export_id > $4::bigint))`;
     } else if (options.changedSince !== undefined) {
       params.push(options.changedSince);
       const exportsSince = `SELECT e.id FROM ${T.exports} e WHERE e.source_id = $1 AND e.created_at >= $4`;
@@ -264,12 +283,23 @@ export class StagingStore implements BulkSink {
     return Object.fromEntries(rows.map((r) => [r.resource_type, Number(r.n)]));
   }
 
-  /** Removes everything staged for a source. */
-  async purge(sourceId: string): Promise<number> {
+  /**
+   * Removes everything staged for a source; with `upToExport`, only what that export and earlier ones
+   * staged (a run's end purges its own data, never that of a newer run of the source already exporting).
+   */
+  async purge(sourceId: string, upToExport?: string): Promise<number> {
     return this.db.transaction(async (tx: Queryable) => {
-      const r = await tx.query(`DELETE FROM ${T.staged} WHERE source_id = $1`, [sourceId]);
-      await tx.query(`DELETE FROM ${T.changes} c USING ${T.exports} e WHERE c.export_id = e.id AND e.source_id = $1`, [sourceId]);
+      const bound = upToExport === undefined ? '' : 'AND export_id <= $2::bigint';
+      const params = upToExport === undefined ? [sourceId] : [sourceId, upToExport];
+      const r = await tx.query(`DELETE FROM ${T.staged} WHERE source_id = $1 ${bound}`, params);
+      await tx.query(`DELETE FROM ${T.changes} c USING ${T.exports} e WHERE c.export_id = e.id AND e.source_id = $1 ${bound ? 'AND e.id <= $2::bigint' : ''}`, params);
       return r.rowCount;
     });
+  }
+
+  /** Sources with anything staged. */
+  async sourceIds(): Promise<string[]> {
+    const { rows } = await this.db.query<{ source_id: string }>(`SELECT DISTINCT source_id FROM ${T.staged} ORDER BY source_id`);
+    return rows.map((r) => r.source_id);
   }
 }

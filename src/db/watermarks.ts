@@ -16,6 +16,15 @@ export class WatermarkStore {
     return new Map(rows.map((r) => [r.model_id, new Date(r.watermark)]));
   }
 
+  /** The run that set each model's watermark (its selection says what it read, e.g. its Bulk Data export). */
+  async runIds(sourceId: string, modelIds: string[]): Promise<Map<string, string>> {
+    const { rows } = await this.db.query<{ model_id: string; run_id: string | null }>(
+      `SELECT model_id, run_id::text AS run_id FROM ${SCHEMA}.watermarks WHERE source_id = $1 AND model_id = ANY ($2::text[])`,
+      [sourceId, modelIds],
+    );
+    return new Map(rows.filter((r) => r.run_id).map((r) => [r.model_id, r.run_id!]));
+  }
+
   async advance(tx: Queryable, sourceId: string, modelIds: string[], watermark: Date, runId: string): Promise<void> {
     await tx.query(
       `INSERT INTO ${SCHEMA}.watermarks (source_id, model_id, watermark, run_id)

@@ -22,7 +22,7 @@ import { assembleBatch, keepFirst, newFetched, plannedSearches, PULLED_TYPES, ty
 
 /** What the bulk pull reads back from staging (src/db/staging.ts: StagingStore). */
 export interface StagedReader {
-  patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedSince?: Date }): Promise<string[]>;
+  patientIds(sourceId: string, options: { after?: string; limit: number; changedIn?: string; changedAfter?: string; changedSince?: Date }): Promise<string[]>;
   resourcesOf(sourceId: string, patientIds: string[]): Promise<{ resourceType: string; id: string; body: Record<string, unknown> }[]>;
   unattributed(sourceId: string, limit?: number): Promise<{ total: number; items: { reference: string; detail: 'missing-subject' | 'patient-not-found' }[] }>;
   purge(sourceId: string): Promise<number>;
@@ -112,12 +112,12 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
     if (keepsStaging) {
       const last = await deps.exports.lastComplete(deps.sourceId);
       const expires = last && addDuration(last.finishedAt, parseDuration(options.retention));
+      // Kept longer than the source allows: this export is a full one, and its kick-off replaces what is
+      // staged (StagingStore.begin). Not purged here: a retried run resuming that full export must keep
+      // the files it has already staged.
       if (last && expires && expires > clock.now()) {
         since = last.transactionTime;
         incremental = true;
-      } else if (last) {
-        // Kept longer than the source allows: gone, and this export is a full one.
-        await deps.staging.purge(deps.sourceId);
       }
     }
     return {

@@ -40,8 +40,12 @@ export const bulkPullSchema = z.strictObject({
   pollIntervalMs: z.number().int().min(10).max(600_000).default(2000),
   /** The longest wait between status polls, whatever Retry-After says (ms). */
   maxPollWaitMs: z.number().int().min(10).max(3_600_000).default(60_000),
-  /** Give up waiting for an export after this long (ms); a later run resumes it. */
-  maxExportWaitMs: z.number().int().min(1000).default(6 * 3_600_000),
+  /**
+   * Give up waiting for an export after this long (ms); a later run resumes it. In the service, the
+   * selection step that exports may take this long plus an hour for the files (22 h at most: its job
+   * expires within a day).
+   */
+  maxExportWaitMs: z.number().int().min(1000).max(22 * 3_600_000).default(6 * 3_600_000),
   /** Per-attempt timeout of one file download (ms). */
   downloadTimeoutMs: z.number().int().min(1000).default(30 * 60_000),
 });

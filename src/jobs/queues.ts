@@ -13,6 +13,9 @@ export const RETENTION_QUEUE = 'retention';
 /** Daily, at a quiet hour; the retention days come from the config. */
 export const RETENTION_CRON = '17 3 * * *';
 
+/** pg-boss 10 refuses a job expiry of 24 hours or more. */
+const MAX_EXPIRE_SECONDS = 23 * 3600;
+
 export function sourceRunQueue(sourceId: string): string {
   return `source-run.${sourceId}`;
 }
@@ -66,9 +69,10 @@ export async function ensureQueues(boss: PgBoss, config: ServiceConfig, options:
     const name = sourceRunQueue(source.id);
     // Selecting a large population can take a while; a selection that dies is retried from the start
     // (a Bulk Data export it began is resumed, not kicked off again). A selection that may export waits
-    // as long as the export may take, and then some.
+    // as long as the export may take, and an hour for its files, within pg-boss's limit of a day.
     const exports = source.pull.strategy === 'bulk' || source.pull.strategy === 'auto';
-    const expireInSeconds = exports ? Math.max(w.batchTimeoutSeconds, Math.ceil(source.pull.bulk.maxExportWaitMs / 1000) + 3600) : w.batchTimeoutSeconds;
+    const exportSeconds = Math.ceil(source.pull.bulk.maxExportWaitMs / 1000) + 3600;
+    const expireInSeconds = exports ? Math.min(MAX_EXPIRE_SECONDS, Math.max(w.batchTimeoutSeconds, exportSeconds)) : w.batchTimeoutSeconds;
     await ensure(name, { retryLimit: 2, retryDelay: Math.max(1, w.retryDelaySeconds), retryBackoff: true, expireInSeconds, deadLetter: SOURCE_RUN_DEAD });
     if (!options.schedules) continue;
     if (source.schedule) await boss.schedule(name, source.schedule.cron, { sourceId: source.id } satisfies SourceRunJob, { tz: source.schedule.timezone });

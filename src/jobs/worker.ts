@@ -101,7 +101,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     // Staged data is patient data: gone when the run is over, unless the source keeps it for `_since`.
     const source = sources.get(result.run.sourceId);
     if (result.run.selection?.bulk && source && deps.bulk) {
-      await deps.bulk.finished(source).catch((err) => logger.warn({ source: source.id, err: (err as Error).message }, 'purging staged data failed; the retention job purges it'));
+      await deps.bulk.finished(source, result.run.selection.bulk.exportId).catch((err) => logger.warn({ source: source.id, err: (err as Error).message }, 'purging staged data failed; the retention job purges it'));
     }
   };
 
@@ -143,7 +143,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
         // Every exchange of the export (kick-off, polls, files, the DELETE) and of the population read.
         const tally = newTally();
         selection = await tallied(tally, () =>
-          selectStagedPatients({ ...selectionDeps, staging: exporting.staging }, source, run!.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason }),
+          selectStagedPatients({ ...selectionDeps, staging: exporting.staging, runs }, source, run!.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason }),
         );
         selection.selection.requests = tally.requests;
         staged = true;
@@ -163,13 +163,16 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     const batches = chunk(selection.patientIds, source.options.batchSize);
     const runId = run.id;
     const finalized = await db.transaction(async (tx) => {
-      await runs.fanOut(tx, runId, {
+      const fannedOut = await runs.fanOut(tx, runId, {
         mode: selection.mode,
         changesSince: selection.changesSince,
         changesUntil: selection.changesUntil,
         selection: selection.selection,
         batchSizes: batches.map((b) => b.length),
       });
+      // Failed meanwhile (its selection job expired and its retries were spent) or fanned out by
+      // another attempt: this attempt's selection is dropped.
+      if (!fannedOut) return 'not-selecting' as const;
       if (batches.length) {
         const jobs: PgBoss.JobInsert<PatientBatchJob>[] = batches.map((patientIds, seq) => ({
           name: PATIENT_BATCH_QUEUE,
@@ -182,6 +185,10 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       await onFinalized(tx, result);
       return result;
     });
+    if (finalized === 'not-selecting') {
+      logger.warn({ run: runId, source: source.id }, 'selection finished after the run left the selecting state; dropped');
+      return { dropped: 'not-selecting' };
+    }
     await reportFinalized(finalized);
     // This process's batch workers take the new batches now instead of at their next poll (other
     // processes poll as usual); a small incremental run is then not mostly waiting.

@@ -19,6 +19,8 @@ describe('a source\'s pull options', () => {
     const config = parseServiceConfig({ sources: [source({ strategy: 'bulk' }), { ...source({ strategy: 'bulk', bulk: { retention: 'P1D' } }), id: 'kept' }] }, { env: {} });
     expect(keepsStagedData(config.sources[0].pull.bulk)).toBe(false);
     expect(keepsStagedData(config.sources[1].pull.bulk)).toBe(true);
+    // The service's selection step waits this long plus an hour for its files, and pg-boss caps a job at a day.
+    expect(() => parseServiceConfig({ sources: [source({ strategy: 'bulk', bulk: { maxExportWaitMs: 23 * 3_600_000 } })] }, { env: {} })).toThrow(/sources\.0\.pull\.bulk\.maxExportWaitMs/);
     expect(typeof servicePullStrategy(config.sources[0])).toBe('function');
     expect(typeof servicePullStrategy(parseServiceConfig({ sources: [source({ strategy: 'auto' })] }, { env: {} }).sources[0])).toBe('function');
   });

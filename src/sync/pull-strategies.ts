@@ -67,6 +67,11 @@ export function fhirSourceKey(baseUrl: string): string {
   return `fhir-${createHash('sha256').update(baseUrl.replace(/\/+$/, '')).digest('hex').slice(0, 12)}`;
 }
 
+/** Whether a staging key is one `fhirSourceKey` makes (the CLI's, not a service source's). */
+export function isFhirSourceKey(key: string): boolean {
+  return /^fhir-[0-9a-f]{12}$/.test(key);
+}
+
 /**
  * The database a CLI run stages bulk data in: PostgreSQL at DATABASE_URL, else the embedded one in
  * FHIR_ML_DATA_DIR (default .fhir-ml/pgdata), as the service uses them; migrated.
@@ -112,7 +117,7 @@ export function servicePullStrategy(source: { id: string; pull: PullOptionsConfi
 
 /**
  * Bulk Data in the service. A run of a `bulk` source (or of an `auto` source with a Group or whole
- * population on a server offering `$export`) exports once, in its selection step: `open` gives the run's
+ * population that keeps its staging, on a server offering `$export`) exports once, in its selection step: `open` gives the run's
  * BulkPull (the export kicked off or resumed, staged in the service's database); the run's batch jobs
  * are marked staged and read their patients from staging (`staged`) on whichever worker takes them; when
  * the run is over, `finished` purges staging unless the source keeps it for `_since` exports.
@@ -124,7 +129,8 @@ export interface ServiceBulkPulls {
   /** The run's export, or undefined when the run searches (a search or per-patient source; auto choosing those). */
   open(source: SourceConfig, modelIds: string[], asOf: Date, signal?: AbortSignal): Promise<{ bulk: BulkPull; staging: StagingStore; reason: string } | undefined>;
   staged(sourceId: string): PullStrategyFactory;
-  finished(source: SourceConfig): Promise<number>;
+  /** After a run that read export `exportId`: purges what it and earlier exports staged, unless the source keeps it. */
+  finished(source: SourceConfig, exportId: string): Promise<number>;
 }
 
 export function serviceBulkPulls(deps: {
@@ -145,8 +151,10 @@ export function serviceBulkPulls(deps: {
       const spec = pullSpecFor(await deps.models(modelIds), asOf);
       let reason = 'configured';
       if (strategy === 'auto') {
-        // A list of patients is searched; a population is exported when the server offers $export.
-        if (source.population.type === 'patients') return undefined;
+        // A list of patients is searched; a population is exported when the server offers $export and
+        // the source keeps its staging (then the next runs export `_since`). A source that keeps nothing
+        // would export its whole population every run, where incremental searches read only what changed.
+        if (source.population.type === 'patients' || !keepsStagedData(source.pull.bulk)) return undefined;
         const choice = await chooseStrategy(client, spec, { bulkAvailable: true, logger });
         if (choice.name !== 'bulk') return undefined;
         reason = choice.reason;
@@ -166,9 +174,9 @@ export function serviceBulkPulls(deps: {
       return { bulk, staging, reason };
     },
     staged: (sourceId) => stagedStrategy({ sourceId, staging, patientConcurrency: deps.sources.get(sourceId)?.pull.patientConcurrency }),
-    async finished(source) {
+    async finished(source, exportId) {
       if (keepsStagedData(source.pull.bulk)) return 0;
-      const purged = await staging.purge(source.id);
+      const purged = await staging.purge(source.id, exportId);
       if (purged) logger.info({ source: source.id, purged }, 'staged bulk data purged after the run');
       return purged;
     },

@@ -224,8 +224,12 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
     queue.push(p);
   };
   for (let i = 0; i < PREFETCH_BATCHES; i++) enqueue();
-  // Prefetched batches not taken are dropped: their patients were never started, so nothing is lost.
-  const drain = () => Promise.allSettled(queue.splice(0));
+  // Prefetched batches not taken are dropped: their patients were never started, so nothing is lost. The
+  // run waits for their pulls to end (so nothing reads after it returns, e.g. from staging a bulk run
+  // purges), unless a second signal asked it not to wait.
+  const drain = async () => {
+    if (!options.abandon?.aborted) await Promise.allSettled(queue.splice(0));
+  };
   let consecutivePermanent = 0;
 
   // The batch whose write is in flight while the next one is scored: the server works on that write (and
@@ -274,10 +278,8 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
         writing = undefined;
         break;
       }
-      if (await settle()) {
-        result.interrupted = { abandonedPatients: 0 };
-        await drain();
-      }
+      if (await settle()) result.interrupted = { abandonedPatients: 0 };
+      await drain();
       break;
     }
     let batch: PulledBatch | undefined | typeof ABANDONED;
@@ -293,7 +295,8 @@ async function syncRun(client: FhirClient, models: SyncModel[], options: SyncOpt
       break;
     }
     if (!batch) {
-      if (await settle()) await drain();
+      await settle();
+      await drain();
       break;
     }
     if (!options.stop?.aborted) enqueue();

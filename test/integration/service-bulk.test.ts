@@ -2,6 +2,7 @@ import type { Observation, RiskAssessment } from 'fhir/r4.js';
 import { createApp, type App } from '../../src/app.js';
 import { startService, type RunningService } from '../../src/api/service.js';
 import { parseServiceConfig } from '../../src/config/sources.js';
+import { SCHEMA } from '../../src/db/migrations.js';
 import { RunStore, type OutcomeRow, type RunRow } from '../../src/db/runs.js';
 import { StagingStore } from '../../src/db/staging.js';
 import { startFaultProxy, type FaultProxy } from '../../src/fhir/testing/fault-proxy.js';
@@ -19,6 +20,10 @@ const PATIENTS = 10;
 let database: TestDatabase;
 let servers: Record<'search' | 'bulk' | 'kept', RunningFhirServer>;
 let proxy: FaultProxy;
+let keptProxy: FaultProxy;
+/** Arms the kept source's proxy: the second export file downloaded gets a 500. */
+let armed = false;
+let keptDownloads = 0;
 let ids: string[];
 let app: App;
 let service: RunningService;
@@ -74,6 +79,10 @@ beforeAll(async () => {
   ids = search.patientIds;
   const upstream = new URL(servers.bulk.url);
   proxy = await startFaultProxy({ target: upstream.origin, script: [{ match: (r) => r.method === 'GET' && r.url.includes('/$export-file/'), faults: ['500'] }] });
+  keptProxy = await startFaultProxy({
+    target: new URL(servers.kept.url).origin,
+    script: [{ match: (r) => armed && r.method === 'GET' && r.url.includes('/$export-file/') && ++keptDownloads === 2, faults: ['500'] }],
+  });
   // No retries in the client: the injected 500 fails the selection attempt, as a worker dying would.
   app = createApp({ env: { FHIR_ML_LOG_LEVEL: 'silent', FHIR_ML_MAX_RETRIES: '0' } });
   const source = (id: string, baseUrl: string, pull: Record<string, unknown>) => ({
@@ -92,7 +101,7 @@ beforeAll(async () => {
       sources: [
         source('search', servers.search.url, { strategy: 'search' }),
         source('bulk', `${proxy.origin}${upstream.pathname}`, { strategy: 'bulk', bulk: { pollIntervalMs: 50 } }),
-        source('kept', servers.kept.url, { strategy: 'bulk', bulk: { pollIntervalMs: 50, retention: 'P1D' } }),
+        source('kept', `${keptProxy.origin}${upstream.pathname}`, { strategy: 'bulk', bulk: { pollIntervalMs: 50, retention: 'P1D' } }),
       ],
     },
     { env: { DATABASE_URL: database.url } },
@@ -106,6 +115,7 @@ afterAll(async () => {
   await service?.stop({ graceSeconds: 1 });
   await app?.close();
   await proxy?.close();
+  await keptProxy?.close();
   await Promise.all(Object.values(servers ?? {}).map((s) => s.close()));
   await database?.drop();
 });
@@ -167,6 +177,27 @@ describe('bulk runs in the service', () => {
     expect([...second.outcomes.values()].map((o) => [o.patientId, o.status])).toEqual([[ids[3], 'scored']]);
     expect((await allRiskAssessments(servers.kept.url)).length).toBe(before + 1);
     expect((await staging.counts('kept')).Patient).toBe(PATIENTS);
+  }, 120_000);
+
+  it('a kept source with nothing changed selects nobody: the export it read last is not read again', async () => {
+    const { run } = await runNow('kept');
+    expect(run).toMatchObject({ state: 'succeeded', mode: 'incremental', patientsTotal: 0 });
+    expect(run.selection).toMatchObject({ changed: 0, total: 0 });
+  }, 120_000);
+
+  it('a kept source whose staging outlived its retention exports in full; a selection that dies mid-download resumes without losing the files already staged', async () => {
+    const before = await staging.counts('kept');
+    await service.db.query(`UPDATE ${SCHEMA}.bulk_exports SET finished_at = now() - interval '3 days' WHERE source_id = 'kept' AND state = 'complete'`);
+    armed = true;
+    const { run, outcomes } = await runNow('kept');
+    armed = false;
+    expect(keptProxy.injected()['500']).toBe(1);
+    expect(run).toMatchObject({ state: 'succeeded', mode: 'incremental', patientsTotal: PATIENTS });
+    // A full export (no `_since`), resumed by the retried selection.
+    expect(run.selection!.bulk).toMatchObject({ resumed: true, staged: { Patient: PATIENTS } });
+    expect(await staging.counts('kept')).toEqual(before);
+    // Every patient read in full: the same inputs as their last score, so nothing new is written.
+    expect([...outcomes.values()].filter((o) => o.status === 'scored' || o.status === 'not-found')).toEqual([]);
   }, 120_000);
 
   it('a source that purges staging exports everything again; unchanged patients get no new RiskAssessment', async () => {

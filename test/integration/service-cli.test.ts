@@ -46,6 +46,7 @@ beforeAll(async () => {
   const created = await runs.create({ sourceId: 'main', trigger: 'api', asOf: new Date('2026-01-01T00:00:00Z'), modelIds: ['diabetes-progression'] });
   if (!created.created) throw new Error('no run');
   runId = created.run.id;
+  await runs.markSelecting(runId);
   await db.transaction((tx) => runs.fanOut(tx, runId, { mode: 'full', changesUntil: new Date(), selection: { population: 2, total: 2 }, batchSizes: [2] }));
   const claim = await runs.claimBatch(runId, 0, '00000000-0000-4000-8000-000000000003', 'w1');
   await db.transaction((tx) =>

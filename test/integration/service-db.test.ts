@@ -81,6 +81,7 @@ test('retention deletes finished runs older than the setting with their batches 
   const created = await runs.create({ sourceId: 'old', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
   if (!created.created) throw new Error('not created');
   const id = created.run.id;
+  await runs.markSelecting(id);
   await a.transaction(async (tx) => {
     await runs.fanOut(tx, id, { mode: 'full', changesUntil: new Date(), selection: { total: 1 }, batchSizes: [1] });
   });
@@ -103,11 +104,31 @@ test('retention deletes finished runs older than the setting with their batches 
   expect(await sessions.deleteExpired()).toBe(1);
 });
 
+test('a run fans out only from selecting: a failed run, or one another attempt fanned out, stays as it is', async () => {
+  const runs = new RunStore(a);
+  const created = await runs.create({ sourceId: 'fanout', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  if (!created.created) throw new Error('not created');
+  const id = created.run.id;
+  await runs.markSelecting(id);
+  const plan = { mode: 'full' as const, changesUntil: new Date(), selection: { total: 1 }, batchSizes: [1] };
+  expect(await a.transaction((tx) => runs.fanOut(tx, id, plan))).toBe(true);
+  expect(await a.transaction((tx) => runs.fanOut(tx, id, plan))).toBe(false);
+  expect((await runs.batches(id)).length).toBe(1);
+
+  const other = await runs.create({ sourceId: 'fanout-failed', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
+  if (!other.created) throw new Error('not created');
+  await runs.markSelecting(other.run.id);
+  await runs.failRun(other.run.id, 'selection-failed', 'selecting the patients failed on every attempt');
+  expect(await a.transaction((tx) => runs.fanOut(tx, other.run.id, plan))).toBe(false);
+  expect((await runs.get(other.run.id))?.state).toBe('failed');
+});
+
 test('a batch result from an attempt that another worker has taken over is dropped', async () => {
   const runs = new RunStore(a);
   const created = await runs.create({ sourceId: 'takeover', trigger: 'api', asOf: new Date(), modelIds: ['m'] });
   if (!created.created) throw new Error('not created');
   const id = created.run.id;
+  await runs.markSelecting(id);
   await a.transaction((tx) => runs.fanOut(tx, id, { mode: 'full', changesUntil: new Date(), selection: { total: 1 }, batchSizes: [1] }));
   const stale = await runs.claimBatch(id, 0, '00000000-0000-4000-8000-000000000002', 'dead');
   const current = await runs.claimBatch(id, 0, '00000000-0000-4000-8000-000000000002', 'alive');
@@ -141,10 +162,20 @@ test('the retention job purges old CDS Hooks records, leftover staging and old e
   await stage('purged', true);
   await stage('kept', true);
   await stage('open', false);
+  // An export a run left open two days ago and never resumed; a source no longer in the sources file;
+  // a CLI run's staging (its key is the FHIR server's URL, hashed).
+  const stale = await stage('stale', false);
+  await a.query(`UPDATE ${SCHEMA}.bulk_exports SET created_at = now() - interval '2 days' WHERE id = $1`, [stale]);
+  await stage('gone', true);
+  await stage('fhir-0123456789ab', true);
   const source = (id: string, retention: string) => parseServiceConfig({ sources: [{ id, baseUrl: 'https://ehr.example/fhir', models: ['m'], pull: { strategy: 'bulk', bulk: { retention } } }] }, { env: {} }).sources[0];
-  const report = await runRetention(a, { retentionDays: 90, sources: [source('purged', 'PT0S'), source('kept', 'P1D'), source('open', 'PT0S')] }, systemClock);
+  const report = await runRetention(a, { retentionDays: 90, sources: [source('purged', 'PT0S'), source('kept', 'P1D'), source('open', 'PT0S'), source('stale', 'PT0S')] }, systemClock);
 
-  expect(report).toMatchObject({ cdsRecords: 2, stagedResources: 1, exports: 1 });
+  expect(report).toMatchObject({ cdsRecords: 2, stagedResources: 3, exports: 1 });
+  expect(await staging.counts('stale')).toEqual({});
+  expect((await exports.get(stale))?.state).toBe('abandoned');
+  expect(await staging.counts('gone')).toEqual({});
+  expect(await staging.counts('fhir-0123456789ab')).toEqual({ Patient: 1 });
   expect(await staging.counts('purged')).toEqual({});
   expect(await staging.counts('kept')).toEqual({ Patient: 1 });
   expect(await staging.counts('open')).toEqual({ Patient: 1 });
