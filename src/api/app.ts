@@ -144,7 +144,7 @@ export function createApiApp(deps: ApiDeps): express.Express {
 
   // Public keys and CDS Hooks authenticate on their own terms (none; the EHR's signed JWT).
   mountJwks(app, { config: deps.config, logger });
-  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: (ids) => deps.app.models(ids), identifierSystem, mapContext: deps.app.mapContext, clock, logger });
+  mountCdsHooks(app, { db: deps.db, config: deps.config, modelsFor: (ids) => deps.app.models(ids), identifierSystem, sync: deps.app.config.sync, mapContext: deps.app.mapContext, clock, logger });
   mountConsole(app, { auth, sessions, config: deps.config, logger });
 
   const api = express.Router();

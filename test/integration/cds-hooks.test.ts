@@ -40,6 +40,8 @@ let db: Database;
 let fhir: RunningFhirServer;
 let jwksServer: Server;
 let app: express.Express;
+let shadowApp: express.Express;
+let noCarePlansApp: express.Express;
 type SigningKey = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 let ehrKey: SigningKey;
 let otherKey: SigningKey;
@@ -73,18 +75,23 @@ beforeAll(async () => {
   });
   const jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks.json`;
 
-  const config = serviceConfig(fhir.url, {
-    databaseUrl: database.url,
-    service: { cdsHooks: { baseUrl: BASE, clients: [{ issuer: ISSUER, jwksUrl, algorithms: ['ES384'], fhirServers: [fhir.url] }] } },
-  });
-  app = createApiApp({
-    db,
-    config,
-    app: adapter,
-    clientFor: () => new FhirClient({ baseUrl: fhir.url }),
-    metrics: createServiceMetrics({ db }),
-    clock,
-  });
+  const apiFor = (options: Record<string, unknown>) =>
+    createApiApp({
+      db,
+      config: serviceConfig(fhir.url, {
+        databaseUrl: database.url,
+        service: { cdsHooks: { baseUrl: BASE, clients: [{ issuer: ISSUER, jwksUrl, algorithms: ['ES384'], fhirServers: [fhir.url] }] } },
+        source: { options },
+      }),
+      app: adapter,
+      clientFor: () => new FhirClient({ baseUrl: fhir.url }),
+      metrics: createServiceMetrics({ db }),
+      clock,
+    });
+  app = apiFor({});
+  // The same EHR as a source in shadow mode, and as one without CarePlan proposals.
+  shadowApp = apiFor({ shadow: true });
+  noCarePlansApp = apiFor({ carePlans: false });
 });
 
 afterAll(async () => {
@@ -181,6 +188,17 @@ describe('CDS Hooks patient-view', () => {
     // Nothing written: no RiskAssessment on the server.
     const ras = (await (await fetch(`${fhir.url}/RiskAssessment`, { headers: { authorization: `Bearer ${EHR_TOKEN}` } })).json()) as Bundle;
     expect(ras.entry ?? []).toHaveLength(0);
+  });
+
+  it('an EHR whose source is in shadow mode sees no card; one whose source proposes no CarePlans gets no suggestion', async () => {
+    const body = hookBody(patientId, { fhirServer: fhir.url, fhirAuthorization });
+    const shadow = await request(shadowApp).post(`/cds-services/${MODEL}`).set('authorization', `Bearer ${await jwt(serviceUrl)}`).send(body);
+    expect(shadow.status).toBe(200);
+    expect(hookResponseSchema.parse(shadow.body).cards).toEqual([]);
+    const plain = await request(noCarePlansApp).post(`/cds-services/${MODEL}`).set('authorization', `Bearer ${await jwt(serviceUrl)}`).send({ ...body, hookInstance: randomUUID() });
+    const cards = hookResponseSchema.parse(plain.body).cards;
+    expect(cards).toHaveLength(1);
+    expect(cards[0].suggestions).toBeUndefined();
   });
 
   it('fetches what a partial prefetch lacks with the request\'s token, and gets the same score', async () => {

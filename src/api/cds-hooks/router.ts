@@ -2,7 +2,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { systemClock, type Clock } from '../../core/clock.js';
 import { AdapterError, toAdapterError } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/log.js';
-import type { ServiceConfig } from '../../config/sources.js';
+import { writeModeOf, type ServiceConfig } from '../../config/sources.js';
 import { CdsHooksStore } from '../../db/cds-hooks.js';
 import type { Database } from '../../db/database.js';
 import type { MapContext } from '../../features/index.js';
@@ -32,6 +32,8 @@ export interface CdsHooksDeps {
   config: ServiceConfig;
   modelsFor(modelIds: string[]): Promise<SyncModel[]>;
   identifierSystem: string;
+  /** The adapter's `sync.shadow` and `sync.carePlans`, for EHRs no source names (a source's own options win). */
+  sync: { shadow: boolean; carePlans: boolean };
   mapContext?: MapContext;
   clock?: Clock;
   logger?: Logger;
@@ -102,14 +104,19 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
     });
     const entry = scored.entries.find((e) => e.modelId === serviceId);
     const cards: (Card & { uuid: string })[] = [];
-    if (entry?.status === 'scored' && entry.prediction) {
-      const sourceIds = request.fhirServer
-        ? deps.config.sources.filter((s) => s.baseUrl.replace(/\/+$/, '') === request.fhirServer!.replace(/\/+$/, '') && s.models.includes(serviceId)).map((s) => s.id)
-        : [];
-      const outcomeId = await store.latestOutcomeId(sourceIds, patientId, serviceId);
+    // The sources of this EHR and model: a source in shadow mode (silent validation) shows clinicians
+    // nothing here either, and one without CarePlan proposals gets no suggestions.
+    const sources = request.fhirServer
+      ? deps.config.sources.filter((s) => s.baseUrl.replace(/\/+$/, '') === request.fhirServer!.replace(/\/+$/, '') && s.models.includes(serviceId))
+      : [];
+    const modes = sources.length ? sources.map((s) => writeModeOf(s, deps.sync)) : [deps.sync];
+    const shadow = modes.some((m) => m.shadow);
+    const carePlans = modes.every((m) => m.carePlans);
+    if (entry?.status === 'scored' && entry.prediction && !shadow) {
+      const outcomeId = await store.latestOutcomeId(sources.map((s) => s.id), patientId, serviceId);
       let proposals: Awaited<ReturnType<typeof proposalSuggestions>>;
       try {
-        proposals = await proposalSuggestions(entry, model, { fhir, asOf, identifierSystem: deps.identifierSystem });
+        proposals = carePlans ? await proposalSuggestions(entry, model, { fhir, asOf, identifierSystem: deps.identifierSystem }) : { suggestions: [] };
       } catch (err) {
         // The score stands without proposals when the patient's care cannot be read.
         logger.warn({ service: serviceId, code: toAdapterError(err).code }, 'cds care plan proposals unavailable');
@@ -143,7 +150,7 @@ export function mountCdsHooks(app: Express, deps: CdsHooksDeps): void {
       })),
     );
     logger.info(
-      { service: serviceId, issuer: client.issuer, status: entry?.status ?? 'not-found', reason: entry?.reason, prefetched: gathered.prefetched, fetched: gathered.fetched, cards: cards.length },
+      { service: serviceId, issuer: client.issuer, status: entry?.status ?? 'not-found', reason: entry?.reason, shadow, prefetched: gathered.prefetched, fetched: gathered.fetched, cards: cards.length },
       'cds patient-view',
     );
     res.json(response);
