@@ -230,4 +230,13 @@ CREATE TABLE ${SCHEMA}.cds_jwt_ids (
 CREATE INDEX cds_jwt_ids_by_expiry ON ${SCHEMA}.cds_jwt_ids (expires_at);
 `,
   },
+  {
+    version: 3,
+    name: 'selection heartbeats',
+    sql: `
+-- A run's selection step (which may run a Bulk Data export for hours) reports like a batch does, so the
+-- selection of a worker that died is released for retry without waiting for its job's expiry.
+ALTER TABLE ${SCHEMA}.runs ADD COLUMN selection_job_id uuid, ADD COLUMN selection_heartbeat_at timestamptz;
+`,
+  },
 ];

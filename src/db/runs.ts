@@ -239,8 +239,27 @@ export class RunStore {
     return rows.map(toRun);
   }
 
-  async markSelecting(id: string): Promise<void> {
-    await this.db.query(`UPDATE ${SCHEMA}.runs SET state = 'selecting', started_at = COALESCE(started_at, now()) WHERE id = $1 AND state IN ('queued', 'selecting')`, [id]);
+  /** The run's selection begins (or begins again); `jobId`, the source-run job doing it, then reports by `selectionHeartbeat`. */
+  async markSelecting(id: string, jobId?: string): Promise<void> {
+    await this.db.query(
+      `UPDATE ${SCHEMA}.runs SET state = 'selecting', started_at = COALESCE(started_at, now()), selection_job_id = $2, selection_heartbeat_at = now()
+        WHERE id = $1 AND state IN ('queued', 'selecting')`,
+      [id, jobId ?? null],
+    );
+  }
+
+  async selectionHeartbeat(id: string, jobId: string): Promise<void> {
+    await this.db.query(`UPDATE ${SCHEMA}.runs SET selection_heartbeat_at = now() WHERE id = $1 AND state = 'selecting' AND selection_job_id = $2`, [id, jobId]);
+  }
+
+  /** Selecting runs whose worker has not reported for `timeoutSeconds`. */
+  async staleSelections(timeoutSeconds: number): Promise<{ runId: string; sourceId: string; jobId: string }[]> {
+    const { rows } = await this.db.query<{ id: string; source_id: string; selection_job_id: string }>(
+      `SELECT id, source_id, selection_job_id FROM ${SCHEMA}.runs
+        WHERE state = 'selecting' AND selection_job_id IS NOT NULL AND selection_heartbeat_at < now() - make_interval(secs => $1)`,
+      [timeoutSeconds],
+    );
+    return rows.map((r) => ({ runId: r.id, sourceId: r.source_id, jobId: r.selection_job_id }));
   }
 
   /**

@@ -129,12 +129,18 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     }
     // Deleted by retention, or fanned out already (this is a redelivery after a crash): nothing to do.
     if (!run || (run.state !== 'queued' && run.state !== 'selecting')) return { runId: run?.id, state: run?.state };
-    await runs.markSelecting(run.id);
+    await runs.markSelecting(run.id, job.id);
     let selection: Selection;
     let staged = false;
     // A shutdown stops a Bulk Data export between polls and files; the retried job resumes it.
     const controller = new AbortController();
     inflight.add(controller);
+    // Reported like a batch, so a selection whose worker died is released within the heartbeat timeout.
+    const selectingRun = run.id;
+    const heartbeat = setInterval(() => {
+      runs.selectionHeartbeat(selectingRun, job.id).catch((err) => logger.warn({ err: (err as Error).message }, 'selection heartbeat failed'));
+    }, w.heartbeatSeconds * 1000);
+    heartbeat.unref();
     try {
       const client = deps.clientFor(source.id);
       const selectionDeps = { client, watermarks, scores, clock, logger: deps.logger };
@@ -158,6 +164,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       safe.stack = safe.message;
       throw safe;
     } finally {
+      clearInterval(heartbeat);
       inflight.delete(controller);
     }
     const batches = chunk(selection.patientIds, source.options.batchSize);
@@ -314,8 +321,18 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     return report;
   };
 
-  /** Releases batches whose worker stopped reporting: their jobs fail now and are retried. */
+  /** Releases selections and batches whose worker stopped reporting: their jobs fail now and are retried. */
   const reap = async (): Promise<void> => {
+    for (const stale of await runs.staleSelections(w.heartbeatTimeoutSeconds)) {
+      const queue = sourceRunQueue(stale.sourceId);
+      const job = await boss.getJobById<SourceRunJob>(queue, stale.jobId);
+      if (job?.state === 'active') {
+        await boss.fail(queue, stale.jobId, { message: 'worker-lost: no heartbeat during selection' });
+        logger.warn({ run: stale.runId, source: stale.sourceId }, 'released the selection of a worker that stopped reporting');
+      }
+      // Not looked at again until its retry reports (or the next timeout passes).
+      await runs.selectionHeartbeat(stale.runId, stale.jobId);
+    }
     for (const stale of await runs.staleBatches(w.heartbeatTimeoutSeconds)) {
       const job = await boss.getJobById<PatientBatchJob>(PATIENT_BATCH_QUEUE, stale.jobId);
       if (job?.state === 'active') await boss.fail(PATIENT_BATCH_QUEUE, stale.jobId, { message: 'worker-lost: no heartbeat' });
