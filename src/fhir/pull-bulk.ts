@@ -64,7 +64,8 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
   let prepared: Promise<BulkExportReport> | undefined;
   let report: BulkExportReport | undefined;
   let incremental = false;
-  let orphans: UnattributedResource[] | undefined;
+  /** Listed once, by the first batch pulled (a service run's batches read staging elsewhere and never ask). */
+  let orphansReported = false;
 
   const prepare = () =>
     (prepared ??= (async () => {
@@ -83,9 +84,6 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
         deps.staging,
         { sourceId: deps.sourceId, request, logger: deps.logger, signal: deps.signal, chunkSize: deps.chunkSize, stagingConcurrency: deps.stagingConcurrency },
       );
-      const u = await deps.staging.unattributed(deps.sourceId, 100_000);
-      orphans = u.items.map((i) => ({ reference: i.reference, reason: 'no-subject', detail: i.detail }));
-      if (u.total > u.items.length) logger.warn({ total: u.total, listed: u.items.length }, 'more staged resources without a patient than listed');
       return report;
     })());
 
@@ -145,8 +143,13 @@ export function createBulkPull(deps: BulkPullDeps): BulkPull {
     async pull(patientIds) {
       await prepare();
       // Resources no patient of the population owns are reported once per run, with its first batch.
-      const unattributed = orphans ?? [];
-      orphans = [];
+      let unattributed: UnattributedResource[] = [];
+      if (!orphansReported) {
+        orphansReported = true;
+        const u = await deps.staging.unattributed(deps.sourceId, 100_000);
+        unattributed = u.items.map((i) => ({ reference: i.reference, reason: 'no-subject', detail: i.detail }));
+        if (u.total > u.items.length) logger.warn({ total: u.total, listed: u.items.length }, 'more staged resources without a patient than listed');
+      }
       return pullStaged(deps, patientIds, { unattributed, logger: deps.logger });
     },
     async close() {
