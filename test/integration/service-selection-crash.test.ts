@@ -1,14 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { startService, type RunningService } from '../../src/api/service.js';
 import type { App } from '../../src/app.js';
-import { packagePath } from '../../src/core/paths.js';
 import { SCHEMA } from '../../src/db/migrations.js';
 import { RunStore, type RunRow } from '../../src/db/runs.js';
 import { seedDemo } from '../../src/demo/demo.js';
 import { loadDiabetesRows } from '../../src/demo/diabetes-rows.js';
 import { startFhirServer, type RunningFhirServer } from '../../src/server/index.js';
-import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, serviceConfig, testApp, waitFor, type TestDatabase } from './support/service.js';
+import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, serviceConfig, startWorkerChild, testApp, waitFor, type TestDatabase } from './support/service.js';
 
 /**
  * A worker killed with SIGKILL while its run's selection step runs a Bulk Data export (the export kicked
@@ -51,14 +49,9 @@ test('a worker killed during its selection\'s export: another worker releases it
   });
   api = await startService({ config, app, mode: 'api', listen: { port: 0 } });
   const runs = new RunStore(api.db);
-  child = spawn(process.execPath, ['--import', 'tsx', path.join(packagePath('test', 'integration', 'support'), 'worker-child.ts')], {
-    cwd: packagePath(),
-    env: { ...process.env, TEST_DATABASE_URL: database.url, TEST_FHIR_URL: fhir.url, TEST_SOURCE_PULL: JSON.stringify(PULL), FHIR_ML_LOG_LEVEL: 'silent' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor('the child worker', async () => out.includes('WORKER_READY'), 90_000);
+  const started = startWorkerChild({ databaseUrl: database.url, fhirUrl: fhir.url, sourcePull: PULL });
+  child = started.process;
+  await waitFor('the child worker', async () => started.lines.includes('WORKER_READY'), 90_000);
 
   const response = await fetch(`${api.url}/sources/test/runs`, { method: 'POST', headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' }, body: '{}' });
   expect(response.status).toBe(202);

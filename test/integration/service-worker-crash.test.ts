@@ -1,11 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { startService, type RunningService } from '../../src/api/service.js';
-import { packagePath } from '../../src/core/paths.js';
 import { RunStore, type RunRow } from '../../src/db/runs.js';
 import type { RunningFhirServer } from '../../src/server/index.js';
 import type { App } from '../../src/app.js';
-import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, testApp, waitFor, type TestDatabase } from './support/service.js';
+import { API_KEY, API_KEY_SHA256, allRiskAssessments, createTestDatabase, seededFhirServer, serviceConfig, startWorkerChild, testApp, waitFor, type TestDatabase } from './support/service.js';
 
 /**
  * Several workers share one database: a worker process killed with SIGKILL in the middle of a batch
@@ -35,28 +33,11 @@ afterAll(async () => {
   await database?.drop();
 });
 
-function startChild(): { process: ChildProcess; lines: string[] } {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(packagePath('test', 'integration', 'support'), 'worker-child.ts')], {
-    cwd: packagePath(),
-    env: { ...process.env, TEST_DATABASE_URL: database.url, TEST_FHIR_URL: fhir.url, FHIR_ML_LOG_LEVEL: 'silent' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines: string[] = [];
-  let buffer = '';
-  proc.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString();
-    const parts = buffer.split('\n');
-    buffer = parts.pop()!;
-    lines.push(...parts);
-  });
-  return { process: proc, lines };
-}
-
 test('a worker killed with SIGKILL mid-batch leaves work another worker completes, without duplicate resources', async () => {
   const config = serviceConfig(fhir.url, { databaseUrl: database.url, apiKeySha256: API_KEY_SHA256 });
   api = await startService({ config, app, mode: 'api', listen: { port: 0 } });
   const runs = new RunStore(api.db);
-  const started = startChild();
+  const started = startWorkerChild({ databaseUrl: database.url, fhirUrl: fhir.url });
   child = started.process;
   await waitFor('the child worker', async () => started.lines.includes('WORKER_READY'), 90_000);
 

@@ -1,8 +1,11 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import pg from 'pg';
 import type { Bundle, FhirResource, RiskAssessment } from 'fhir/r4.js';
 import { createApp, type App } from '../../../src/app.js';
 import { parseServiceConfig, type ServiceConfig } from '../../../src/config/sources.js';
+import { packagePath } from '../../../src/core/paths.js';
 import { seedDemo } from '../../../src/demo/demo.js';
 import { loadDiabetesRows } from '../../../src/demo/diabetes-rows.js';
 import { startFhirServer, type RunningFhirServer } from '../../../src/server/index.js';
@@ -109,6 +112,33 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * A worker process of its own (support/worker-child.ts) on the given database and FHIR server, for the
+ * crash tests: its stdout lines as they come (WORKER_READY, BATCH_WRITTEN ...), to be killed with SIGKILL.
+ */
+export function startWorkerChild(env: { databaseUrl: string; fhirUrl: string; sourcePull?: Record<string, unknown> }): { process: ChildProcess; lines: string[] } {
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(packagePath('test', 'integration', 'support'), 'worker-child.ts')], {
+    cwd: packagePath(),
+    env: {
+      ...process.env,
+      TEST_DATABASE_URL: env.databaseUrl,
+      TEST_FHIR_URL: env.fhirUrl,
+      ...(env.sourcePull ? { TEST_SOURCE_PULL: JSON.stringify(env.sourcePull) } : {}),
+      FHIR_ML_LOG_LEVEL: 'silent',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  let buffer = '';
+  proc.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString();
+    const parts = buffer.split('\n');
+    buffer = parts.pop()!;
+    lines.push(...parts);
+  });
+  return { process: proc, lines };
 }
 
 export type { FhirResource };
