@@ -144,10 +144,11 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     try {
       const client = deps.clientFor(source.id);
       const selectionDeps = { client, watermarks, scores, clock, logger: deps.logger };
-      const exporting = await deps.bulk?.open(source, run.modelIds, new Date(run.asOf), controller.signal);
+      // Every exchange of a staged selection: auto's probe, the export (kick-off, polls, files, the
+      // DELETE) and the population read.
+      const tally = newTally();
+      const exporting = await tallied(tally, async () => deps.bulk?.open(source, run!.modelIds, new Date(run!.asOf), controller.signal));
       if (exporting) {
-        // Every exchange of the export (kick-off, polls, files, the DELETE) and of the population read.
-        const tally = newTally();
         selection = await tallied(tally, () =>
           selectStagedPatients({ ...selectionDeps, staging: exporting.staging, runs }, source, run!.modelIds, exporting.bulk, { full: job.data.full, reason: exporting.reason }),
         );
