@@ -69,6 +69,13 @@ export interface Worker {
   stop(options?: { graceSeconds?: number }): Promise<void>;
 }
 
+/** What a failed job's output keeps: the code and message only (no cause, no stack: nothing but what we wrote). */
+function jobError(e: { code: string; message: string }): Error {
+  const safe = new Error(`${e.code}: ${e.message}`);
+  safe.stack = safe.message;
+  return safe;
+}
+
 /** How long a stop waits for released batches to record their end before the database closes. */
 const RELEASE_WAIT_MS = 10_000;
 
@@ -161,9 +168,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       const e = toAdapterError(err, 'internal', 'selection');
       await runs.noteSelectionError(run.id, e.code, e.message);
       logger.warn({ run: run.id, source: source.id, code: e.code, transient: e.transient }, 'selecting the patients of a run failed; it will be retried');
-      const safe = new Error(`${e.code}: ${e.message}`);
-      safe.stack = safe.message;
-      throw safe;
+      throw jobError(e);
     } finally {
       clearInterval(heartbeat);
       inflight.delete(controller);
@@ -281,10 +286,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       if (final) for (const m of d.modelIds) deps.metrics?.patients.inc({ model: m, status: 'failed', reason: e.code }, d.patientIds.length);
       await reportFinalized(result);
       logger.warn({ run: d.runId, batch: d.seq, code: e.code, transient: e.transient, attempt: job.retryCount + 1, final }, final ? 'batch failed for good' : 'batch failed; it will be retried');
-      // Only the code and message reach the job's output (no cause, no stack: nothing but what we wrote).
-      const safe = new Error(`${e.code}: ${e.message}`);
-      safe.stack = safe.message;
-      throw safe;
+      throw jobError(e);
     } finally {
       clearInterval(heartbeat);
       inflight.delete(controller);
